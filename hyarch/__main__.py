@@ -1,0 +1,5 @@
+import sys
+
+from hyarch.cli import main
+
+sys.exit(main())

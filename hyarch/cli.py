@@ -1,0 +1,147 @@
+"""The ``hyarch`` command line: it parses arguments and calls the library, nothing more.
+
+Exit codes: 0 success, 1 the candidate or search failed, 2 bad usage or bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _space_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("space", help="search space: a YAML path or a built-in name (damped_pendulum)")
+
+
+def _device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None,
+                   help="torch device: cpu, cuda, cuda:1 (default: cuda when available)")
+
+
+def resolve_device(name: str | None) -> str:
+    import torch
+
+    if name:
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise SystemExit(_usage(f"--device {name}: CUDA is not available on this machine"))
+        return name
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _usage(msg: str) -> int:
+    print(f"hyarch: error: {msg}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+# -- commands ---------------------------------------------------------------------------
+def cmd_evaluate(args) -> int:
+    from pathlib import Path
+
+    from hyarch.evaluate import evaluate_source
+    from hyarch.report.console import print_evaluation
+
+    space = _load(args.space)
+    path = Path(args.file)
+    if not path.is_file():
+        return _usage(f"candidate file {args.file!r} does not exist")
+    overrides = {"seed": args.seed} if args.seed is not None else {}
+    out = evaluate_source(space, path.read_text(), filename=str(path),
+                          device=resolve_device(args.device), overrides=overrides)
+    if args.json:
+        print(json.dumps(out.result, indent=2))
+    else:
+        print_evaluation(out.result, title=f"{path} on {space.name}")
+    return EXIT_OK if out.result["status"] == "ok" else EXIT_FAILED
+
+
+def cmd_validate(args) -> int:
+    from hyarch.report.console import print_space_summary
+
+    space = _load(args.space)
+    prior_fit = None
+    if args.fit_prior and space.prior_path() is not None:
+        from hyarch.evaluate import evaluate_source
+
+        prior_fit = evaluate_source(space, space.prior_path().read_text(),
+                                    filename=str(space.prior_path())).result
+    print_space_summary(space, prior_fit)
+    return EXIT_OK
+
+
+def _load(ref):
+    from hyarch.spaces.errors import SpaceError
+    from hyarch.spaces.loader import load_space
+
+    try:
+        return load_space(ref)
+    except SpaceError as e:
+        print(f"hyarch: error: {e}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hyarch",
+        description="Search for hybrid (mechanistic + neural) models of dynamical systems.",
+    )
+    from hyarch import __version__
+
+    parser.add_argument("--version", action="version", version=f"hyarch {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("evaluate", help="train and score one candidate file")
+    _space_arg(p)
+    p.add_argument("file", help="candidate Python file defining class Model(HybridModel)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--seed", type=int, default=None)
+    _device_arg(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("validate", help="check a search space and its data, print a summary")
+    _space_arg(p)
+    p.add_argument("--fit-prior", action="store_true", help="also train and score the prior")
+    p.set_defaults(func=cmd_validate)
+
+    for register in EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+# Other modules add their subcommands here: f(subparsers) -> None.
+EXTRA_COMMANDS: list[Callable] = []
+
+
+def _register_extras() -> None:
+    import importlib
+
+    for mod in ("hyarch.agent.commands", "hyarch.spaces.commands", "hyarch.review.commands",
+                "hyarch.report.commands", "hyarch.ranking.commands", "hyarch.distill.commands"):
+        try:
+            m = importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name is None or not mod.startswith(e.name):
+                raise
+            continue
+        EXTRA_COMMANDS.append(m.register)
+
+
+def main(argv: list[str] | None = None) -> int:
+    _register_extras()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

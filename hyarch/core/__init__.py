@@ -1,0 +1,1 @@
+"""The shared hybrid core: contract, rollout, training, regularizers, metrics."""

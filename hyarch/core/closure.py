@@ -1,0 +1,141 @@
+"""``Closure``: the neural part of a hybrid model.
+
+Every network in a candidate is a Closure so that the core can (a) record its outputs
+during a rollout, for the closure-norm regularizer, and (b) switch it to its null value
+(0 when additive, 1 when multiplicative) to run the reduced, mechanism-only model.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from hyarch.core.model import ContractError, Named
+
+# The model whose setup() is running: closures read replicas and input scales from it.
+_BUILDING: contextvars.ContextVar = contextvars.ContextVar("hyarch_building", default=None)
+
+ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "silu": nn.functional.silu,
+               "softplus": nn.functional.softplus, "gelu": nn.functional.gelu}
+KINDS = ("additive", "multiplicative")
+
+
+class Closure(nn.Module):
+    """An MLP over named states/inputs, null at initialisation.
+
+    ``Closure(inputs=("theta", "omega"), hidden=(64, 64))`` is called as
+    ``self.correction(s.theta, s.omega)`` (or with the whole ``s``) and returns one value
+    per trajectory (or ``(..., outputs)`` for ``outputs > 1``). ``kind="multiplicative"``
+    returns ``1 + net(x)``. Inputs are divided by their training-data scale when the core
+    knows it, so a state in the thousands does not saturate the network.
+    """
+
+    def __init__(
+        self,
+        inputs: Sequence[str],
+        hidden: Sequence[int] = (64, 64),
+        *,
+        outputs: int = 1,
+        kind: str = "additive",
+        activation: str = "tanh",
+        scale: float = 1.0,
+        time: bool = False,
+    ) -> None:
+        super().__init__()
+        if isinstance(inputs, str):
+            inputs = (inputs,)
+        if kind not in KINDS:
+            raise ContractError(f"Closure kind {kind!r} is not one of {', '.join(KINDS)}")
+        if activation not in ACTIVATIONS:
+            raise ContractError(
+                f"Closure activation {activation!r} is not one of {', '.join(ACTIVATIONS)}"
+            )
+        if isinstance(hidden, int):
+            hidden = (hidden,)
+        self.input_names = tuple(inputs)
+        self.hidden = tuple(int(h) for h in hidden)
+        self.outputs = int(outputs)
+        self.kind = kind
+        self.activation = activation
+        self.scale = float(scale)
+        self.time = bool(time)
+        model = _BUILDING.get()
+        self.replicas = model.replicas if model is not None else 1
+        scales = model.scales if model is not None else {}
+        if model is not None:
+            known = set(model.state_names) | set(model.input_names)
+            unknown = [n for n in self.input_names if n not in known]
+            if unknown:
+                raise ContractError(
+                    f"Closure input(s) {', '.join(map(repr, unknown))} are not states or inputs"
+                    f" (valid: {', '.join(sorted(known))})"
+                )
+        in_scale = [float(scales.get(n, 1.0)) or 1.0 for n in self.input_names]
+        if self.time:
+            in_scale.append(float(scales.get("__time__", 1.0)) or 1.0)
+        self.register_buffer("in_scale", torch.tensor(in_scale))
+        sizes = [len(in_scale), *self.hidden, self.outputs]
+        R = self.replicas
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            last = i == len(sizes) - 2
+            w = torch.empty(R, a, b)
+            if last:
+                nn.init.zeros_(w)  # start at the null value: the mechanism alone
+            else:
+                bound = math.sqrt(6.0 / (a + b))
+                nn.init.uniform_(w, -bound, bound)
+            self.weights.append(nn.Parameter(w))
+            self.biases.append(nn.Parameter(torch.zeros(R, b)))
+        self.null = False
+        self.record: list[torch.Tensor] | None = None
+
+    def net(self, x: torch.Tensor) -> torch.Tensor:
+        act = ACTIVATIONS[self.activation]
+        n = len(self.weights)
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            if self.replicas == 1:
+                x = x @ w[0] + b[0]
+            else:
+                lead = x.shape[:-1]
+                x = torch.baddbmm(b.unsqueeze(1), x.reshape(lead[0], -1, x.shape[-1]), w)
+                x = x.reshape(*lead, x.shape[-1])
+            if i < n - 1:
+                x = act(x)
+        return x * self.scale
+
+    def forward(self, *args: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        if len(args) == 1 and isinstance(args[0], Named):
+            s = args[0]
+            args = tuple(s[n] for n in self.input_names)
+        if len(args) != len(self.input_names):
+            raise ContractError(
+                f"Closure over {self.input_names} called with {len(args)} tensor(s);"
+                f" pass them in that order"
+            )
+        ref = args[0]
+        if self.null:
+            shape = ref.shape if self.outputs == 1 else (*ref.shape, self.outputs)
+            fill = 1.0 if self.kind == "multiplicative" else 0.0
+            return torch.full(shape, fill, dtype=ref.dtype, device=ref.device)
+        cols = [torch.as_tensor(a, dtype=ref.dtype, device=ref.device).expand(ref.shape)
+                for a in args]
+        if self.time:
+            tt = torch.as_tensor(t if t is not None else 0.0, dtype=ref.dtype, device=ref.device)
+            cols.append(tt.expand(ref.shape))
+        x = torch.stack(cols, dim=-1) / self.in_scale
+        g = self.net(x)
+        if self.outputs == 1:
+            g = g.squeeze(-1)
+        if self.record is not None:
+            self.record.append(g)
+        return 1.0 + g if self.kind == "multiplicative" else g
+
+    def extra_repr(self) -> str:
+        return (f"inputs={self.input_names}, hidden={self.hidden}, kind={self.kind!r},"
+                f" replicas={self.replicas}")

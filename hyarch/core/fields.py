@@ -1,0 +1,81 @@
+"""Evaluating the mechanistic and neural parts of a vector field at given points.
+
+Regularizers and metrics work on the states a rollout visited: the full field F, the
+reduced field F0 (every closure at its null value) and their difference, the share of the
+derivative the networks supply, whatever wiring the candidate uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from hyarch.core.data import Trajectories
+from hyarch.core.model import HybridModel
+from hyarch.core.rollout import integrate
+
+
+@contextlib.contextmanager
+def reduced(model: HybridModel):
+    """Switch every closure to its null value: the mechanism-only model."""
+    closures = model.closures()
+    before = [c.null for c in closures]
+    for c in closures:
+        c.null = True
+    try:
+        yield model
+    finally:
+        for c, b in zip(closures, before):
+            c.null = b
+
+
+@contextlib.contextmanager
+def recording(model: HybridModel):
+    """Collect every closure output computed inside the block."""
+    outputs: list[torch.Tensor] = []
+    closures = model.closures()
+    for c in closures:
+        c.record = outputs
+    try:
+        yield outputs
+    finally:
+        for c in closures:
+            c.record = None
+
+
+def rollout(
+    model: HybridModel, data: Trajectories, *, method: str = "rk4", substeps: int = 1,
+    y0: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Integrate ``model`` from each trajectory's first observation over its grid."""
+    start = data.y0() if y0 is None else y0
+    if model.replicas > 1 and start.ndim == 2:
+        start = start.unsqueeze(0).expand(model.replicas, -1, -1)
+    return integrate(model.vector_field, start, data.t, data.u, method=method, substeps=substeps)
+
+
+@dataclass(frozen=True)
+class Points:
+    """States visited by a rollout, flattened to a batch of points."""
+
+    t: torch.Tensor  # (N,)
+    y: torch.Tensor  # (..., N, S)
+    u: torch.Tensor | None  # (N, I)
+
+    @classmethod
+    def from_rollout(cls, pred: torch.Tensor, data: Trajectories) -> "Points":
+        lead = pred.shape[:-3]
+        B, T, S = pred.shape[-3:]
+        y = pred.detach().reshape(*lead, B * T, S)
+        u = None if data.u is None else data.u.reshape(B * T, -1)
+        return cls(data.t.reshape(B * T), y, u)
+
+
+def field_parts(model: HybridModel, pts: Points) -> tuple[torch.Tensor, torch.Tensor]:
+    """(F, F0): the full and the reduced vector field at ``pts``."""
+    full = model.vector_field(pts.t, pts.y, pts.u)
+    with reduced(model):
+        red = model.vector_field(pts.t, pts.y, pts.u)
+    return full, red

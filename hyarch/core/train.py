@@ -1,0 +1,362 @@
+"""Training a candidate so that it actually finds its parameters.
+
+A plain Adam fit over the full horizon from a poor guess stalls in local minima on
+oscillators. hyarch trains by design in three phases:
+
+1. a short-window curriculum: from every observed point, fit windows of 2, 4, 8, ... steps
+   (multiple shooting with observed starts), all restarts at once as replicas of the
+   candidate in one vectorised rollout;
+2. the best replica continues on the full horizon with early stopping on validation loss,
+   learning-rate decay on plateaus, and the best weights restored;
+3. candidates with no networks and few parameters are polished with L-BFGS.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import torch
+
+from hyarch.core.data import Trajectories, state_scales
+from hyarch.core.fields import Points, field_parts, rollout
+from hyarch.core.metrics import normalised_mse
+from hyarch.core.model import ContractError, HybridModel
+from hyarch.core.rollout import check_method
+
+Factory = Callable[..., HybridModel]
+
+TRAIN_REGULARIZERS = ("closure_norm", "decorrelation")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """How a candidate is trained. Every field can be set from a space's ``training``."""
+
+    method: str = "rk4"
+    substeps: int = 1
+    lr: float = 5e-3
+    lr_physical: float = 5e-2
+    windows: tuple[int, ...] = (2, 4, 8, 16)
+    stage_iters: int = 300
+    final_iters: int = 1500
+    patience: int = 200
+    eval_every: int = 10
+    restarts: int = 4
+    lbfgs: str = "auto"
+    lbfgs_iters: int = 200
+    regularizers: Mapping[str, float] = field(default_factory=lambda: {"closure_norm": 1e-3})
+    adaptive: bool = False
+    tau: float = 1.0
+    seed: int = 0
+    max_seconds: float = 600.0
+    grad_clip: float = 10.0
+    max_windows: int = 4096
+    device: str = "cpu"
+
+    def __post_init__(self):
+        check_method(self.method)
+        if self.lbfgs not in ("auto", "always", "never"):
+            raise ValueError(f"lbfgs must be auto, always or never, got {self.lbfgs!r}")
+        for name in self.regularizers:
+            if name not in TRAIN_REGULARIZERS:
+                raise ValueError(
+                    f"regularizer {name!r} cannot be trained on; valid in training:"
+                    f" {', '.join(TRAIN_REGULARIZERS)}"
+                )
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """A trained one-replica model and how training went."""
+
+    model: HybridModel
+    scales: torch.Tensor
+    train_loss: float
+    val_loss: float
+    iterations: int
+    seconds: float
+    stopped: str
+    history: tuple[tuple[str, int, float, float], ...]
+    replica_losses: tuple[float, ...] = ()
+
+
+class TrainingError(Exception):
+    """Training cannot go on (diverged everywhere, wrong shapes...)."""
+
+
+def _replica_safe(model: HybridModel, data: Trajectories) -> bool:
+    """Can this candidate run R replicas at once? Only if every network is a Closure."""
+    raw = {id(p) for p in model.physical_raw_parameters()}
+    closure = {id(p) for c in model.closures() for p in c.parameters()}
+    foreign = [p for p in model.parameters() if id(p) not in raw and id(p) not in closure]
+    if foreign:
+        return False
+    try:
+        with torch.no_grad():
+            y = data.y0()[:2].unsqueeze(0).expand(model.replicas, -1, -1)
+            u = None if data.u is None else data.u[:2, 0]
+            out = model.vector_field(data.t[:2, 0], y, u)
+        return out.shape == y.shape and bool(torch.isfinite(out).all())
+    except Exception:
+        return False
+
+
+def _diversify(model: HybridModel, seed: int) -> None:
+    """Spread replicas' physical parameters: the declared init, jitter and broad draws."""
+    g = torch.Generator().manual_seed(seed)
+    R = model.replicas
+    with torch.no_grad():
+        for name, raw in model._raw.items():
+            base = raw[0].item()
+            for r in range(1, R):
+                if r % 2:
+                    raw[r] = torch.empty(()).uniform_(-3.0, 3.0, generator=g)
+                else:
+                    raw[r] = base + 0.7 * torch.randn((), generator=g)
+
+
+def _extract(model: HybridModel, factory: Factory, index: int) -> HybridModel:
+    one = factory(replicas=1)
+    src = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, p in one.named_parameters():
+            q = src[name]
+            p.copy_(q[index:index + 1] if q.shape[0] == model.replicas else q)
+    return one.to(next(model.parameters(), torch.zeros(())).device)
+
+
+def _optimizer(model: HybridModel, cfg: TrainConfig, scale: float = 1.0):
+    groups = []
+    if model.physical_raw_parameters():
+        groups.append({"params": model.physical_raw_parameters(), "lr": cfg.lr_physical * scale})
+    if model.neural_parameters():
+        groups.append({"params": model.neural_parameters(), "lr": cfg.lr * scale})
+    if not groups:
+        return None
+    return torch.optim.Adam(groups)
+
+
+class _Trainer:
+    def __init__(self, model, cfg: TrainConfig, scales, deadline):
+        self.model = model
+        self.cfg = cfg
+        self.scales = scales
+        self.deadline = deadline
+        self.lam = 1.0  # APHYNITY's adaptive multiplier on the trajectory loss
+        self.history: list[tuple[str, int, float, float]] = []
+
+    def out_of_time(self) -> bool:
+        return time.perf_counter() > self.deadline
+
+    def losses(self, data: Trajectories) -> tuple[torch.Tensor, torch.Tensor]:
+        """(trajectory loss per replica, regularized objective per replica)."""
+        cfg = self.cfg
+        pred = rollout(self.model, data, method=cfg.method, substeps=cfg.substeps)
+        traj = normalised_mse(pred, data, self.scales)
+        total = traj * (self.lam if cfg.adaptive else 1.0)
+        if self.model.closures() and any(w > 0 for w in cfg.regularizers.values()):
+            pts = Points.from_rollout(pred, data)
+            full, red = field_parts(self.model, pts)
+            full, red = full / self.scales, red / self.scales
+            g = full - red
+            for name, w in cfg.regularizers.items():
+                if w <= 0:
+                    continue
+                if name == "closure_norm":
+                    reg = (g ** 2).sum(-1).mean(-1)
+                else:  # decorrelation
+                    f, gg = red.flatten(-2), g.flatten(-2)
+                    reg = (f * gg).sum(-1).abs() / (f.norm(dim=-1) * gg.norm(dim=-1) + 1e-8)
+                total = total + w * reg
+        return traj, total
+
+    def step(self, opt, data: Trajectories, alive: torch.Tensor) -> torch.Tensor | None:
+        opt.zero_grad(set_to_none=True)
+        traj, total = self.losses(data)
+        finite = torch.isfinite(total) & alive
+        if not bool(finite.any()):
+            return None
+        loss = torch.where(finite, total, torch.zeros_like(total)).sum()
+        loss.backward()
+        params = [p for grp in opt.param_groups for p in grp["params"]]
+        for p in params:
+            if p.grad is not None:
+                torch.nan_to_num_(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
+        torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        opt.step()
+        if self.cfg.adaptive:
+            self.lam += self.cfg.tau * float(traj[finite].mean().detach())
+        return torch.where(finite, traj.detach(), torch.full_like(traj, math.inf))
+
+
+def fit(
+    factory: Factory,
+    train: Trajectories,
+    val: Trajectories,
+    cfg: TrainConfig = TrainConfig(),
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> FitResult:
+    """Train a candidate built by ``factory(replicas=R)`` on ``train``, select on ``val``."""
+    start = time.perf_counter()
+    deadline = start + cfg.max_seconds
+    torch.manual_seed(cfg.seed)
+    device = torch.device(cfg.device)
+    train, val = train.to(device), val.to(device)
+    scales = state_scales(train).to(device)
+
+    R = max(int(cfg.restarts), 1)
+    model = factory(replicas=R).to(device)
+    if R > 1 and not _replica_safe(model, train):
+        R = 1
+        model = factory(replicas=1).to(device)
+    if R > 1:
+        _diversify(model, cfg.seed)
+    tr = _Trainer(model, cfg, scales, deadline)
+    iterations = 0
+    alive = torch.ones(R, dtype=torch.bool, device=device)
+    n_nan = 0
+
+    # Phase 1: short-window curriculum, all replicas at once.
+    opt = _optimizer(model, cfg)
+    if opt is None:
+        raise ContractError("the candidate has nothing to fit: no parameter and no closure")
+    for width in sorted(w for w in cfg.windows if w < train.length - 1):
+        windows = train.windows(width)
+        best, since = math.inf, 0
+        for it in range(cfg.stage_iters):
+            batch = windows
+            if windows.n > cfg.max_windows:
+                idx = torch.randperm(windows.n, device=device)[: cfg.max_windows]
+                batch = windows.select(idx.cpu())
+            traj = tr.step(opt, batch, alive)
+            iterations += 1
+            if traj is None:
+                n_nan += 1
+                if n_nan > 5:
+                    raise TrainingError("training diverged: the loss is NaN or infinite")
+                continue
+            alive = alive & torch.isfinite(traj)
+            cur = float(traj[alive].min()) if bool(alive.any()) else math.inf
+            if cur < best * 0.99:
+                best, since = cur, 0
+            else:
+                since += 1
+            if since >= 50 or tr.out_of_time():
+                break
+        tr.history.append((f"window{width}", iterations, best, math.nan))
+        if tr.out_of_time():
+            break
+
+    # Pick the replica that does best over the whole horizon.
+    replica_losses: tuple[float, ...] = ()
+    if R > 1:
+        with torch.no_grad():
+            full = normalised_mse(
+                rollout(model, train, method=cfg.method, substeps=cfg.substeps), train, scales
+            )
+        full = torch.where(torch.isfinite(full) & alive, full, torch.full_like(full, math.inf))
+        replica_losses = tuple(float(x) for x in full)
+        model = _extract(model, factory, int(torch.argmin(full)))
+        tr.model = model
+
+    # Phase 2: full horizon, early stopping on validation, best weights restored.
+    def val_loss() -> float:
+        with torch.no_grad():
+            pred = rollout(model, val, method=cfg.method, substeps=cfg.substeps)
+            v = float(normalised_mse(pred, val, scales))
+        return v if math.isfinite(v) else math.inf
+
+    best_val = val_loss()
+    best_state = copy.deepcopy(model.state_dict())
+    lr_scale, since, decays = 1.0, 0, 0
+    opt = _optimizer(model, cfg, lr_scale)
+    alive1 = torch.ones(1, dtype=torch.bool, device=device)
+    stopped = "iterations"
+    last_train = math.inf
+    for it in range(cfg.final_iters):
+        if tr.out_of_time():
+            stopped = "time budget"
+            break
+        traj = tr.step(opt, train, alive1)
+        iterations += 1
+        if traj is None or not math.isfinite(float(traj[0])):
+            model.load_state_dict(best_state)
+            decays += 1
+            lr_scale *= 0.3
+            opt = _optimizer(model, cfg, lr_scale)
+            if decays > 6:
+                stopped = "diverged; best weights restored"
+                break
+            continue
+        last_train = float(traj[0])
+        if (it + 1) % cfg.eval_every == 0:
+            v = val_loss()
+            tr.history.append(("full", iterations, last_train, v))
+            if v < best_val * (1 - 1e-4):
+                best_val, since = v, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                since += cfg.eval_every
+            if since >= cfg.patience // 2 and decays < 4:
+                lr_scale *= 0.3
+                decays += 1
+                since = 0
+                for grp, base in zip(opt.param_groups, _optimizer(model, cfg).param_groups):
+                    grp["lr"] = base["lr"] * lr_scale
+            elif since >= cfg.patience:
+                stopped = "early stopping"
+                break
+    model.load_state_dict(best_state)
+
+    # Phase 3: L-BFGS polish for few-parameter mechanistic candidates.
+    use_lbfgs = cfg.lbfgs == "always" or (
+        cfg.lbfgs == "auto" and not model.neural_parameters()
+        and 0 < len(model.physical_raw_parameters()) <= 30
+    )
+    if use_lbfgs and not tr.out_of_time():
+        best_val = _lbfgs(model, tr, train, cfg, best_val, val_loss)
+        tr.history.append(("lbfgs", iterations, math.nan, best_val))
+
+    with torch.no_grad():
+        pred = rollout(model, train, method=cfg.method, substeps=cfg.substeps)
+        train_loss = float(normalised_mse(pred, train, scales))
+    if progress:
+        progress(f"trained: train {train_loss:.3g} val {best_val:.3g}")
+    return FitResult(
+        model=model, scales=scales, train_loss=train_loss, val_loss=best_val,
+        iterations=iterations, seconds=time.perf_counter() - start, stopped=stopped,
+        history=tuple(tr.history), replica_losses=replica_losses,
+    )
+
+
+def _lbfgs(model, tr: _Trainer, train, cfg: TrainConfig, best_val: float, val_loss) -> float:
+    saved = copy.deepcopy(model.state_dict())
+    params = list(model.parameters())
+    opt = torch.optim.LBFGS(
+        params, lr=1.0, max_iter=cfg.lbfgs_iters, history_size=20,
+        line_search_fn="strong_wolfe", tolerance_grad=1e-12, tolerance_change=1e-16,
+    )
+
+    def closure():
+        opt.zero_grad(set_to_none=True)
+        traj, total = tr.losses(train)
+        loss = total.sum()
+        if torch.isfinite(loss):
+            loss.backward()
+        return loss
+
+    try:
+        opt.step(closure)
+    except Exception:  # a failed polish keeps the Adam result
+        model.load_state_dict(saved)
+        return best_val
+    v = val_loss()
+    if v < best_val:
+        return v
+    model.load_state_dict(saved)
+    return best_val

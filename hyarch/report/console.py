@@ -1,0 +1,86 @@
+"""Terminal output with rich: evaluation results and space summaries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _fmt(x, spec=".3g") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def print_evaluation(res: dict[str, Any], title: str = "", console: Console | None = None) -> None:
+    c = console or Console()
+    if res["status"] != "ok":
+        c.print(f"[bold red]failed[/]: {res['reason']}")
+        return
+    t = Table(title=title or None)
+    t.add_column("split")
+    t.add_column("log10 MSE", justify="right")
+    t.add_column("MSE", justify="right")
+    t.add_column("normalised MSE", justify="right")
+    t.add_column("reduced log10 MSE", justify="right")
+    for split, m in res["metrics"].items():
+        r = res["reduced"].get(split, {})
+        t.add_row(split, _fmt(m["log10_mse"], ".2f"), _fmt(m["mse"]), _fmt(m["nmse"]),
+                  _fmt(r.get("log10_mse"), ".2f"))
+    c.print(t)
+    p = Table(title="physical parameters")
+    p.add_column("name")
+    p.add_column("value", justify="right")
+    p.add_column("rel. error vs truth", justify="right")
+    for name, v in res["parameters"].items():
+        err = res["param_rel_error"].get(name)
+        p.add_row(name, f"{v:.6g}", "-" if err is None else f"{100 * err:.3f}%")
+    c.print(p)
+    regs = ", ".join(f"{k}={_fmt(v)}" for k, v in res["regularizers"].items()
+                     if not isinstance(v, dict))
+    c.print(f"closure share {_fmt(res['closure_share'])}, neural parameters "
+            f"{res['n_neural_params']}, regularizers: {regs}")
+    tr = res.get("training", {})
+    c.print(f"trained in {res['seconds']:.1f} s ({tr.get('iterations')} iterations,"
+            f" stopped: {tr.get('stopped')})")
+
+
+def print_space_summary(space, prior_fit: dict | None = None,
+                        console: Console | None = None) -> None:
+    c = console or Console()
+    spec = space.spec
+    c.print(f"[bold]{spec.name}[/] ({space.path})")
+    if spec.description:
+        c.print(spec.description.strip())
+    t = Table(title="states and inputs")
+    for col in ("name", "kind", "unit", "description"):
+        t.add_column(col)
+    for n, v in spec.states.items():
+        t.add_row(n, "state" + (f" {tuple(v.shape)}" if v.shape else ""), v.unit, v.description)
+    for n, v in spec.inputs.items():
+        t.add_row(n, "input", v.unit, v.description)
+    c.print(t)
+    s = Table(title="splits")
+    for col in ("split", "trajectories", "points", "time range"):
+        s.add_column(col, justify="right")
+    for name in spec.states:
+        s.add_column(f"{name} range", justify="right")
+    for name, tr in space.splits.items():
+        n_pts = int(tr.mask.all(dim=-1).sum())
+        row = [name, str(tr.n), str(n_pts),
+               f"{float(tr.t.min()):.3g}..{float(tr.t.max()):.3g}"]
+        for j, _ in enumerate(spec.states):
+            col = tr.y[..., j][tr.mask[..., j]]
+            row.append(f"{float(col.min()):.3g}..{float(col.max()):.3g}" if col.numel() else "-")
+        s.add_row(*row)
+    c.print(s)
+    c.print(f"prior: {space.prior_path() or '(none)'}; hypotheses: "
+            f"{sum(len(v) for v in spec.hypotheses.values())} terms; closure sites: "
+            f"{len(spec.closures)}; known parameters: {', '.join(spec.truth) or '(none)'}")
+    if prior_fit is not None:
+        if prior_fit["status"] == "ok":
+            c.print(f"prior fit: val log10 MSE {_fmt(prior_fit['metrics']['val']['log10_mse'], '.2f')},"
+                    f" parameters {prior_fit['parameters']}")
+        else:
+            c.print(f"[red]prior failed[/]: {prior_fit['reason']}")
+    c.print("[green]valid[/]")

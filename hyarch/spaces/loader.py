@@ -1,0 +1,370 @@
+"""Loading a search space: YAML with line numbers, validation, data and splits."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydantic
+import yaml
+
+from hyarch.core.data import Trajectories
+from hyarch.spaces.errors import SpaceError, suggest
+from hyarch.spaces.schema import SpaceSpec
+from hyarch.spaces.simulators import Simulated, get_simulator
+from hyarch.spaces.space import Space
+
+
+def builtin_dir(kind: str) -> Path:
+    """``search_spaces`` or ``prompts``: beside the checkout, else shipped in the package."""
+    here = Path(__file__).resolve().parents[2] / kind
+    if here.is_dir():
+        return here
+    from importlib.resources import files
+
+    return Path(str(files(f"hyarch.{kind}")))
+
+
+def builtin_spaces() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(builtin_dir("search_spaces").glob("*.yaml"))}
+
+
+def resolve_space_path(ref: str | Path) -> Path:
+    p = Path(ref)
+    if p.is_file():
+        return p
+    spaces = builtin_spaces()
+    if str(ref) in spaces:
+        return spaces[str(ref)]
+    if p.suffix in (".yaml", ".yml") or "/" in str(ref):
+        raise SpaceError(f"no such file; built-in spaces: {', '.join(spaces)}", file=str(ref))
+    raise SpaceError(
+        f"no search space named {str(ref)!r}{suggest(str(ref), spaces)};"
+        f" built-in: {', '.join(spaces)}, or give a path to a YAML file"
+    )
+
+
+def _line_of(node, loc: tuple) -> int | None:
+    """Line (1-based) of the YAML node at ``loc``, or of its nearest parent."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = None
+            for k, v in node.value:
+                if k.value == str(key):
+                    nxt = v
+                    line = k.start_mark.line + 1
+                    break
+            if nxt is None:
+                return line
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _field_names(model, loc) -> list[str]:
+    """Valid keys at ``loc`` (for suggestions on unknown keys)."""
+    cls = model
+    for key in loc[:-1]:
+        if isinstance(key, int) or cls is None:
+            continue
+        f = getattr(cls, "model_fields", {}).get(key)
+        if f is None:
+            return []
+        ann = f.annotation
+        args = getattr(ann, "__args__", ())
+        cands = [a for a in (ann, *args) if isinstance(a, type) and issubclass(a, pydantic.BaseModel)]
+        if not cands:
+            for a in args:
+                cands += [b for b in getattr(a, "__args__", ()) if isinstance(b, type)
+                          and issubclass(b, pydantic.BaseModel)]
+        cls = cands[0] if cands else None
+    return list(getattr(cls, "model_fields", {})) if cls is not None else []
+
+
+def parse_spec(text: str, file: str = "<space>") -> SpaceSpec:
+    """Parse and validate YAML text; every problem is reported with its line."""
+    try:
+        root = yaml.compose(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        problem = getattr(e, "problem", None) or str(e)
+        raise SpaceError(f"malformed YAML: {problem}", file=file,
+                         line=mark.line + 1 if mark else None) from None
+    if not isinstance(raw, dict):
+        raise SpaceError("a search space is a YAML mapping (name:, states:, data:, ...)",
+                         file=file, line=1)
+    try:
+        return SpaceSpec.model_validate(raw)
+    except pydantic.ValidationError as e:
+        lines = []
+        first_line = None
+        for err in e.errors():
+            loc = tuple(err["loc"])
+            line = _line_of(root, loc)
+            first_line = first_line or line
+            field = ".".join(str(x) for x in loc) or "(top level)"
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                valid = _field_names(SpaceSpec, loc)
+                msg = f"unknown key {loc[-1]!r}{suggest(loc[-1], valid)}"
+                if valid:
+                    msg += f"; valid keys here: {', '.join(valid)}"
+            elif err["type"] == "missing":
+                msg = "required field is missing"
+            lines.append(f"  line {line}: {field}: {msg}" if line else f"  {field}: {msg}")
+        raise SpaceError(
+            "invalid search space:\n" + "\n".join(lines), file=file, line=first_line
+        ) from None
+
+
+def load_space(ref: str | Path) -> Space:
+    """Load, validate and split a search space (a path or a built-in name)."""
+    path = resolve_space_path(ref)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SpaceError(f"cannot read: {e.strerror}", file=str(path)) from None
+    spec = parse_spec(text, str(path))
+    splits = build_splits(spec, path)
+    space = Space(spec=spec, path=path, splits=splits)
+    prior = space.prior_path()
+    if prior is not None and not prior.is_file():
+        raise SpaceError(f"prior file {spec.prior!r} does not exist (looked at {prior})",
+                         file=str(path), line=_line_of(yaml.compose(text), ("prior",)),
+                         field="prior")
+    return space
+
+
+# -- data -------------------------------------------------------------------------------
+def _to_traj(items: list[Simulated], spec: SpaceSpec, ids) -> Trajectories:
+    if not items:
+        raise SpaceError("a split has no trajectories")
+    T = max(len(s.t) for s in items)
+    S = items[0].y.shape[1]
+    t = np.zeros((len(items), T))
+    y = np.full((len(items), T, S), np.nan)
+    n_in = len(spec.inputs)
+    u = np.zeros((len(items), T, n_in)) if n_in else None
+    for i, s in enumerate(items):
+        n = len(s.t)
+        t[i, :n] = s.t
+        if n < T:  # pad the grid past the end; padded points are masked out
+            dt = s.t[-1] - s.t[-2] if n > 1 else 1.0
+            t[i, n:] = s.t[-1] + dt * np.arange(1, T - n + 1)
+        y[i, :n] = s.y
+        if u is not None and s.u is not None:
+            u[i, :n] = s.u
+            u[i, n:] = s.u[-1]
+    shapes = {n: tuple(v.shape) for n, v in spec.states.items() if v.shape}
+    return Trajectories.from_arrays(t, y, u, states=tuple(spec.states),
+                                    inputs=tuple(spec.inputs), ids=ids, shapes=shapes)
+
+
+def _add_noise(items: list[Simulated], level: float, rng) -> list[Simulated]:
+    if level <= 0:
+        return items
+    allv = np.concatenate([s.y for s in items])
+    std = np.nanstd(allv, axis=0)
+    return [Simulated(s.t, s.y + level * std * rng.normal(size=s.y.shape), s.u) for s in items]
+
+
+def build_splits(spec: SpaceSpec, path: Path | None = None) -> dict[str, Trajectories]:
+    if spec.data.simulator is not None:
+        groups = _simulated_groups(spec)
+    else:
+        groups = _csv_groups(spec, path)
+    out = {}
+    for name, items in groups.items():
+        if items:
+            ids = [f"{name}{i}" for i in range(len(items))]
+            out[name] = _to_traj(items, spec, ids)
+    for need in ("train", "val"):
+        if need not in out:
+            raise SpaceError(f"the {need!r} split is empty; check 'splits' and the data",
+                             field="splits")
+    return out
+
+
+def _simulated_groups(spec: SpaceSpec) -> dict[str, list[Simulated]]:
+    sim = spec.data.simulator
+    try:
+        fn = get_simulator(sim.name)
+    except ValueError as e:
+        raise SpaceError(str(e), field="data.simulator.name") from None
+    params = {**spec.truth, **sim.parameters}
+    groups: dict[str, list[Simulated]] = {}
+    if spec.splits.by == "initial_condition":
+        total = sum(sim.trajectories.values())
+        rng = np.random.default_rng(sim.seed)
+        items = _add_noise(fn(params, total, rng, dict(sim.options)), sim.noise, rng)
+        return _split_by_initial(items, spec)
+    for i, (name, count) in enumerate(sim.trajectories.items()):
+        rng = np.random.default_rng([sim.seed, i])
+        groups[name] = _add_noise(fn(params, count, rng, dict(sim.options)), sim.noise, rng)
+    if sim.ood:
+        rng = np.random.default_rng([sim.seed, 99])
+        opts = {**sim.options, **sim.ood.get("options", {})}
+        n = int(sim.ood.get("trajectories", 25))
+        groups["ood"] = _add_noise(fn(params, n, rng, opts), sim.noise, rng)
+    return groups
+
+
+def _split_by_initial(items: list[Simulated], spec: SpaceSpec) -> dict[str, list[Simulated]]:
+    state = spec.splits.state or next(iter(spec.states))
+    if state not in spec.states:
+        raise SpaceError(f"splits.state {state!r} is not a state{suggest(state, spec.states)}",
+                         field="splits.state")
+    j = list(spec.states).index(state)
+    start = np.array([s.y[0, j] for s in items])
+    lo_cut = np.quantile(start, spec.splits.in_distribution_quantile)
+    hi_cut = np.quantile(start, spec.splits.ood_quantile)
+    pool = [s for s, v in zip(items, start) if v <= lo_cut]
+    ood = [s for s, v in zip(items, start) if v >= hi_cut]
+    rng = np.random.default_rng(spec.splits.seed)
+    order = rng.permutation(len(pool))
+    fr = {k: v for k, v in spec.splits.fractions.items() if k != "ood"}
+    total = sum(fr.values())
+    groups: dict[str, list[Simulated]] = {}
+    at = 0
+    for k, (name, f) in enumerate(fr.items()):
+        n = len(pool) - at if k == len(fr) - 1 else int(round(len(pool) * f / total))
+        groups[name] = [pool[i] for i in order[at:at + n]]
+        at += n
+    groups["ood"] = ood
+    return groups
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
+    try:
+        with path.open(newline="") as fh:
+            rows = list(csv.reader(fh))
+    except OSError as e:
+        raise SpaceError(f"cannot read data: {e.strerror}", file=str(path)) from None
+    except (csv.Error, UnicodeDecodeError) as e:
+        raise SpaceError(f"not a readable CSV file: {e}", file=str(path)) from None
+    rows = [r for r in rows if any(c.strip() for c in r)]
+    if not rows:
+        raise SpaceError("the CSV file is empty", file=str(path))
+    return [h.strip() for h in rows[0]], rows[1:]
+
+
+def _csv_groups(spec: SpaceSpec, space_path: Path | None) -> dict[str, list[Simulated]]:
+    c = spec.data.csv
+    path = Path(c.path)
+    if not path.is_absolute() and space_path is not None:
+        path = space_path.parent / path
+    if not path.is_file():
+        raise SpaceError(f"data file {c.path!r} does not exist (looked at {path})",
+                         field="data.csv.path", file=str(space_path) if space_path else None)
+    header, rows = _read_csv(path)
+    if not rows:
+        raise SpaceError("the CSV file has a header but no data rows", file=str(path))
+    needed = [c.time, *spec.states, *spec.inputs]
+    needed += [x for x in (c.trajectory, c.split) if x]
+    for col in needed:
+        if col not in header:
+            raise SpaceError(
+                f"missing column {col!r}{suggest(col, header)}; columns are: {', '.join(header)}",
+                file=str(path), line=1,
+            )
+    idx = {h: i for i, h in enumerate(header)}
+
+    def number(row, r, col) -> float:
+        cell = row[idx[col]].strip() if idx[col] < len(row) else ""
+        if cell == "" or cell.lower() in ("nan", "na", "null"):
+            if col in spec.states and c.missing == "mask":
+                return math.nan
+            policy = ("set data.csv.missing: mask to mask missing state values in the loss"
+                      if col in spec.states else "time and input cells must be present")
+            raise SpaceError(f"empty or NaN cell in column {col!r} ({policy})",
+                             file=str(path), line=r)
+        try:
+            v = float(cell)
+        except ValueError:
+            raise SpaceError(f"column {col!r}: {cell!r} is not a number", file=str(path),
+                             line=r) from None
+        if math.isinf(v):
+            raise SpaceError(f"column {col!r}: infinite value", file=str(path), line=r)
+        return v
+
+    series: dict[str, list[tuple[int, list[str]]]] = {}
+    for r, row in enumerate(rows, start=2):
+        key = row[idx[c.trajectory]].strip() if c.trajectory else "series"
+        series.setdefault(key, []).append((r, row))
+    trajs = []
+    for key, items in series.items():
+        t = np.array([number(row, r, c.time) for r, row in items])
+        bad = np.nonzero(np.diff(t) <= 0)[0]
+        if len(bad):
+            r = items[bad[0] + 1][0]
+            raise SpaceError(
+                f"time must increase within trajectory {key!r}: {t[bad[0]]:g} then"
+                f" {t[bad[0] + 1]:g}", file=str(path), line=r)
+        y = np.array([[number(row, r, s) for s in spec.states] for r, row in items])
+        u = (np.array([[number(row, r, i) for i in spec.inputs] for r, row in items])
+             if spec.inputs else None)
+        split = None
+        if c.split:
+            labels = {row[idx[c.split]].strip() for _, row in items}
+            bad_l = labels - {"train", "val", "test", "ood"}
+            if bad_l:
+                raise SpaceError(f"split column {c.split!r} has label(s) {sorted(bad_l)};"
+                                 " valid: train, val, test, ood", file=str(path))
+            if len(labels) > 1 and c.trajectory:
+                raise SpaceError(f"trajectory {key!r} has several split labels", file=str(path))
+            split = labels.pop() if len(labels) == 1 else None
+        trajs.append((key, Simulated(t, y, u), split, items))
+    return _split_csv(spec, trajs, path)
+
+
+def _split_csv(spec, trajs, path) -> dict[str, list[Simulated]]:
+    by = spec.splits.by
+    fr = spec.splits.fractions
+    groups: dict[str, list[Simulated]] = {k: [] for k in fr}
+    if by == "column" or spec.data.csv.split:
+        if not spec.data.csv.split:
+            raise SpaceError("splits.by: column needs data.csv.split (the column name)",
+                             field="splits.by")
+        if not spec.data.csv.trajectory:
+            raise SpaceError("a split column needs a trajectory column (one label each)",
+                             field="data.csv.split")
+        groups = {}
+        for _, s, split, _ in trajs:
+            groups.setdefault(split or "train", []).append(s)
+        return groups
+    if by == "time":
+        groups = {k: [] for k in fr}
+        for _, s, _, _ in trajs:
+            n = len(s.t)
+            at = 0
+            for k, (name, f) in enumerate(fr.items()):
+                m = n - at if k == len(fr) - 1 else int(round(n * f))
+                seg = slice(at, at + m)
+                if m >= 2:
+                    groups[name].append(Simulated(s.t[seg], s.y[seg],
+                                                  None if s.u is None else s.u[seg]))
+                at += m
+        return groups
+    if by == "initial_condition":
+        return _split_by_initial([s for _, s, _, _ in trajs], spec)
+    rng = np.random.default_rng(spec.splits.seed)
+    order = rng.permutation(len(trajs))
+    if len(trajs) < len(fr):
+        raise SpaceError(
+            f"{len(trajs)} trajectory(ies) cannot fill {len(fr)} splits by trajectory;"
+            " use splits.by: time for a single series", field="splits.by")
+    at = 0
+    for k, (name, f) in enumerate(fr.items()):
+        m = len(trajs) - at if k == len(fr) - 1 else max(1, int(round(len(trajs) * f)))
+        groups[name] = [trajs[i][1] for i in order[at:at + m]]
+        at += m
+    return groups

@@ -1,0 +1,172 @@
+"""The search-space format, validated with pydantic (unknown keys are errors)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Variable(Strict):
+    description: str = ""
+    unit: str = ""
+    shape: tuple[int, ...] = ()
+
+
+class SimulatorData(Strict):
+    name: str
+    parameters: dict[str, float] = {}
+    options: dict[str, Any] = {}
+    noise: float = Field(0.0, ge=0.0, description="Gaussian noise, relative to each state's std")
+    seed: int = 0
+    trajectories: dict[str, int] = {"train": 25, "val": 25, "test": 25}
+    ood: dict[str, Any] | None = None  # {trajectories: N, options: {...}} simulated apart
+
+
+class CsvData(Strict):
+    path: str
+    time: str = "t"
+    trajectory: str | None = None
+    split: str | None = None
+    missing: Literal["error", "mask"] = "error"
+
+
+class Data(Strict):
+    simulator: SimulatorData | None = None
+    csv: CsvData | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.simulator is None) == (self.csv is None):
+            raise ValueError("give exactly one data source: 'simulator' or 'csv'")
+        return self
+
+
+class Splits(Strict):
+    by: Literal["trajectory", "time", "initial_condition", "column", "simulator"] = "trajectory"
+    fractions: dict[str, float] = {"train": 0.6, "val": 0.2, "test": 0.2}
+    state: str | None = None  # for by: initial_condition
+    ood_quantile: float = Field(0.7, gt=0.0, lt=1.0)
+    in_distribution_quantile: float = Field(0.5, gt=0.0, le=1.0)
+    seed: int = 0
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions(cls, v):
+        unknown = set(v) - {"train", "val", "test", "ood"}
+        if unknown:
+            raise ValueError(f"unknown split(s) {sorted(unknown)}; valid: train, val, test, ood")
+        if "train" not in v or "val" not in v:
+            raise ValueError("fractions need at least 'train' and 'val'")
+        if abs(sum(v.values()) - 1.0) > 1e-6:
+            raise ValueError(f"fractions must sum to 1, they sum to {sum(v.values()):g}")
+        return v
+
+
+class Term(Strict):
+    """One hypothesis term: code for a derivative, with its parameters."""
+
+    name: str
+    expr: str
+    parameters: dict[str, dict[str, Any]] = {}
+    description: str = ""
+
+
+class ClosureSite(Strict):
+    state: str
+    inputs: tuple[str, ...]
+    hidden: tuple[tuple[int, ...], ...] = ((32, 32), (64, 64))
+    kind: Literal["additive", "multiplicative"] = "additive"
+
+
+class Training(Strict):
+    method: str = "rk4"
+    substeps: int = Field(1, ge=1)
+    lr: float = Field(5e-3, gt=0)
+    lr_physical: float = Field(5e-2, gt=0)
+    windows: tuple[int, ...] = (2, 4, 8, 16)
+    stage_iters: int = Field(300, ge=0)
+    final_iters: int = Field(1500, ge=0)
+    patience: int = Field(200, ge=1)
+    restarts: int = Field(4, ge=1)
+    lbfgs: Literal["auto", "always", "never"] = "auto"
+    regularizers: dict[str, float] = {"closure_norm": 1e-3}
+    adaptive: bool = False
+    max_seconds: float = Field(600.0, gt=0)
+    seed: int = 0
+
+
+class Objectives(Strict):
+    fit: Literal["val_nmse"] = "val_nmse"
+    regularizer: str = "closure_share"
+    complexity: Literal["n_neural_params", "none"] = "n_neural_params"
+    closure_share_cap: float | None = None
+
+
+class Budget(Strict):
+    candidates: int = Field(24, ge=1)
+    minutes: float | None = None
+    tokens: int | None = None
+    cost: float | None = None
+    patience_rounds: int = Field(4, ge=1)
+    per_round: int = Field(4, ge=1)
+
+
+class Llm(Strict):
+    model: str = "gpt-4o-mini"
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    samples: int = Field(2, ge=1)
+    max_tokens: int = Field(4096, ge=64)
+    repair_attempts: int = Field(2, ge=0)
+    timeout: float = Field(120.0, gt=0)
+    prices: dict[str, float] = {}  # USD per million tokens: {input: .., output: ..}
+
+
+class SpaceSpec(Strict):
+    name: str
+    description: str = ""
+    states: dict[str, Variable]
+    inputs: dict[str, Variable] = {}
+    data: Data
+    splits: Splits = Splits()
+    prior: str | None = None
+    truth: dict[str, float] = {}
+    hypotheses: dict[str, list[Term]] = {}
+    closures: list[ClosureSite] = []
+    training: Training = Training()
+    objectives: Objectives = Objectives()
+    budget: Budget = Budget()
+    llm: Llm = Llm()
+    notes: str = ""
+
+    @field_validator("states")
+    @classmethod
+    def _states(cls, v):
+        if not v:
+            raise ValueError("declare at least one state")
+        for name in v:
+            if not name.isidentifier():
+                raise ValueError(f"state name {name!r} is not a Python identifier")
+        return v
+
+    @model_validator(mode="after")
+    def _cross(self):
+        names = set(self.states) | set(self.inputs)
+        for state in self.hypotheses:
+            if state not in self.states:
+                raise ValueError(
+                    f"hypotheses: {state!r} is not a state (states: {', '.join(self.states)})"
+                )
+        for site in self.closures:
+            if site.state not in self.states:
+                raise ValueError(f"closures: state {site.state!r} is not a state")
+            bad = [n for n in site.inputs if n not in names]
+            if bad:
+                raise ValueError(
+                    f"closures: inputs {bad} are not states or inputs ({', '.join(sorted(names))})"
+                )
+        return self
