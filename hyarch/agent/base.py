@@ -1,0 +1,106 @@
+"""What every proposer is given and returns.
+
+The search sees train and validation numbers only: ``PoolEntry.from_result`` copies
+exactly those fields, so test and OOD figures cannot reach a prompt or a proposer.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from hyarch.spaces.space import Space
+
+SEEN_SPLITS = ("train", "val")
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """New candidate code, or a failed proposal with its reason (no usable code)."""
+
+    source: str | None
+    proposer: str
+    parents: tuple[str, ...] = ()
+    reason: str | None = None
+    messages: tuple[dict[str, str], ...] = ()  # the prompt, where an LLM wrote it
+    reply: str | None = None
+    choices: dict[str, Any] = field(default_factory=dict)  # structural choices (offline)
+    repair_of: str | None = None  # id of the failed candidate this repairs
+    usage: dict[str, Any] = field(default_factory=dict)  # tokens, cost
+
+
+@dataclass(frozen=True)
+class PoolEntry:
+    """An evaluated candidate as a proposer may see it: train/val numbers only."""
+
+    id: str
+    source: str
+    proposer: str
+    status: str
+    reason: str | None = None
+    parents: tuple[str, ...] = ()
+    parameters: dict[str, float] = field(default_factory=dict)
+    val_nmse: float | None = None
+    train_nmse: float | None = None
+    val_per_state: dict[str, float | None] = field(default_factory=dict)
+    regularizers: dict[str, float | None] = field(default_factory=dict)
+    closure_share: float | None = None
+    n_neural_params: int | None = None
+    verdict: str | None = None  # approved / rejected / pinned
+    notes: tuple[str, ...] = ()
+    traceback: str | None = None
+    choices: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_result(cls, cid: str, source: str, meta: dict[str, Any],
+                    result: dict[str, Any] | None, review: dict[str, Any] | None = None
+                    ) -> "PoolEntry":
+        result = result or {"status": "pending"}
+        metrics = result.get("metrics") or {}
+        val = metrics.get("val") or {}
+        train = metrics.get("train") or {}
+        regs = {k: v for k, v in (result.get("regularizers") or {}).items()
+                if k != "errors" and not isinstance(v, dict)}
+        review = review or {}
+        return cls(
+            id=cid, source=source, proposer=meta.get("proposer", "?"),
+            status=result.get("status", "pending"), reason=result.get("reason"),
+            parents=tuple(meta.get("parents", ())),
+            parameters=dict(result.get("parameters") or {}),
+            val_nmse=val.get("nmse"), train_nmse=train.get("nmse"),
+            val_per_state={k: v.get("nmse") for k, v in (val.get("per_state") or {}).items()},
+            regularizers=regs, closure_share=result.get("closure_share"),
+            n_neural_params=result.get("n_neural_params"),
+            verdict=review.get("verdict"), notes=tuple(review.get("notes", ())),
+            traceback=result.get("traceback"), choices=dict(meta.get("choices") or {}),
+        )
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """What the next round is proposed from."""
+
+    round: int
+    pool: tuple[PoolEntry, ...] = ()  # best so far (ranked), pinned ones included
+    failures: tuple[PoolEntry, ...] = ()  # recent failures with their reasons
+    rejected: tuple[PoolEntry, ...] = ()  # rejected by the reviewer, with the reason
+    notes: tuple[str, ...] = ()  # the reviewer's general notes
+    distilled: tuple[dict[str, Any], ...] = ()  # closure distillations, as evidence
+
+
+class Proposer(ABC):
+    """Proposes candidate files. Subclasses: ``LLMProposer``, ``OfflineProposer``."""
+
+    name: str = "proposer"
+
+    @abstractmethod
+    def propose(self, space: Space, feedback: Feedback, n: int) -> list[Proposal]:
+        """Return up to ``n`` proposals (failed ones included, with a reason)."""
+
+    def repair(self, space: Space, failed: PoolEntry, attempt: int) -> Proposal | None:
+        """A fixed version of a failed candidate, or None when this proposer cannot."""
+        return None
+
+    def observe(self, proposal: Proposal, entry: PoolEntry) -> None:
+        """Learn from an evaluated proposal (the offline proposer tells its sampler)."""
