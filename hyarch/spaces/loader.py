@@ -137,11 +137,48 @@ def load_space(ref: str | Path) -> Space:
     splits = build_splits(spec, path)
     space = Space(spec=spec, path=path, splits=splits)
     prior = space.prior_path()
-    if prior is not None and not prior.is_file():
-        raise SpaceError(f"prior file {spec.prior!r} does not exist (looked at {prior})",
-                         file=str(path), line=_line_of(yaml.compose(text), ("prior",)),
-                         field="prior")
+    if prior is not None:
+        line = _line_of(yaml.compose(text), ("prior",))
+        if not prior.is_file():
+            raise SpaceError(f"prior file {spec.prior!r} does not exist (looked at {prior})",
+                             file=str(path), line=line, field="prior")
+        check_prior(space)
     return space
+
+
+def check_prior(space: Space) -> None:
+    """Import the prior and run one derivative on the first training point.
+
+    A prior that breaks the contract (wrong state names, shapes, NaN) would make every
+    candidate built on it fail; say so at load time, naming the prior file and the line.
+    """
+    import traceback
+
+    from hyarch.core.candidate import check_forward, load_model_class, make_factory
+    from hyarch.core.model import ContractError
+
+    path = space.prior_path()
+    assert path is not None
+    try:
+        source = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpaceError(f"cannot read the prior: {e}", file=str(path), field="prior") from None
+    try:
+        cls = load_model_class(source, str(path))
+        factory = make_factory(cls, space.states, space.inputs, space.scales(), space.shapes)
+        train = space.train
+        check_forward(factory(replicas=1), train.y0(), train.t[:, 0],
+                      None if train.u is None else train.u[:, 0])
+    except SyntaxError as e:
+        raise SpaceError(f"the prior is not valid Python: {e.msg}", file=str(path),
+                         line=e.lineno, field="prior") from None
+    except ContractError as e:
+        raise SpaceError(f"the prior does not satisfy the candidate contract: {e}",
+                         file=str(path), field="prior") from None
+    except Exception as e:
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == str(path)]
+        raise SpaceError(f"the prior raised {type(e).__name__}: {e}", file=str(path),
+                         line=frames[-1].lineno if frames else None, field="prior") from None
 
 
 # -- data -------------------------------------------------------------------------------
@@ -150,6 +187,12 @@ def _to_traj(items: list[Simulated], spec: SpaceSpec, ids) -> Trajectories:
         raise SpaceError("a split has no trajectories")
     T = max(len(s.t) for s in items)
     S = items[0].y.shape[1]
+    sizes = {n: math.prod(v.shape) if v.shape else 1 for n, v in spec.states.items()}
+    if S != sum(sizes.values()):
+        raise SpaceError(
+            f"the data has {S} value(s) per sample but the states need {sum(sizes.values())}"
+            f" ({', '.join(f'{n}: {k}' for n, k in sizes.items())}); check states.*.shape"
+            " against the simulator's options", field="states")
     t = np.zeros((len(items), T))
     y = np.full((len(items), T, S), np.nan)
     n_in = len(spec.inputs)
@@ -201,20 +244,31 @@ def _simulated_groups(spec: SpaceSpec) -> dict[str, list[Simulated]]:
     except ValueError as e:
         raise SpaceError(str(e), field="data.simulator.name") from None
     params = {**spec.truth, **sim.parameters}
+
+    def run(n: int, rng, options: dict) -> list[Simulated]:
+        try:
+            items = fn(params, n, rng, options)
+        except KeyError as e:
+            raise SpaceError(
+                f"simulator {sim.name!r} needs parameter {e.args[0]!r}; give it under truth:"
+                f" or data.simulator.parameters (given: {', '.join(params) or 'none'})",
+                field="data.simulator.parameters") from None
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise SpaceError(f"simulator {sim.name!r} failed with these options: {e}",
+                             field="data.simulator.options") from None
+        return _add_noise(items, sim.noise, rng)
+
     groups: dict[str, list[Simulated]] = {}
     if spec.splits.by == "initial_condition":
-        total = sum(sim.trajectories.values())
-        rng = np.random.default_rng(sim.seed)
-        items = _add_noise(fn(params, total, rng, dict(sim.options)), sim.noise, rng)
+        total = sim.count or sum(sim.trajectories.values())
+        items = run(total, np.random.default_rng(sim.seed), dict(sim.options))
         return _split_by_initial(items, spec)
     for i, (name, count) in enumerate(sim.trajectories.items()):
-        rng = np.random.default_rng([sim.seed, i])
-        groups[name] = _add_noise(fn(params, count, rng, dict(sim.options)), sim.noise, rng)
+        groups[name] = run(count, np.random.default_rng([sim.seed, i]), dict(sim.options))
     if sim.ood:
-        rng = np.random.default_rng([sim.seed, 99])
         opts = {**sim.options, **sim.ood.get("options", {})}
         n = int(sim.ood.get("trajectories", 25))
-        groups["ood"] = _add_noise(fn(params, n, rng, opts), sim.noise, rng)
+        groups["ood"] = run(n, np.random.default_rng([sim.seed, 99]), opts)
     return groups
 
 
@@ -243,10 +297,10 @@ def _split_by_initial(items: list[Simulated], spec: SpaceSpec) -> dict[str, list
     return groups
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
+def _read_csv(path: Path, delimiter: str | None = None) -> tuple[list[str], list[list[str]]]:
     try:
-        with path.open(newline="") as fh:
-            rows = list(csv.reader(fh))
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh, delimiter=delimiter or ","))
     except OSError as e:
         raise SpaceError(f"cannot read data: {e.strerror}", file=str(path)) from None
     except (csv.Error, UnicodeDecodeError) as e:
@@ -265,26 +319,41 @@ def _csv_groups(spec: SpaceSpec, space_path: Path | None) -> dict[str, list[Simu
     if not path.is_file():
         raise SpaceError(f"data file {c.path!r} does not exist (looked at {path})",
                          field="data.csv.path", file=str(space_path) if space_path else None)
-    header, rows = _read_csv(path)
+    header, rows = _read_csv(path, c.delimiter)
     if not rows:
         raise SpaceError("the CSV file has a header but no data rows", file=str(path))
+    dup = sorted({h for h in header if header.count(h) > 1})
+    if dup:
+        raise SpaceError(f"duplicate column name(s) {dup} in the header", file=str(path), line=1)
     needed = [c.time, *spec.states, *spec.inputs]
     needed += [x for x in (c.trajectory, c.split) if x]
+    column = {n: c.columns.get(n, n) for n in needed}
     for col in needed:
-        if col not in header:
+        if column[col] not in header:
+            what = ("time column (data.csv.time)" if col == c.time else
+                    "state" if col in spec.states else "input" if col in spec.inputs else
+                    "trajectory id column" if col == c.trajectory else "split column")
+            hint = "" if col in c.columns else (
+                f"; map it with data.csv.columns: {{{col}: <header>}}"
+                if col in spec.states or col in spec.inputs else "")
             raise SpaceError(
-                f"missing column {col!r}{suggest(col, header)}; columns are: {', '.join(header)}",
+                f"missing column {column[col]!r} for {what}{suggest(column[col], header)};"
+                f" columns are: {', '.join(header)}{hint}",
                 file=str(path), line=1,
             )
-    idx = {h: i for i, h in enumerate(header)}
+    idx = {n: header.index(column[n]) for n in needed}
 
-    def number(row, r, col) -> float:
-        cell = row[idx[col]].strip() if idx[col] < len(row) else ""
+    def text(row, col) -> str:
+        return row[idx[col]].strip() if idx[col] < len(row) else ""
+
+    def number(row, r, name) -> float:
+        cell, col = text(row, name), column[name]
         if cell == "" or cell.lower() in ("nan", "na", "null"):
-            if col in spec.states and c.missing == "mask":
+            if name in spec.states and c.missing == "mask":
                 return math.nan
-            policy = ("set data.csv.missing: mask to mask missing state values in the loss"
-                      if col in spec.states else "time and input cells must be present")
+            policy = ("missing values are an error; set data.csv.missing: mask to leave them"
+                      " out of the loss" if name in spec.states else
+                      "time and input cells must always be present")
             raise SpaceError(f"empty or NaN cell in column {col!r} ({policy})",
                              file=str(path), line=r)
         try:
@@ -297,11 +366,25 @@ def _csv_groups(spec: SpaceSpec, space_path: Path | None) -> dict[str, list[Simu
         return v
 
     series: dict[str, list[tuple[int, list[str]]]] = {}
+    last, runs = None, 0
     for r, row in enumerate(rows, start=2):
-        key = row[idx[c.trajectory]].strip() if c.trajectory else "series"
+        if c.trajectory:
+            key = text(row, c.trajectory)
+            if not key:
+                raise SpaceError(f"empty trajectory id in column {column[c.trajectory]!r}",
+                                 file=str(path), line=r)
+        elif c.split:  # one series cut into contiguous runs by its split label
+            label = text(row, c.split)
+            runs += label != last
+            last, key = label, f"{label}#{runs}"
+        else:
+            key = "series"
         series.setdefault(key, []).append((r, row))
     trajs = []
     for key, items in series.items():
+        if len(items) < 2:
+            raise SpaceError(f"trajectory {key!r} has a single sample; a trajectory needs at"
+                             " least two", file=str(path), line=items[0][0])
         t = np.array([number(row, r, c.time) for r, row in items])
         bad = np.nonzero(np.diff(t) <= 0)[0]
         if len(bad):
@@ -314,14 +397,16 @@ def _csv_groups(spec: SpaceSpec, space_path: Path | None) -> dict[str, list[Simu
              if spec.inputs else None)
         split = None
         if c.split:
-            labels = {row[idx[c.split]].strip() for _, row in items}
-            bad_l = labels - {"train", "val", "test", "ood"}
-            if bad_l:
-                raise SpaceError(f"split column {c.split!r} has label(s) {sorted(bad_l)};"
-                                 " valid: train, val, test, ood", file=str(path))
-            if len(labels) > 1 and c.trajectory:
-                raise SpaceError(f"trajectory {key!r} has several split labels", file=str(path))
-            split = labels.pop() if len(labels) == 1 else None
+            labels = [text(row, c.split) for _, row in items]
+            for (r, _), label in zip(items, labels):
+                if label not in ("train", "val", "test", "ood"):
+                    raise SpaceError(f"split column {column[c.split]!r}: label {label!r} is not"
+                                     " one of train, val, test, ood", file=str(path), line=r)
+                if label != labels[0]:
+                    raise SpaceError(f"trajectory {key!r} has several split labels"
+                                     f" ({labels[0]!r}, then {label!r}); give one per trajectory",
+                                     file=str(path), line=r)
+            split = labels[0]
         trajs.append((key, Simulated(t, y, u), split, items))
     return _split_csv(spec, trajs, path)
 
@@ -334,9 +419,6 @@ def _split_csv(spec, trajs, path) -> dict[str, list[Simulated]]:
         if not spec.data.csv.split:
             raise SpaceError("splits.by: column needs data.csv.split (the column name)",
                              field="splits.by")
-        if not spec.data.csv.trajectory:
-            raise SpaceError("a split column needs a trajectory column (one label each)",
-                             field="data.csv.split")
         groups = {}
         for _, s, split, _ in trajs:
             groups.setdefault(split or "train", []).append(s)

@@ -24,15 +24,49 @@ class SimulatorData(Strict):
     noise: float = Field(0.0, ge=0.0, description="Gaussian noise, relative to each state's std")
     seed: int = 0
     trajectories: dict[str, int] = {"train": 25, "val": 25, "test": 25}
+    # with splits.by: initial_condition, how many to simulate before splitting them
+    count: int | None = Field(None, ge=2)
     ood: dict[str, Any] | None = None  # {trajectories: N, options: {...}} simulated apart
+
+    @field_validator("trajectories")
+    @classmethod
+    def _trajectories(cls, v):
+        unknown = set(v) - {"train", "val", "test", "ood"}
+        if unknown:
+            raise ValueError(f"unknown split(s) {sorted(unknown)}; valid: train, val, test, ood")
+        if any(n < 1 for n in v.values()):
+            raise ValueError("each split needs at least one trajectory")
+        return v
+
+    @field_validator("ood")
+    @classmethod
+    def _ood(cls, v):
+        if v is None:
+            return v
+        unknown = set(v) - {"trajectories", "options"}
+        if unknown:
+            raise ValueError(f"unknown key(s) {sorted(unknown)} in ood; valid: trajectories,"
+                             " options")
+        if not isinstance(v.get("options", {}), dict):
+            raise ValueError("ood.options must be a mapping of simulator options")
+        n = v.get("trajectories", 25)
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"ood.trajectories must be a positive integer, got {n!r}")
+        return v
 
 
 class CsvData(Strict):
+    """A user's CSV: long format (a row per sample, an optional trajectory id column) or a
+    single wide series (no id column: one trajectory). ``columns`` maps a state or input
+    name to the CSV header when they differ (``{hare: "Hare (thousands)"}``)."""
+
     path: str
     time: str = "t"
     trajectory: str | None = None
     split: str | None = None
+    columns: dict[str, str] = {}
     missing: Literal["error", "mask"] = "error"
+    delimiter: str | None = Field(None, min_length=1, max_length=1)
 
 
 class Data(Strict):
@@ -141,6 +175,9 @@ class SpaceSpec(Strict):
     objectives: Objectives = Objectives()
     budget: Budget = Budget()
     llm: Llm = Llm()
+    # baseline candidate files by label (prior, neural_ode, aphynity); missing ones are
+    # generated from the prior and the closure sites by ``hyarch baselines``
+    baselines: dict[str, str] = {}
     notes: str = ""
 
     @field_validator("states")
@@ -156,6 +193,17 @@ class SpaceSpec(Strict):
     @model_validator(mode="after")
     def _cross(self):
         names = set(self.states) | set(self.inputs)
+        both = set(self.states) & set(self.inputs)
+        if both:
+            raise ValueError(f"{sorted(both)} declared both as states and as inputs")
+        for name in self.inputs:
+            if not name.isidentifier():
+                raise ValueError(f"input name {name!r} is not a Python identifier")
+        if self.data.csv is not None:
+            bad = [k for k in self.data.csv.columns if k not in names]
+            if bad:
+                raise ValueError(f"data.csv.columns: {bad} are not states or inputs"
+                                 f" ({', '.join(sorted(names))})")
         for state in self.hypotheses:
             if state not in self.states:
                 raise ValueError(

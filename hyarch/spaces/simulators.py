@@ -51,8 +51,162 @@ def damped_pendulum(p, n, rng, options) -> list[Simulated]:
     return out
 
 
+def _segments(f, y0: np.ndarray, t: np.ndarray, policy, rtol: float = 1e-9) -> tuple:
+    """Integrate N systems at once, segment by segment, inputs held constant in each.
+
+    ``f(t, y (N, S), u (N, I)) -> (N, S)``; ``policy(k, ys) -> u (N, I)`` picks the inputs
+    for ``[t_k, t_{k+1})`` from the states observed so far (feedback dosing), the same
+    zero-order hold the core's integrator uses, so a model can match the data exactly.
+    """
+    N, S = y0.shape
+    ys = [y0]
+    us = []
+    for k in range(len(t)):
+        u = np.asarray(policy(k, np.stack(ys, axis=1)), dtype=float).reshape(N, -1)
+        us.append(u)
+        if k == len(t) - 1:
+            break
+        sol = solve_ivp(lambda tt, y, u=u: f(tt, y.reshape(N, S), u).reshape(-1),
+                        (t[k], t[k + 1]), ys[-1].reshape(-1), method="DOP853", rtol=rtol,
+                        atol=rtol * 1e-2)
+        if not sol.success:
+            raise RuntimeError(f"simulation failed: {sol.message}")
+        ys.append(sol.y[:, -1].reshape(N, S))
+    return np.stack(ys, axis=1), np.stack(us, axis=1)  # (N, T, S), (N, T, I)
+
+
+def _uniform(rng, bounds, n: int) -> np.ndarray:
+    lo, hi = bounds
+    return rng.uniform(float(lo), float(hi), size=n)
+
+
+def lotka_volterra(p, n, rng, options) -> list[Simulated]:
+    """Predator-prey with logistic prey growth (the term the prior lacks):
+    dx/dt = alpha x (1 - x/K) - beta x y, dy/dt = delta x y - gamma y."""
+    a, K, b, d, g = p["alpha"], p["K"], p["beta"], p["delta"], p["gamma"]
+    points, dt = int(options.get("points", 41)), float(options.get("dt", 0.5))
+    t = np.arange(points) * dt
+    y0 = np.stack([_uniform(rng, options.get("prey0", (1.0, 4.0)), n),
+                   _uniform(rng, options.get("predator0", (0.5, 2.5)), n)], axis=1)
+
+    def f(_t, y):
+        x, z = y[:n], y[n:]
+        return np.concatenate([a * x * (1 - x / K) - b * x * z, d * x * z - g * z])
+
+    y = _solve(f, y0.T.reshape(-1), t).reshape(points, 2, n).transpose(2, 0, 1)
+    return [Simulated(t, y[i]) for i in range(n)]
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def lung_cancer(p, n, rng, options) -> list[Simulated]:
+    """Non-small-cell lung cancer under chemo- and radiotherapy (Geng et al. 2017, as
+    simulated by Bica et al. 2020 and HDTwinGen, Holt et al. 2024), in continuous time:
+    dv/dt = (rho log(K/v) - beta_c c - (alpha_r r + beta_r r^2)) v, dc/dt = -c/2 + chemo.
+    Each day, chemo (dose 5.0) and radiotherapy (2.0 Gy) are each given with probability
+    sigmoid(gamma/D_max (D - D_max/2)), D the mean tumour diameter over the last 15 days:
+    bigger tumours get treated more (time-varying confounding)."""
+    rho, K, bc, ar = p["rho"], p["K"], p["beta_c"], p["alpha_r"]
+    br = p.get("beta_r", ar / 10.0)
+    days = int(options.get("days", 60))
+    gamma = float(options.get("gamma", 10.0))
+    d_max = float(options.get("d_max", 13.0))
+    chemo_dose, radio_dose = float(options.get("chemo_dose", 5.0)), float(options.get("radio_dose", 2.0))
+    window = int(options.get("window", 15))
+    t = np.arange(days, dtype=float)
+    v0 = _uniform(rng, options.get("volume0", (0.014, 1149.9)), n)
+    y0 = np.stack([v0, np.zeros(n)], axis=1)
+
+    def f(_t, y, u):
+        v, c = np.maximum(y[:, 0], 1e-9), y[:, 1]
+        chemo, radio = u[:, 0], u[:, 1]
+        dv = (rho * np.log(K / v) - bc * c - (ar * radio + br * radio ** 2)) * v
+        return np.stack([dv, -c / 2 + chemo], axis=1)
+
+    def policy(k, ys):
+        vol = ys[:, max(0, k - window + 1):k + 1, 0]
+        diam = np.cbrt(6.0 * np.maximum(vol, 0.0) / np.pi).mean(axis=1)
+        prob = _sigmoid(gamma / d_max * (diam - d_max / 2))
+        return np.stack([chemo_dose * (rng.uniform(size=n) < prob),
+                         radio_dose * (rng.uniform(size=n) < prob)], axis=1)
+
+    y, u = _segments(f, y0, t, policy, rtol=1e-8)
+    return [Simulated(t, y[i], u[i]) for i in range(n)]
+
+
+def seir(p, n, rng, options) -> list[Simulated]:
+    """SEIR epidemic with a lockdown input that cuts the contact rate (the term the prior
+    lacks): beta(t) = beta0 (1 - eta lockdown(t)). Fractions of the population; the
+    lockdown starts on a sample day in ``start`` and, when ``duration`` is given, lifts."""
+    b0, eta, sigma, gam = p["beta0"], p["eta"], p["sigma"], p["gamma"]
+    points, dt = int(options.get("points", 61)), float(options.get("dt", 2.0))
+    t = np.arange(points) * dt
+    i0 = _uniform(rng, options.get("infected0", (1e-3, 1e-2)), n)
+    y0 = np.stack([1 - 2 * i0, i0, i0, np.zeros(n)], axis=1)
+    start = _uniform(rng, options.get("start", (16.0, 50.0)), n)
+    dur = options.get("duration")
+    stop = start + _uniform(rng, dur, n) if dur else np.full(n, np.inf)
+    lock = ((t[None, :] >= start[:, None]) & (t[None, :] < stop[:, None])).astype(float)
+
+    def f(_t, y, u):
+        S, E, I_ = y[:, 0], y[:, 1], y[:, 2]
+        inf = b0 * (1 - eta * u[:, 0]) * S * I_
+        return np.stack([-inf, inf - sigma * E, sigma * E - gam * I_, gam * I_], axis=1)
+
+    y, u = _segments(f, y0, t, lambda k, ys: lock[:, k:k + 1])
+    return [Simulated(t, y[i], u[i]) for i in range(n)]
+
+
+def _laplacian(x: np.ndarray, dx: float) -> np.ndarray:
+    """Five-point Laplacian with periodic boundaries over the last two axes."""
+    return (np.roll(x, 1, -1) + np.roll(x, -1, -1) + np.roll(x, 1, -2) + np.roll(x, -1, -2)
+            - 4 * x) / dx ** 2
+
+
+def reaction_diffusion(p, n, rng, options) -> list[Simulated]:
+    """2-D FitzHugh-Nagumo reaction-diffusion on a periodic grid (APHYNITY, Yin et al. 2021):
+    du/dt = a lap(u) + u - u^3 - k - v, dv/dt = b lap(v) + u - v; [-1, 1]^2 domain, smooth
+    random initial fields. The prior lacks the constant k."""
+    a, b, k = p["a"], p["b"], p["k"]
+    size = int(options.get("grid", 16))
+    points, dt = int(options.get("points", 26)), float(options.get("dt", 0.1))
+    amp = options.get("amplitude", (0.5, 1.0))
+    dx = 2.0 / size
+    t = np.arange(points) * dt
+    freq = np.fft.fftfreq(size, d=dx)
+    k2 = freq[:, None] ** 2 + freq[None, :] ** 2
+    smooth = np.exp(-k2 / (2 * float(options.get("bandwidth", 1.0)) ** 2))
+    fields = []
+    for _ in range(2 * n):
+        z = np.real(np.fft.ifft2(np.fft.fft2(rng.normal(size=(size, size))) * smooth))
+        fields.append(z / (z.std() + 1e-12))
+    scale = _uniform(rng, amp, n)
+    f0 = np.stack(fields).reshape(n, 2, size, size) * scale[:, None, None, None]
+    cells = size * size
+
+    def f(_t, y):
+        uv = y.reshape(n, 2, size, size)
+        u, v = uv[:, 0], uv[:, 1]
+        du = a * _laplacian(u, dx) + u - u ** 3 - k - v
+        dv = b * _laplacian(v, dx) + u - v
+        return np.stack([du, dv], axis=1).reshape(-1)
+
+    sol = solve_ivp(f, (t[0], t[-1]), f0.reshape(-1), t_eval=t, method="RK45", rtol=1e-8,
+                    atol=1e-10)
+    if not sol.success:
+        raise RuntimeError(f"simulation failed: {sol.message}")
+    y = sol.y.T.reshape(points, n, 2 * cells).transpose(1, 0, 2)
+    return [Simulated(t, y[i]) for i in range(n)]
+
+
 SIMULATORS: dict[str, SimFn] = {
     "damped_pendulum": damped_pendulum,
+    "lotka_volterra": lotka_volterra,
+    "lung_cancer": lung_cancer,
+    "seir": seir,
+    "reaction_diffusion": reaction_diffusion,
 }
 
 
