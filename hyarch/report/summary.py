@@ -1,0 +1,123 @@
+"""A run's candidates as rows a person reads: ranked, Pareto-marked, with their verdicts.
+
+Both the terminal review and the HTML report read the run folder through this module, so
+they rank and mark candidates the same way. Ranking rule: finished candidates by validation
+nmse (lower is better); the Pareto front is taken over (validation nmse, closure share,
+neural parameters), all minimised, as the search's default objectives are.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from hyarch.runs import CandidateRecord, Run
+
+PARETO_OBJECTIVES = ("val nmse", "closure share", "neural parameters")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One candidate as the leaderboard shows it."""
+
+    id: str
+    index: int  # order of creation (candidate folders sort by id)
+    proposer: str
+    round: int | None
+    parents: tuple[str, ...]
+    status: str
+    reason: str | None = None
+    val_nmse: float | None = None
+    train_nmse: float | None = None
+    test_nmse: float | None = None
+    ood_nmse: float | None = None
+    closure_share: float | None = None
+    n_neural: int | None = None
+    parameters: dict[str, float] = field(default_factory=dict)
+    param_rel_error: dict[str, float] = field(default_factory=dict)
+    seconds: float | None = None
+    verdict: str | None = None
+    notes: tuple[str, ...] = ()
+    pareto: bool = False
+    rank: int | None = None  # 1-based among ranked (finished, ok) candidates
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok" and self.val_nmse is not None
+
+    @property
+    def baseline(self) -> bool:
+        return self.proposer == "baseline"
+
+    def objectives(self) -> tuple[float, float, float]:
+        return (_inf(self.val_nmse), float(self.closure_share or 0.0),
+                float(self.n_neural or 0))
+
+
+def _inf(x: float | None) -> float:
+    return math.inf if x is None or not math.isfinite(x) else float(x)
+
+
+def _split_nmse(result: dict[str, Any], split: str) -> float | None:
+    return ((result.get("metrics") or {}).get(split) or {}).get("nmse")
+
+
+def row_of(rec: CandidateRecord, index: int, review: dict[str, Any] | None = None) -> Row:
+    res = rec.result or {}
+    review = review or {}
+    rnd = rec.meta.get("round")
+    return Row(
+        id=rec.id, index=index, proposer=rec.proposer,
+        round=int(rnd) if isinstance(rnd, (int, float)) else None,
+        parents=tuple(rec.parents), status=rec.status, reason=res.get("reason"),
+        val_nmse=_split_nmse(res, "val"), train_nmse=_split_nmse(res, "train"),
+        test_nmse=_split_nmse(res, "test"), ood_nmse=_split_nmse(res, "ood"),
+        closure_share=res.get("closure_share"), n_neural=res.get("n_neural_params"),
+        parameters=dict(res.get("parameters") or {}),
+        param_rel_error=dict(res.get("param_rel_error") or {}),
+        seconds=res.get("seconds"), verdict=review.get("verdict"),
+        notes=tuple(review.get("notes", ())),
+    )
+
+
+def dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))
+
+
+def pareto_ids(rows: list[Row]) -> set[str]:
+    """Ids of the non-dominated finished candidates (duplicates of a point all count)."""
+    ok = [r for r in rows if r.ok]
+    return {r.id for r in ok
+            if not any(dominates(o.objectives(), r.objectives()) for o in ok if o is not r)}
+
+
+def leaderboard(run: Run) -> list[Row]:
+    """Every candidate: ranked ones first (by validation nmse), then failed, then pending."""
+    verdicts = run.verdicts()
+    rows = [row_of(rec, i, verdicts.get(rec.id)) for i, rec in enumerate(run.candidates())]
+    front = pareto_ids(rows)
+    ranked = sorted((r for r in rows if r.ok), key=lambda r: (r.val_nmse, r.index))
+    out = [_replace(r, pareto=r.id in front, rank=i + 1) for i, r in enumerate(ranked)]
+    out += [r for r in rows if not r.ok and r.status != "pending"]
+    out += [r for r in rows if r.status == "pending"]
+    return out
+
+
+def _replace(row: Row, **kw) -> Row:
+    from dataclasses import replace
+
+    return replace(row, **kw)
+
+
+def best_rows(rows: list[Row], n: int = 3, *, include_baselines: bool = False) -> list[Row]:
+    """The ``n`` best ranked candidates (baselines left out unless asked)."""
+    return [r for r in rows if r.ok and (include_baselines or not r.baseline)][:n]
+
+
+def fmt(x: float | int | None, spec: str = ".3g") -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    return format(x, spec)
