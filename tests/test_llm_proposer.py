@@ -105,6 +105,17 @@ def test_bad_key_or_model_stops_the_search(space):
         assert len(server.requests) == 1
 
 
+def test_failures_reach_the_next_prompt_before_anything_scored(space, server):
+    failure = entry("c0001", source=BROKEN, status="failed",
+                    reason="syntax error at line 15: '{' was never closed")
+    server.reply(fenced(GOOD))
+    (p,) = proposer(server).propose(space, Feedback(round=2, failures=(failure,)), n=1)
+    user = server.bodies[0]["messages"][1]["content"]
+    assert "Propose one candidate model" in user  # still the first-round prompt
+    assert "### `c0001`: syntax error at line 15: '{' was never closed" in user
+    assert BROKEN.strip() in user and p.parents == ()
+
+
 def test_later_rounds_refine_from_the_pool(space, server):
     best = entry("c0003", parameters={"omega0_sq": 1.09662, "alpha": 0.19871},
                  val_nmse=1.234e-5, train_nmse=1.1e-5,

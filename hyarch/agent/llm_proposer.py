@@ -60,7 +60,8 @@ class LLMProposer(Proposer):
                                                 max_failures=self.max_failures)
             purpose = "refine"
         else:
-            messages, parents = propose_messages(space, feedback), ()
+            messages = propose_messages(space, feedback, max_failures=self.max_failures)
+            parents = ()
             purpose = "propose"
         return [self._ask(messages, purpose=f"{purpose}:round{feedback.round}",
                           parents=parents) for _ in range(max(0, n))]

@@ -134,10 +134,14 @@ def system_prompt(space: Space | None = None) -> str:
     return render("system.j2", allowed_imports=ALLOWED_IMPORTS, states=states)
 
 
-def propose_messages(space: Space, feedback: Feedback | None = None) -> list[dict[str, str]]:
-    """The first round: the problem, the prior, the hypotheses; no pool yet."""
+def propose_messages(space: Space, feedback: Feedback | None = None, *, max_failures: int = 4,
+                     max_rejected: int = 6) -> list[dict[str, str]]:
+    """No scored candidate yet: the problem, the prior, the hypotheses, and what failed so
+    far (a first round whose every candidate failed must hear why)."""
     fb = feedback or Feedback(round=0)
-    user = render("propose.j2", space=space_view(space), notes=fb.notes,
+    user = render("propose.j2", space=space_view(space), notes=list(fb.notes),
+                  failures=list(fb.failures[:max_failures]),
+                  rejected=list(fb.rejected[:max_rejected]),
                   distilled=[_seen(d) for d in fb.distilled])
     return [{"role": "system", "content": system_prompt(space)},
             {"role": "user", "content": user}]
