@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -126,7 +126,8 @@ def _register_extras() -> None:
             if e.name is None or not mod.startswith(e.name):
                 raise
             continue
-        EXTRA_COMMANDS.append(m.register)
+        if m.register not in EXTRA_COMMANDS:  # main() may run more than once in a process
+            EXTRA_COMMANDS.append(m.register)
 
 
 def main(argv: list[str] | None = None) -> int:

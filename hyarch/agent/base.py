@@ -55,7 +55,7 @@ class PoolEntry:
     @classmethod
     def from_result(cls, cid: str, source: str, meta: dict[str, Any],
                     result: dict[str, Any] | None, review: dict[str, Any] | None = None
-                    ) -> "PoolEntry":
+                    ) -> PoolEntry:
         result = result or {"status": "pending"}
         metrics = result.get("metrics") or {}
         val = metrics.get("val") or {}

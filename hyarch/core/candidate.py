@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import linecache
 import types
 from pathlib import Path
 
@@ -14,6 +15,8 @@ def load_model_class(source: str, filename: str = "<candidate>") -> type[HybridM
     """Execute candidate code in a fresh module and return its ``Model`` class."""
     module = types.ModuleType("hyarch_candidate")
     module.__file__ = filename
+    # let tracebacks show the candidate's own lines, even though it is not a file on disk
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     code = compile(source, filename, "exec")
     exec(code, module.__dict__)  # noqa: S102 - candidates run in the sandbox's child process
     cls = module.__dict__.get("Model")

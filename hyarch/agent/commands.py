@@ -1,0 +1,193 @@
+"""CLI: ``hyarch search``, ``hyarch leaderboard``, ``hyarch show``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("search", help="search for hybrid models of a space")
+    p.add_argument("space", help="search space: a YAML path or a built-in name")
+    p.add_argument("--llm", metavar="MODEL", help="LLM model name (OpenAI-compatible API)")
+    p.add_argument("--base-url", help="OpenAI-compatible endpoint (or OPENAI_BASE_URL)")
+    p.add_argument("--budget", type=int, help="number of candidates (default: the space's)")
+    p.add_argument("--minutes", type=float, help="stop after this many minutes")
+    p.add_argument("--tokens", type=int, help="stop after this many LLM tokens")
+    p.add_argument("--cost", type=float, help="stop after this LLM cost (USD)")
+    p.add_argument("--per-round", type=int, help="candidates proposed per round")
+    p.add_argument("--workers", type=int, default=1, help="evaluations at once (default 1)")
+    p.add_argument("--storage", help="Optuna storage URL (default: journal file in the run)")
+    p.add_argument("--run", help="run folder name or path (default: runs/<space>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run")
+    p.add_argument("--review-every", type=int, metavar="N", help="pause for review every N rounds")
+    p.add_argument("--device", help="torch device (default: cuda when available)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--timeout", type=float, help="seconds per candidate evaluation")
+    p.add_argument("--quick", action="store_true",
+                   help="shorter training per candidate (a smoke test, not a result)")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("leaderboard", help="rank a run's candidates")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--json", action="store_true", help="print the leaderboard as JSON")
+    p.add_argument("--top", type=int, default=None)
+    p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("show", help="show a run, or one candidate of it")
+    p.add_argument("run", help="run folder")
+    p.add_argument("id", nargs="?", help="candidate id (default: the best)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_show)
+
+
+def _run_path(name: str | None, space: str) -> Path:
+    if name and ("/" in name or Path(name).exists()):
+        return Path(name)
+    stem = Path(space).stem
+    return Path("runs") / (name or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def cmd_search(args) -> int:
+    from rich.console import Console
+
+    from hyarch.agent.loop import SearchConfig, SearchError, Session, install_sigterm_as_interrupt
+    from hyarch.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, resolve_device
+    from hyarch.spaces.errors import SpaceError
+
+    console = Console(stderr=False)
+    if args.resume and not args.run:
+        print("hyarch: error: --resume needs --run NAME (the run to continue)", file=sys.stderr)
+        return EXIT_USAGE
+    overrides = {}
+    if args.quick:
+        overrides = {"stage_iters": 100, "final_iters": 300, "patience": 60, "restarts": 2}
+    cfg = SearchConfig(
+        space=args.space, run_dir=_run_path(args.run, args.space), budget=args.budget,
+        minutes=args.minutes, tokens=args.tokens, cost=args.cost, per_round=args.per_round,
+        workers=args.workers, resume=args.resume, review_every=args.review_every,
+        device=resolve_device(args.device), llm=args.llm, base_url=args.base_url,
+        storage=args.storage, seed=args.seed, timeout=args.timeout, overrides=overrides,
+    )
+    review = None
+    if args.review_every:
+        try:
+            from hyarch.review.terminal import review_session
+
+            def review(run):
+                review_session(run, console=console)
+        except ImportError:
+            console.print("[yellow]review is not available in this build[/]")
+    session = Session(cfg, progress=console.print, review=review)
+    install_sigterm_as_interrupt()
+    try:
+        if session.proposer is None:
+            pass
+        summary = session.run_search()
+    except (SearchError, SpaceError) as e:
+        print(f"hyarch: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as e:
+        from hyarch.agent.llm import LLMConfigError  # noqa: F401 - may not exist in a build
+
+        if type(e).__name__ == "LLMConfigError":
+            print(f"hyarch: error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        raise
+    proposer = session.proposer.name if session.proposer else "?"
+    if proposer == "offline":
+        console.print("[dim]no LLM configured: used the offline structural search[/]")
+    console.print(f"[bold]search stopped[/]: {summary.stopped}; {summary.candidates} candidates"
+                  f" ({summary.ok} ok, {summary.failed} failed) in {summary.seconds:.0f} s;"
+                  f" run folder {summary.run_dir}")
+    _print_leaderboard(summary.run_dir, console, top=5)
+    return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+def _print_leaderboard(run_dir, console, top=None) -> None:
+    from rich.table import Table
+
+    from hyarch.ranking.leaderboard import leaderboard
+    from hyarch.runs import load_run
+
+    rows = leaderboard(load_run(run_dir))
+    t = Table(title=f"leaderboard of {run_dir}")
+    for col in ("#", "id", "status", "val log10 nmse", "closure share", "neural", "parameters",
+                "proposer", "pareto", "verdict"):
+        t.add_column(col)
+    for i, row in enumerate(rows[:top] if top else rows, start=1):
+        res = row.record.result or {}
+        val = (res.get("metrics") or {}).get("val", {}).get("log10_nmse")
+        params = ", ".join(f"{k}={v:.4g}" for k, v in (res.get("parameters") or {}).items())
+        status = res.get("status", "pending")
+        if status != "ok":
+            params = (res.get("reason") or "")[:60]
+        t.add_row(str(i), row.id, status, "-" if val is None else f"{val:.2f}",
+                  "-" if res.get("closure_share") is None else f"{res['closure_share']:.3f}",
+                  str(res.get("n_neural_params", "-")), params, row.record.proposer,
+                  "*" if row.pareto else "", row.verdict or "")
+    console.print(t)
+
+
+def cmd_leaderboard(args) -> int:
+    from rich.console import Console
+
+    from hyarch.cli import EXIT_OK, EXIT_USAGE
+    from hyarch.ranking.leaderboard import leaderboard_json
+    from hyarch.runs import load_run
+
+    try:
+        run = load_run(args.run)
+    except FileNotFoundError as e:
+        print(f"hyarch: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        rows = leaderboard_json(run)
+        print(json.dumps(rows[: args.top] if args.top else rows, indent=2, default=str))
+    else:
+        _print_leaderboard(run.path, Console(), top=args.top)
+    return EXIT_OK
+
+
+def cmd_show(args) -> int:
+    from rich.console import Console
+    from rich.syntax import Syntax
+
+    from hyarch.cli import EXIT_OK, EXIT_USAGE
+    from hyarch.ranking.leaderboard import leaderboard
+    from hyarch.report.console import print_evaluation
+    from hyarch.runs import load_run
+
+    try:
+        run = load_run(args.run)
+        cid = args.id or next((r.id for r in leaderboard(run) if r.score is not None), None)
+        if cid is None:
+            print("hyarch: error: the run has no finished candidate yet", file=sys.stderr)
+            return EXIT_USAGE
+        rec = run.read_candidate(cid)
+    except (FileNotFoundError, KeyError) as e:
+        print(f"hyarch: error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps({"id": rec.id, "meta": rec.meta, "result": rec.result,
+                          "source": rec.source}, indent=2, default=str))
+        return EXIT_OK
+    c = Console()
+    m = rec.meta
+    c.print(f"[bold]{rec.id}[/] from {m.get('proposer')} in round {m.get('round')}; parents:"
+            f" {', '.join(m.get('parents') or []) or 'none'}"
+            + (f"; repair of {m['repair_of']}" if m.get("repair_of") else ""))
+    c.print(Syntax(rec.source or "# (no code)", "python", line_numbers=True))
+    if rec.result:
+        print_evaluation(rec.result, console=c)
+    else:
+        c.print("not evaluated yet")
+    v = run.verdicts().get(rec.id)
+    if v:
+        c.print(f"review: {v.get('verdict') or '-'}; notes: {'; '.join(v.get('notes', []))}")
+    for extra in ("fit.png", "distill.json", "identifiability.json"):
+        if (rec.path / extra).is_file():
+            c.print(f"{extra}: {rec.path / extra}")
+    return EXIT_OK

@@ -1,0 +1,462 @@
+"""The search loop: propose, check, evaluate in the sandbox, record, feed back.
+
+Every candidate is written to the run folder as it is proposed and again, atomically,
+as it finishes; the Optuna study gets one trial per finished candidate. A run killed at
+any moment (SIGKILL included) resumes with ``resume=True``: finished candidates are kept,
+unfinished ones are evaluated again, nothing is duplicated.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hyarch.agent.base import Feedback, PoolEntry, Proposal, Proposer
+from hyarch.ranking.leaderboard import leaderboard
+from hyarch.ranking.study import Objectives, open_study, record, recorded_ids
+from hyarch.runs import Run
+from hyarch.sandbox.checks import CheckError, check_source, code_hash
+from hyarch.sandbox.runner import Limits, run_candidate
+from hyarch.spaces.loader import load_space, resolve_space_path
+from hyarch.spaces.space import Space
+
+POOL_SIZE = 8
+FAILURES_SHOWN = 4
+
+
+class SearchError(Exception):
+    """The search cannot start or go on (bad configuration, run folder clash)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchConfig:
+    """A search session's settings (CLI flags and the space's budget/llm sections)."""
+
+    space: str
+    run_dir: Path
+    budget: int | None = None  # candidates; default from the space
+    minutes: float | None = None
+    tokens: int | None = None
+    cost: float | None = None
+    per_round: int | None = None
+    patience_rounds: int | None = None
+    workers: int = 1
+    resume: bool = False
+    review_every: int | None = None
+    device: str = "cpu"
+    llm: str | None = None
+    base_url: str | None = None
+    storage: str | None = None
+    seed: int = 0
+    timeout: float | None = None  # per candidate; default from the space's training budget
+    memory_mb: int = 6144
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """How a search session ended."""
+
+    run_dir: Path
+    candidates: int
+    ok: int
+    failed: int
+    best_id: str | None
+    best: dict[str, Any] | None
+    stopped: str
+    seconds: float
+    tokens: int = 0
+    cost: float = 0.0
+
+
+class Session:
+    """One search session over a run folder. ``run()`` does the work."""
+
+    def __init__(self, cfg: SearchConfig, proposer: Proposer | None = None,
+                 progress: Callable[[str], None] | None = None,
+                 review: Callable[[Run], None] | None = None) -> None:
+        self.cfg = cfg
+        self.proposer = proposer
+        self.progress = progress or (lambda msg: None)
+        self.review = review
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    # -- set-up ---------------------------------------------------------------------
+    def _prepare(self) -> None:
+        cfg = self.cfg
+        self.space_path = resolve_space_path(cfg.space).resolve()
+        self.space: Space = load_space(self.space_path)
+        self.run = Run(cfg.run_dir)
+        if self.run.exists() and not cfg.resume:
+            raise SearchError(f"run folder {cfg.run_dir} already holds a run: pass --resume to"
+                              " continue it, or --run NAME for a new one")
+        if cfg.resume and not self.run.exists():
+            raise SearchError(f"--resume: {cfg.run_dir} holds no run to resume")
+        if cfg.resume:
+            old = self.run.config()
+            if old.get("space") and Path(old["space"]).resolve() != self.space_path:
+                raise SearchError(f"--resume: the run was made on {old['space']},"
+                                  f" not {self.space_path}")
+        spec = self.space.spec
+        self.budget = cfg.budget or spec.budget.candidates
+        self.per_round = cfg.per_round or spec.budget.per_round
+        self.patience = cfg.patience_rounds or spec.budget.patience_rounds
+        self.minutes = cfg.minutes or spec.budget.minutes
+        self.max_tokens = cfg.tokens or spec.budget.tokens
+        self.max_cost = cfg.cost or spec.budget.cost
+        self.objectives = Objectives(regularizer=spec.objectives.regularizer,
+                                     complexity=spec.objectives.complexity,
+                                     closure_share_cap=spec.objectives.closure_share_cap)
+        timeout = cfg.timeout or (cfg.overrides.get("max_seconds") or
+                                  spec.training.max_seconds) * 1.5 + 60
+        self.limits = Limits(timeout=timeout, memory_mb=cfg.memory_mb, threads=1)
+        if self.proposer is None:
+            self.proposer = make_proposer(cfg, self.space, self.run)
+        if not self.run.exists():
+            self.run.write_config(self._config_record())
+        self.study = open_study(self.run, cfg.storage)
+
+    def _config_record(self) -> dict[str, Any]:
+        import optuna
+        import torch
+
+        from hyarch import __version__
+
+        cfg = self.cfg
+        return {
+            "space": str(self.space_path), "space_name": self.space.name,
+            "proposer": self.proposer.name, "llm": cfg.llm, "base_url": cfg.base_url,
+            "budget": self.budget, "per_round": self.per_round, "workers": cfg.workers,
+            "seed": cfg.seed, "device": cfg.device, "storage": cfg.storage or "journal",
+            "overrides": dict(cfg.overrides), "created": time.time(),
+            "versions": {"hyarch": __version__, "torch": str(torch.__version__),
+                         "optuna": optuna.__version__, "python": platform.python_version()},
+        }
+
+    # -- state from disk ---------------------------------------------------------------
+    def _entries(self) -> list[tuple[PoolEntry, dict]]:
+        verdicts = self.run.verdicts()
+        out = []
+        for rec in self.run.candidates():
+            entry = PoolEntry.from_result(rec.id, rec.source, rec.meta, rec.result,
+                                          verdicts.get(rec.id))
+            out.append((entry, rec.meta))
+        return out
+
+    def feedback(self, round_no: int) -> Feedback:
+        rows = leaderboard(self.run, self.objectives)
+        verdicts = self.run.verdicts()
+        pool, rejected, failures = [], [], []
+        for row in rows:
+            rec = row.record
+            entry = PoolEntry.from_result(rec.id, rec.source, rec.meta, rec.result,
+                                          verdicts.get(rec.id))
+            if entry.verdict == "rejected":
+                rejected.append(entry)
+            elif entry.status == "ok" and (len(pool) < POOL_SIZE or entry.verdict == "pinned"):
+                pool.append(entry)
+            elif entry.status == "failed":
+                failures.append(entry)
+        failures.sort(key=lambda e: e.id, reverse=True)
+        return Feedback(round=round_no, pool=tuple(pool), failures=tuple(failures[:FAILURES_SHOWN]),
+                        rejected=tuple(rejected), notes=tuple(self.run.general_notes()))
+
+    def _next_id(self) -> str:
+        """Claim a fresh candidate id by creating its folder (atomic across workers)."""
+        self.run.candidates_dir.mkdir(parents=True, exist_ok=True)
+        n = len(list(self.run.candidates_dir.iterdir())) + 1
+        while True:
+            cid = f"c{n:04d}"
+            try:
+                (self.run.candidates_dir / cid).mkdir()
+                return cid
+            except FileExistsError:
+                n += 1
+
+    # -- the loop ------------------------------------------------------------------------
+    def run_search(self) -> RunSummary:
+        self._prepare()
+        start = time.perf_counter()
+        cfg = self.cfg
+        run = self.run
+        known = set(recorded_ids(self.study))
+        hashes: dict[str, str] = {}
+        pending: list[tuple[str, Proposal | None]] = []
+        done = 0
+        round_no = 0
+        tokens, cost = self._usage_so_far()
+        # Resume: record finished candidates the study lacks; re-queue unfinished ones.
+        entries = self._entries()
+        for entry, meta in entries:
+            if meta.get("code_hash"):
+                hashes.setdefault(meta["code_hash"], entry.id)
+            round_no = max(round_no, int(meta.get("round") or 0))
+            rec = run.read_candidate(entry.id)
+            if rec.finished:
+                done += 1
+                record(self.study, entry.id, rec.meta, rec.result, self.objectives, known)
+            elif rec.source:
+                pending.append((entry.id, None))
+        if hasattr(self.proposer, "warm_start"):
+            self.proposer.warm_start(self.space, [e for e, _ in entries if e.status != "pending"])
+        if entries:
+            self.progress(f"resuming {run.path}: {done} finished, {len(pending)} to re-evaluate")
+        best = self._best_score()
+        stale_rounds = 0
+        stopped = "budget"
+        pool = ThreadPoolExecutor(max_workers=max(cfg.workers, 1))
+        interrupted = threading.Event()
+        try:
+            while True:
+                if done + len(pending) >= self.budget and not pending:
+                    stopped = "budget"
+                    break
+                if self.minutes and (time.perf_counter() - start) / 60 >= self.minutes:
+                    stopped = "time budget"
+                    break
+                if self.max_tokens and tokens >= self.max_tokens:
+                    stopped = "token budget"
+                    break
+                if self.max_cost and cost >= self.max_cost:
+                    stopped = "cost budget"
+                    break
+                round_no += 1
+                want = min(self.per_round, self.budget - done - len(pending))
+                if want > 0:
+                    fb = self.feedback(round_no)
+                    self.progress(f"round {round_no}: proposing {want} candidate(s) with"
+                                  f" {self.proposer.name}")
+                    for prop in self.proposer.propose(self.space, fb, want):
+                        tokens += int(prop.usage.get("total_tokens") or 0)
+                        cost += float(prop.usage.get("cost") or 0.0)
+                        cid = self._admit(prop, round_no, hashes)
+                        if cid is None:
+                            done += 1  # a failed or duplicate proposal is recorded and counted
+                        else:
+                            pending.append((cid, prop))
+                if not pending:
+                    if want <= 0:
+                        break
+                    stale_rounds += 1
+                    if stale_rounds >= self.patience:
+                        stopped = "no new proposals"
+                        break
+                    continue
+                finished = self._evaluate(pool, pending, round_no, hashes, interrupted)
+                done += len(finished)
+                pending = []
+                # repairs: bounded attempts per failed candidate, within the budget
+                for cid, prop, entry in finished:
+                    if entry.status == "failed" and prop is not None and prop.source:
+                        attempt = int(run.read_candidate(cid).meta.get("attempt", 0)) + 1
+                        if attempt > self._repair_attempts() or done + len(pending) >= self.budget:
+                            continue
+                        fix = self.proposer.repair(self.space, entry, attempt)
+                        if fix is None:
+                            continue
+                        tokens += int(fix.usage.get("total_tokens") or 0)
+                        cost += float(fix.usage.get("cost") or 0.0)
+                        fcid = self._admit(fix, round_no, hashes, attempt=attempt)
+                        if fcid is None:
+                            done += 1
+                        else:
+                            pending.append((fcid, fix))
+                if pending:
+                    finished = self._evaluate(pool, pending, round_no, hashes, interrupted)
+                    done += len(finished)
+                    pending = []
+                new_best = self._best_score()
+                if new_best is not None and (best is None or new_best < best - 1e-9):
+                    best, stale_rounds = new_best, 0
+                else:
+                    stale_rounds += 1
+                self.progress(self._status_line(round_no, done, start, tokens, cost))
+                if stale_rounds >= self.patience:
+                    stopped = f"no improvement for {self.patience} rounds"
+                    break
+                if (cfg.review_every and self.review is not None
+                        and round_no % cfg.review_every == 0 and done < self.budget):
+                    self.review(run)
+        except KeyboardInterrupt:
+            interrupted.set()
+            stopped = "interrupted (resume with --resume)"
+            from hyarch.sandbox.runner import kill_all
+
+            kill_all()
+        finally:
+            pool.shutdown(wait=not interrupted.is_set(), cancel_futures=True)
+        return self._summary(stopped, start, tokens, cost)
+
+    def _repair_attempts(self) -> int:
+        return self.space.spec.llm.repair_attempts
+
+    def _usage_so_far(self) -> tuple[int, float]:
+        tokens, cost = 0, 0.0
+        from hyarch.runs import read_jsonl
+
+        for e in read_jsonl(self.run.llm_log):
+            tokens += int(e.get("total_tokens") or 0)
+            cost += float(e.get("cost") or 0.0)
+        return tokens, cost
+
+    def _admit(self, prop: Proposal, round_no: int, hashes: dict[str, str],
+               attempt: int = 0) -> str | None:
+        """Write the proposal; return its id when it should be evaluated, None when it
+        failed already (no code, a static check, a duplicate)."""
+        cid = self._next_id()
+        meta = {
+            "proposer": prop.proposer, "parents": list(prop.parents), "round": round_no,
+            "choices": prop.choices, "created": time.time(), "worker": self.worker,
+            "attempt": attempt, "repair_of": prop.repair_of, "status": "pending",
+        }
+        extras = {}
+        if prop.messages:
+            extras["prompt.json"] = json.dumps(list(prop.messages), indent=2)
+        if prop.reply is not None:
+            extras["reply.txt"] = prop.reply
+        reason = prop.reason if prop.source is None else None
+        if prop.source is not None:
+            h = code_hash(prop.source)
+            meta["code_hash"] = h
+            if h in hashes:
+                reason = f"duplicate of {hashes[h]} (same code up to comments and formatting)"
+            else:
+                hashes[h] = cid
+                try:
+                    check_source(prop.source)
+                except CheckError as e:
+                    reason = str(e)
+        self.run.write_proposal(cid, prop.source, meta, extras)
+        if reason is not None:
+            from hyarch.evaluate import failed
+
+            result = failed(reason)
+            self._finish(cid, prop, result, None)
+            self.progress(f"  {cid} failed before training: {reason}")
+            return None
+        return cid
+
+    def _evaluate(self, pool, pending, round_no, hashes, interrupted):
+        futures: dict[Future, tuple[str, Proposal | None]] = {}
+        for cid, prop in pending:
+            rec = self.run.read_candidate(cid)
+            fut = pool.submit(run_candidate, self.space_path, rec.source,
+                              filename=f"{cid}/model.py", limits=self.limits,
+                              device=self.cfg.device, overrides=self.cfg.overrides)
+            futures[fut] = (cid, prop)
+        finished = []
+        remaining = set(futures)
+        while remaining:
+            done_set, remaining = wait(remaining, timeout=0.5, return_when=FIRST_COMPLETED)
+            for fut in done_set:
+                cid, prop = futures[fut]
+                try:
+                    res = fut.result()
+                    result, weights = res.result, res.weights
+                except Exception as e:  # the harness itself failed: still a failed candidate
+                    from hyarch.evaluate import failed
+
+                    result, weights = failed(f"evaluation harness error: {e}"), None
+                entry = self._finish(cid, prop, result, weights)
+                finished.append((cid, prop, entry))
+                self.progress(self._candidate_line(cid, result))
+        return finished
+
+    def _finish(self, cid: str, prop: Proposal | None, result: dict, weights: bytes | None
+                ) -> PoolEntry:
+        run = self.run
+        if weights is not None:
+            from hyarch.runs import atomic_write
+
+            atomic_write(run.candidate_dir(cid) / "weights.pt", weights)
+        run.update_meta(cid, status=result.get("status"), finished=time.time())
+        run.write_result(cid, result)
+        rec = run.read_candidate(cid)
+        record(self.study, cid, rec.meta, result, self.objectives)
+        entry = PoolEntry.from_result(cid, rec.source, rec.meta, result,
+                                      run.verdicts().get(cid))
+        if prop is not None:
+            self.proposer.observe(prop, entry)
+        return entry
+
+    def _best_score(self) -> float | None:
+        rows = leaderboard(self.run, self.objectives)
+        return rows[0].score if rows and rows[0].score is not None else None
+
+    def _candidate_line(self, cid: str, result: dict) -> str:
+        if result.get("status") != "ok":
+            return f"  {cid} failed: {result.get('reason')}"
+        val = result["metrics"]["val"]
+        params = ", ".join(f"{k}={v:.4g}" for k, v in result.get("parameters", {}).items())
+        return (f"  {cid} ok: val log10 nmse {_log(val.get('nmse'))}, closure share"
+                f" {result.get('closure_share') or 0:.3f}, {params} ({result.get('seconds', 0):.0f} s)")
+
+    def _status_line(self, round_no, done, start, tokens, cost) -> str:
+        rows = leaderboard(self.run, self.objectives)
+        ok = sum(1 for r in rows if r.record.status == "ok")
+        failed = sum(1 for r in rows if r.record.status == "failed")
+        best = rows[0].id if rows and rows[0].score is not None else "-"
+        line = (f"round {round_no} done: {done}/{self.budget} candidates ({ok} ok, {failed}"
+                f" failed), best {best}, {time.perf_counter() - start:.0f} s")
+        if tokens:
+            line += f", {tokens} tokens, ${cost:.4f}"
+        return line
+
+    def _summary(self, stopped, start, tokens, cost) -> RunSummary:
+        rows = leaderboard(self.run, self.objectives)
+        ok = [r for r in rows if r.record.status == "ok"]
+        best = rows[0] if rows and rows[0].score is not None else None
+        return RunSummary(
+            run_dir=self.run.path, candidates=len(rows), ok=len(ok),
+            failed=sum(1 for r in rows if r.record.status == "failed"),
+            best_id=best.id if best else None, best=best.record.result if best else None,
+            stopped=stopped, seconds=time.perf_counter() - start, tokens=tokens, cost=cost,
+        )
+
+
+def _log(x) -> str:
+    return "-" if x is None or x <= 0 else f"{math.log10(x):.2f}"
+
+
+def make_proposer(cfg: SearchConfig, space: Space, run: Run) -> Proposer:
+    """The LLM proposer when a model or endpoint is configured, else the offline one."""
+    base_url = cfg.base_url or os.environ.get("OPENAI_BASE_URL")
+    key = os.environ.get("OPENAI_API_KEY")
+    if cfg.llm or base_url or key:
+        if not (base_url or key):
+            raise SearchError("--llm needs an endpoint: set OPENAI_API_KEY for OpenAI, or"
+                              " --base-url / OPENAI_BASE_URL for a compatible server")
+        from hyarch.agent.llm_proposer import LLMProposer
+
+        llm = space.spec.llm
+        return LLMProposer.from_config(model=cfg.llm or llm.model, base_url=base_url,
+                                       api_key=key, settings=llm, log=run.log_llm)
+    from hyarch.agent.offline import OfflineProposer
+
+    return OfflineProposer(seed=cfg.seed)
+
+
+def search(space: str | Path, *, run: str | Path | None = None, **kw) -> RunSummary:
+    """Library entry: run a search session (see ``SearchConfig`` for the options)."""
+    name = Path(str(space)).stem
+    run_dir = Path(run) if run else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    cfg = SearchConfig(space=str(space), run_dir=run_dir, **kw)
+    return Session(cfg).run_search()
+
+
+def install_sigterm_as_interrupt() -> None:
+    """Treat SIGTERM like Ctrl-C so the run is left resumable and children are killed."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, handler)

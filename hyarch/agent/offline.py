@@ -1,0 +1,223 @@
+"""The offline proposer: a structural search over the space's hypotheses and closure sites.
+
+An Optuna TPE sampler picks which hypothesis terms to add to the prior, which closure
+sites get a network and how wide; a Jinja2 template renders the candidate file (the same
+contract as an LLM's). It learns from the scores: every evaluated candidate is told to
+the sampler with its objective (validation error plus a parsimony penalty), rejected
+candidates are told as bad, and pinned ones seed their neighbours.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+from typing import Any
+
+import jinja2
+import optuna
+
+from hyarch.agent.base import Feedback, PoolEntry, Proposal, Proposer
+from hyarch.spaces.loader import builtin_dir
+from hyarch.spaces.space import Space
+
+NONE = "none"
+PENALTY_TERM, PENALTY_CLOSURE, FAILED_VALUE = 0.15, 0.6, 5.0
+
+
+def _hidden_label(h) -> str:
+    return "x".join(str(x) for x in h)
+
+
+def prior_as_base(source: str) -> str:
+    """The prior's code with its ``Model`` class renamed ``Prior`` and imports dropped
+    (the template imports what candidates may use)."""
+    tree = ast.parse(source)
+    body = []
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        if isinstance(node, ast.ClassDef) and node.name == "Model":
+            node.name = "Prior"
+        body.append(node)
+    tree.body = body
+    return ast.unparse(ast.fix_missing_locations(tree))
+
+
+EMPTY_PRIOR = '''class Prior(HybridModel):
+    """No prior: every derivative starts at zero."""
+
+    def setup(self):
+        pass
+
+    def derivatives(self, t, s, u):
+        return {name: torch.zeros_like(s[self.state_names[0]]) for name in self.state_names}'''
+
+
+class OfflineProposer(Proposer):
+    """Structural search with an Optuna sampler; no LLM needed."""
+
+    name = "offline"
+
+    def __init__(self, *, seed: int = 0, startup: int = 4) -> None:
+        self.seed = seed
+        self.startup = startup
+        self._study: optuna.Study | None = None
+        self._trials: dict[int, optuna.trial.Trial] = {}
+        self._seen: set[tuple] = set()
+        self._seeded = False
+        env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(builtin_dir("prompts"))),
+                                 undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+        self._template = env.get_template("offline_candidate.py.j2")
+
+    # -- the structural choices ---------------------------------------------------------
+    def _grammar(self, space: Space) -> dict[str, list]:
+        g: dict[str, list] = {}
+        for state, terms in space.spec.hypotheses.items():
+            for term in terms:
+                g[f"term:{state}:{term.name}"] = [False, True]
+        for i, site in enumerate(space.spec.closures):
+            g[f"closure:{i}:{site.state}"] = [NONE, *(_hidden_label(h) for h in site.hidden)]
+        return g
+
+    def _study_for(self, space: Space) -> optuna.Study:
+        if self._study is None:
+            sampler = optuna.samplers.TPESampler(
+                seed=self.seed, n_startup_trials=self.startup, multivariate=True)
+            self._study = optuna.create_study(direction="minimize", sampler=sampler)
+        return self._study
+
+    def objective(self, entry: PoolEntry) -> float:
+        """log10 validation error plus a parsimony penalty per term and per closure."""
+        if entry.status != "ok" or entry.val_nmse is None or not math.isfinite(entry.val_nmse):
+            return FAILED_VALUE
+        c = entry.choices
+        terms = sum(1 for k, v in c.items() if k.startswith("term:") and v is True)
+        closures = sum(1 for k, v in c.items() if k.startswith("closure:") and v != NONE)
+        return (math.log10(max(entry.val_nmse, 1e-30)) + PENALTY_TERM * terms
+                + PENALTY_CLOSURE * closures)
+
+    def warm_start(self, space: Space, entries: list[PoolEntry]) -> None:
+        """Tell the sampler about candidates evaluated before (a resumed run)."""
+        study = self._study_for(space)
+        grammar = self._grammar(space)
+        for e in entries:
+            params = {k: v for k, v in e.choices.items() if k in grammar}
+            if len(params) != len(grammar):
+                continue
+            dists = {k: optuna.distributions.CategoricalDistribution(grammar[k]) for k in params}
+            value = FAILED_VALUE if e.verdict == "rejected" else self.objective(e)
+            study.add_trial(optuna.trial.create_trial(params=params, distributions=dists,
+                                                      value=value))
+            self._seen.add(tuple(sorted(params.items())))
+        self._seeded = self._seeded or bool(entries)
+
+    def propose(self, space: Space, feedback: Feedback, n: int) -> list[Proposal]:
+        study = self._study_for(space)
+        grammar = self._grammar(space)
+        if not self._seeded:
+            # First round: the prior alone and the APHYNITY-style hybrid, as baselines.
+            study.enqueue_trial({k: (False if k.startswith("term:") else NONE) for k in grammar})
+            if space.spec.closures:
+                first = next(k for k in grammar if k.startswith("closure:"))
+                study.enqueue_trial({k: (False if k.startswith("term:") else
+                                         (grammar[k][-1] if k == first else NONE))
+                                     for k in grammar})
+            self._seeded = True
+        for entry in feedback.pool:
+            if entry.verdict == "pinned" and entry.choices:
+                self._enqueue_neighbours(study, grammar, entry.choices)
+        out = []
+        for _ in range(n):
+            choices = None
+            for _attempt in range(30):
+                trial = study.ask()
+                c = {k: trial.suggest_categorical(k, opts) for k, opts in grammar.items()}
+                key = tuple(sorted(c.items()))
+                if key not in self._seen:
+                    self._seen.add(key)
+                    choices = c
+                    self._trials[trial.number] = trial
+                    break
+                # a repeat: tell the sampler what that structure scored, and draw again
+                study.tell(trial, self._known_value(study, c))
+            if choices is None:
+                break  # the grammar is exhausted
+            try:
+                source = self.render(space, choices)
+            except Exception as e:  # a prior the template cannot extend
+                out.append(Proposal(None, self.name, reason=f"cannot render candidate: {e}",
+                                    choices={**choices, "_trial": trial.number}))
+                continue
+            out.append(Proposal(source, self.name, choices={**choices, "_trial": trial.number}))
+        return out
+
+    def _known_value(self, study, choices) -> float:
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            if t.params == choices:
+                return float(t.value)
+        return FAILED_VALUE
+
+    def _enqueue_neighbours(self, study, grammar, choices) -> None:
+        for k, opts in grammar.items():
+            if k not in choices:
+                continue
+            for o in opts:
+                if o != choices[k]:
+                    c = {**{kk: choices[kk] for kk in grammar if kk in choices}, k: o}
+                    if tuple(sorted(c.items())) not in self._seen:
+                        study.enqueue_trial(c, skip_if_exists=True)
+                    break
+
+    def observe(self, proposal: Proposal, entry: PoolEntry) -> None:
+        number = proposal.choices.get("_trial")
+        trial = self._trials.pop(number, None) if number is not None else None
+        if trial is None or self._study is None:
+            return
+        value = FAILED_VALUE if entry.verdict == "rejected" else self.objective(entry)
+        self._study.tell(trial, value)
+
+    # -- rendering ------------------------------------------------------------------------
+    def render(self, space: Space, choices: dict[str, Any]) -> str:
+        prior = space.prior_path()
+        base = prior_as_base(prior.read_text()) if prior else EMPTY_PRIOR
+        params, closures, parts = [], [], {}
+        desc = []
+        for state, terms in space.spec.hypotheses.items():
+            for term in terms:
+                if not choices.get(f"term:{state}:{term.name}"):
+                    continue
+                expr = term.expr
+                for pname, p in term.parameters.items():
+                    lo, hi = p.get("bounds", (-10.0, 10.0))
+                    init = p.get("init", (lo + hi) / 2)
+                    params.append({"name": pname, "init": float(init), "lo": float(lo),
+                                   "hi": float(hi)})
+                    expr = re.sub(rf"(?<![\w.]){re.escape(pname)}(?!\w)", f"self.{pname}", expr)
+                parts.setdefault(state, []).append(("add", f"({expr})"))
+                desc.append(f"{term.name} on {state}")
+        for i, site in enumerate(space.spec.closures):
+            label = choices.get(f"closure:{i}:{site.state}", NONE)
+            if label == NONE:
+                continue
+            hidden = tuple(int(x) for x in label.split("x"))
+            attr = f"closure_{site.state}"
+            closures.append({"attr": attr, "inputs": tuple(site.inputs), "hidden": hidden,
+                             "kind": site.kind})
+            call = f"self.{attr}({', '.join(f'{_ref(space, n)}' for n in site.inputs)})"
+            parts.setdefault(site.state, []).append(
+                ("mul" if site.kind == "multiplicative" else "add", call))
+            desc.append(f"a {site.kind} closure ({label}) on {site.state}")
+        updates = {}
+        for state, items in parts.items():
+            expr = f'd["{state}"]'
+            for kind, term in items:
+                expr = f"{expr} * {term}" if kind == "mul" else f"{expr} + {term}"
+            updates[state] = expr
+        doc = "The prior" + (" plus " + ", ".join(desc) if desc else " alone") + "."
+        return self._template.render(prior_source=base, docstring=doc, parameters=params,
+                                     closures=closures, updates=updates)
+
+
+def _ref(space: Space, name: str) -> str:
+    return f"s.{name}" if name in space.spec.states else f"u.{name}"

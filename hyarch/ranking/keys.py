@@ -1,0 +1,21 @@
+"""Every Optuna attribute key hyarch writes, in one place.
+
+Optuna 5 removed system attributes; everything hyarch stores on a study or trial is a
+user attribute named here, so the next storage change is a one-file edit.
+"""
+
+STUDY_NAME = "hyarch"
+CANDIDATE_ID = "candidate_id"
+CODE_HASH = "code_hash"
+PROPOSER = "proposer"
+PARENTS = "parents"
+ROUND = "round"
+STATUS = "status"
+REASON = "reason"
+WORKER = "worker"
+HEARTBEAT = "heartbeat"
+CONSTRAINTS = "constraints"
+VERDICT = "verdict"
+NOTE = "note"
+OBJECTIVES = "objectives"  # study attr: names of the objective values, in order
+SPACE = "space"  # study attr: path of the search space
