@@ -102,5 +102,5 @@ class Proposer(ABC):
         """A fixed version of a failed candidate, or None when this proposer cannot."""
         return None
 
-    def observe(self, proposal: Proposal, entry: PoolEntry) -> None:
+    def observe(self, proposal: Proposal, entry: PoolEntry) -> None:  # noqa: B027
         """Learn from an evaluated proposal (the offline proposer tells its sampler)."""
