@@ -40,7 +40,8 @@ def spellings(x):
     return {s for s in out if sum(c.isdigit() for c in s) >= 3}
 
 
-def test_refine_prompt_from_real_results_carries_no_test_or_ood_number(space):
+def test_refine_prompt_from_real_results_carries_no_test_or_ood_number(tiny_space):
+    space = tiny_space
     src = (builtin_dir("search_spaces") / "damped_pendulum" / "aphynity.py").read_text()
     ok = evaluate_source(space, src, overrides=QUICK).result
     bad_src = src.replace("torch.sin(s.theta)", "torch.sin(s.theta, s.omega)")
@@ -66,8 +67,7 @@ def test_refine_prompt_from_real_results_carries_no_test_or_ood_number(space):
     assert len(hidden) >= 16
     leaked = [s for x in hidden for s in spellings(x) if s in text]
     assert not leaked, leaked
-    # nor the true parameter values or the space's notes (the benchmark's answer)
-    assert "A good answer" not in text and "1.09662271" not in text
+    assert "1.09662271" not in text  # nor the true parameter values
 
 
 def test_first_prompt_describes_the_space(space):
