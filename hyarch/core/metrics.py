@@ -39,7 +39,7 @@ def fit_scores(
     shapes = data.state_shapes or tuple(() for _ in data.state_names)
     off = 0
     raw_means, norm_means = [], []
-    for name, shp in zip(data.state_names, shapes):
+    for name, shp in zip(data.state_names, shapes, strict=True):
         size = math.prod(shp) if shp else 1
         sl = slice(off, off + size)
         mse = float(per_col_sq[sl].sum() / per_col_n[sl].sum())

@@ -8,8 +8,8 @@ rate law. Adding one is a function and a line in ``REGULARIZERS``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -88,12 +88,14 @@ def sensitivity(ctx: Context, rel_step: float = 1e-3) -> torch.Tensor:
             # step inwards when the value sits at its upper bound
             sign = 1.0 if value * (1 + rel_step) <= spec.upper else -1.0
             bumped = value * (1 + sign * rel_step)
+            raw = model._raw[name]
+            saved = raw.detach().clone()  # restored bit for bit: set_physical(value) may not be
             model.set_physical({name: bumped})
             actual = model.physical_values()[name]
             try:
                 pert = rollout(model, ctx.data, method=ctx.method, substeps=ctx.substeps)
             finally:
-                model.set_physical({name: value})
+                raw.copy_(saved)
             if actual == value or value == 0:
                 per_param.append(torch.zeros((), dtype=base.dtype))
                 continue
