@@ -1,0 +1,105 @@
+"""The HTML report: self-contained (no network), complete, and rendered by a real browser."""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+import subprocess
+
+import pytest
+
+import hyarch.cli
+from hyarch.report.demo import make_demo_run
+from hyarch.report.html import build_report
+from hyarch.runs import Run
+
+
+def demo_copy(factory, name: str) -> Run:
+    """A fresh copy of one tiny demo run, trained once per test session (seconds)."""
+    base = factory.getbasetemp() / "hyarch_demo_run"
+    if not (base / "candidates" / "c0004" / "metrics.json").is_file():
+        make_demo_run(base, None)
+    dst = factory.mktemp(name) / "run"
+    shutil.copytree(base, dst)
+    return Run(dst)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    run = demo_copy(tmp_path_factory, "report")
+    run.add_review({"candidate": "c0001", "verdict": "rejected", "note": "closure too big"})
+    return run, build_report(run)
+
+
+def test_report_is_self_contained_and_complete(report):
+    run, path = report
+    assert path == run.path / "report.html"
+    text = path.read_text()
+    # nothing loaded from elsewhere: no external src/href, no scripts
+    assert not re.search(r'(src|href)\s*=\s*"(?!data:)', text)
+    assert "<script" not in text and "@import" not in text
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+    # Pareto, progress, parameters, and trajectories of the 3 best candidates
+    assert len(images) >= 6
+    assert all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in images)
+    for needle in ("Leaderboard", "Pareto front", "search progress", "Against the baselines",
+                   "Best candidates", "Physical parameters against the truth",
+                   "Failed candidates", "closure too big", "c0003", "1.09662"):
+        assert needle in text, needle
+    # the baseline (the prior, proposer "baseline") is compared with the best candidates
+    baselines = text.split("Against the baselines")[1].split("Best candidates")[0]
+    assert "c0000" in baselines and "c0002" in baselines
+    # the best three get a card each, the friction model first
+    cards = re.findall(r'<div class="card"><h3>(c\d+)', text)
+    assert cards[0] == "c0002" and len(cards) == 3 and "c0000" not in cards
+
+
+def test_report_cli_writes_where_asked(tmp_path_factory, monkeypatch, capsys):
+    run = demo_copy(tmp_path_factory, "report_cli")
+    out = run.path.parent / "elsewhere.html"
+    monkeypatch.setattr(hyarch.cli, "EXTRA_COMMANDS", [])
+    assert hyarch.cli.main(["report", str(run.path), "--out", str(out), "--top", "1"]) == 0
+    assert out.is_file() and f"report written to {out}" in capsys.readouterr().out
+    assert len(re.findall(r'<div class="card">', out.read_text())) == 1
+    monkeypatch.setattr(hyarch.cli, "EXTRA_COMMANDS", [])
+    assert hyarch.cli.main(["report", str(run.path.parent / "missing")]) == 2
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
+
+
+def chromium() -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("headless Chromium is not installed "
+                    "(apt-get install -y chromium): the browser check did not run")
+    return exe
+
+
+def screenshot(url: str, png, profile, size=(1280, 2000), extra=()) -> None:
+    cmd = [chromium(), *CHROMIUM_FLAGS, *extra, f"--user-data-dir={profile}",
+           f"--screenshot={png}", f"--window-size={size[0]},{size[1]}", url]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+
+
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    _, path = report
+    png = tmp_path / "report.png"
+    screenshot(path.as_uri(), png, tmp_path / "profile")
+    img = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    assert img.shape == (2000, 1280, 3)
+    white = (img == 255).all(axis=-1).mean()
+    assert white < 0.9, f"the page is {100 * white:.0f}% white: (almost) blank"
+    # the figures sit below the leaderboard: many distinct colours there, not just text
+    region = img[500:2000]
+    colours = len(np.unique(region[::2, ::2].reshape(-1, 3) // 8, axis=0))
+    assert colours > 40, f"only {colours} colours in the plot region"
+    # coloured (non-grey) pixels: plot markers, highlighted leaderboard rows, tags
+    saturated = (img.max(axis=-1) - img.min(axis=-1) > 60).mean()
+    assert saturated > 0.001
