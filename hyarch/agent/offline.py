@@ -180,7 +180,10 @@ class OfflineProposer(Proposer):
     # -- rendering ------------------------------------------------------------------------
     def render(self, space: Space, choices: dict[str, Any]) -> str:
         prior = space.prior_path()
-        base = prior_as_base(prior.read_text()) if prior else EMPTY_PRIOR
+        prior_src = prior.read_text() if prior else ""
+        base = prior_as_base(prior_src) if prior else EMPTY_PRIOR
+        declared = set(re.findall(r"self\.(\w+)\s*=\s*self\.parameter\(", prior_src))
+        known = set(declared)
         params, closures, parts = [], [], {}
         desc = []
         for state, terms in space.spec.hypotheses.items():
@@ -189,10 +192,15 @@ class OfflineProposer(Proposer):
                     continue
                 expr = term.expr
                 for pname, p in term.parameters.items():
+                    known.add(pname)
+                    if pname in declared:
+                        continue  # shared with the prior or an earlier term
+                    declared.add(pname)
                     lo, hi = p.get("bounds", (-10.0, 10.0))
                     init = p.get("init", (lo + hi) / 2)
                     params.append({"name": pname, "init": float(init), "lo": float(lo),
                                    "hi": float(hi)})
+                for pname in sorted(known, key=len, reverse=True):
                     expr = re.sub(rf"(?<![\w.]){re.escape(pname)}(?!\w)", f"self.{pname}", expr)
                 parts.setdefault(state, []).append(("add", f"({expr})"))
                 desc.append(f"{term.name} on {state}")
