@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 import traceback
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,8 +47,12 @@ def evaluate_source(
     space: Space, source: str, *, filename: str = "model.py", device: str = "cpu",
     overrides: dict[str, Any] | None = None,
 ) -> Outcome:
-    """Train and score candidate code. Never raises for a bad candidate: a failed record."""
+    """Train and score candidate code. Never raises for a bad candidate: a failed record.
+
+    A bad training configuration is not the candidate's fault: its ValueError propagates.
+    """
     start = time.perf_counter()
+    cfg = space.train_config(device=device, **(overrides or {}))
     try:
         cls = load_model_class(source, filename)
         scales = space.scales()
@@ -54,7 +60,6 @@ def evaluate_source(
         model = factory(replicas=1)
         train = space.train
         check_forward(model, train.y0(), train.t[:, 0], None if train.u is None else train.u[:, 0])
-        cfg = space.train_config(device=device, **(overrides or {}))
         fitted = fit(factory, train, space.val, cfg)
     except (ContractError, TrainingError) as e:
         return Outcome(failed(str(e), time.perf_counter() - start))
@@ -124,3 +129,15 @@ def evaluate(space: Space | str | Path, file: str | Path, **kw) -> dict[str, Any
     sp = space if isinstance(space, Space) else load_space(space)
     path = Path(file)
     return evaluate_source(sp, path.read_text(), filename=str(path), **kw).result
+
+
+class _CallableModule(types.ModuleType):
+    """Importing this module rebinds ``hyarch.evaluate`` from the public function to the
+    module, so the module itself forwards calls: ``hyarch.evaluate(space, file)`` works
+    whatever was imported first."""
+
+    def __call__(self, space: Space | str | Path, file: str | Path, **kw) -> dict[str, Any]:
+        return evaluate(space, file, **kw)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -65,6 +65,18 @@ def test_evaluate_source_record(tiny_space):
     check_ok_record(res)
     json.dumps(res, allow_nan=False)  # strict JSON: no NaN or infinity
 
+    # the console view shows every split, the parameter with its error, and the scores
+    from rich.console import Console
+
+    from hyarch.report.console import print_evaluation
+
+    console = Console(record=True, width=120)
+    print_evaluation(res, title="hybrid", console=console)
+    text = console.export_text()
+    for word in ("train", "val", "test", "ood", "omega0_sq", "closure share", "closure_norm"):
+        assert word in text
+    assert f"{100 * res['param_rel_error']['omega0_sq']:.3f}%" in text
+
 
 def run_cli(*args):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -132,3 +144,34 @@ def test_cli_missing_file_or_invalid_space_exits_2(tiny_space_path, tmp_path, ca
         main(["evaluate", "no_such_space", str(file)])
     assert e.value.code == 2
     assert "damped_pendulum" in capsys.readouterr().err  # the built-in names are listed
+
+
+def test_public_evaluate_is_callable_whatever_was_imported_first(tiny_space_path, tmp_path):
+    import hyarch
+    import hyarch.evaluate  # rebinds the package attribute to the module
+
+    file = tmp_path / "hybrid.py"
+    file.write_text(HYBRID)
+    from hyarch import evaluate
+
+    res = evaluate(tiny_space_path, file)
+    assert res["status"] == "ok"
+    assert callable(hyarch.evaluate)
+
+
+def test_a_bad_training_setup_is_bad_usage_not_a_failed_candidate(tiny_space_path, tmp_path,
+                                                                   tiny_space, capsys):
+    from hyarch.cli import main
+
+    file = tmp_path / "hybrid.py"
+    file.write_text(HYBRID)
+    bad = tmp_path / "bad_method.yaml"
+    bad.write_text(tiny_space_path.read_text().replace("  windows: [2, 4]",
+                                                       "  method: rk5\n  windows: [2, 4]"))
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", str(bad), str(file), "--json"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "training.method" in err and "'rk5'" in err and "dopri5" in err
+    with pytest.raises(ValueError, match="unknown solver"):
+        evaluate_source(tiny_space, HYBRID, overrides={"method": "rk5"})
