@@ -67,8 +67,10 @@ def pareto_plot(rows: list[Row]) -> Figure:
     ax.set_title("Pareto front (marker area ~ neural parameters)")
     ax.grid(alpha=0.3)
     if ok:
-        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3,
-                  frameon=False)
+        leg = ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3,
+                        frameon=False)
+        for h in leg.legend_handles:
+            h.set_sizes([36])
     else:
         ax.text(0.5, 0.5, "no finished candidates", ha="center", transform=ax.transAxes)
     return fig
