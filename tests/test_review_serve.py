@@ -142,3 +142,35 @@ def test_no_study_is_a_clear_error(tmp_path):
     run.write_config({"space": "damped_pendulum"})
     with pytest.raises(NoStudy, match="no Optuna journal"):
         open_study(run)
+
+
+def test_dashboard_renders_notes_and_forms_in_headless_chromium(served, tmp_path):
+    """The review study's trial page, in a real browser: the note's fit plot and the form."""
+    import shutil as sh
+    import subprocess
+
+    import numpy as np
+    from PIL import Image
+
+    exe = sh.which("chromium") or sh.which("chromium-browser")
+    if exe is None:
+        pytest.skip("headless Chromium is not installed "
+                    "(apt-get install -y chromium): the browser check did not run")
+    run, dash, _ = served
+    sid = review_study(run)._study_id
+    url = dash.url + f"/studies/{sid}/trials"
+    png = tmp_path / "dashboard.png"
+    subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={png}",
+                    "--window-size=1280,2400", "--virtual-time-budget=10000", url],
+                   check=True, capture_output=True, timeout=120)
+    img = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    assert (img == 255).all(axis=-1).mean() < 0.95, "blank page: the dashboard did not render"
+    # the dashboard's blue app bar
+    top = img[:40].reshape(-1, 3)
+    assert ((top[:, 2] > 180) & (top[:, 0] < 80)).mean() > 0.5
+    # the note's fit plot: matplotlib's orange and green trajectory lines
+    near = lambda rgb: (np.abs(img - np.array(rgb)).sum(axis=-1) < 60).sum()  # noqa: E731
+    assert near((255, 127, 14)) > 50 and near((44, 160, 44)) > 50
