@@ -123,3 +123,17 @@ def test_a_model_with_nothing_to_fit_is_a_contract_error():
 def test_bad_training_options_name_the_choices():
     with pytest.raises(ValueError, match="auto, always or never"):
         TrainConfig(lbfgs="sometimes")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fit_on_cuda():
+    train, val = decay_data([1.0, 2.0, -1.5]), decay_data([0.5, 3.0])
+    cfg = TrainConfig(windows=(2, 4), stage_iters=40, final_iters=40, patience=20, restarts=2,
+                      device="cuda")
+    res = fit(lambda replicas=1: Hybrid(("x",), replicas=replicas), train, val, cfg)
+    assert next(res.model.parameters()).device.type == "cuda"
+    assert res.scales.device.type == "cuda"
+    assert res.val_loss < 1e-3
+    with torch.no_grad():
+        cpu = rollout(res.model.cpu(), val)
+    torch.testing.assert_close(cpu, val.y, rtol=0, atol=0.05)
