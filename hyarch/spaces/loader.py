@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pydantic
@@ -281,8 +280,8 @@ def _split_by_initial(items: list[Simulated], spec: SpaceSpec) -> dict[str, list
     start = np.array([s.y[0, j] for s in items])
     lo_cut = np.quantile(start, spec.splits.in_distribution_quantile)
     hi_cut = np.quantile(start, spec.splits.ood_quantile)
-    pool = [s for s, v in zip(items, start) if v <= lo_cut]
-    ood = [s for s, v in zip(items, start) if v >= hi_cut]
+    pool = [s for s, v in zip(items, start, strict=False) if v <= lo_cut]
+    ood = [s for s, v in zip(items, start, strict=False) if v >= hi_cut]
     rng = np.random.default_rng(spec.splits.seed)
     order = rng.permutation(len(pool))
     fr = {k: v for k, v in spec.splits.fractions.items() if k != "ood"}
@@ -398,7 +397,7 @@ def _csv_groups(spec: SpaceSpec, space_path: Path | None) -> dict[str, list[Simu
         split = None
         if c.split:
             labels = [text(row, c.split) for _, row in items]
-            for (r, _), label in zip(items, labels):
+            for (r, _), label in zip(items, labels, strict=False):
                 if label not in ("train", "val", "test", "ood"):
                     raise SpaceError(f"split column {column[c.split]!r}: label {label!r} is not"
                                      " one of train, val, test, ood", file=str(path), line=r)

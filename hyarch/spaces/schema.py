@@ -133,6 +133,23 @@ class Training(Strict):
     max_seconds: float = Field(600.0, gt=0)
     seed: int = 0
 
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v):
+        from hyarch.core.rollout import check_method
+
+        return check_method(v)  # a ValueError naming the valid solvers
+
+    @field_validator("regularizers")
+    @classmethod
+    def _regularizers(cls, v):
+        from hyarch.core.train import TRAIN_REGULARIZERS
+
+        bad = [n for n in v if n not in TRAIN_REGULARIZERS]
+        if bad:
+            raise ValueError(f"cannot train on {bad}; valid: {', '.join(TRAIN_REGULARIZERS)}")
+        return v
+
 
 class Objectives(Strict):
     fit: Literal["val_nmse"] = "val_nmse"

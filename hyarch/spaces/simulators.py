@@ -8,8 +8,9 @@ function and a line in ``SIMULATORS``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from scipy.integrate import solve_ivp
