@@ -1,0 +1,358 @@
+"""Rewriting a candidate file: a closure replaced by distilled terms, resized, or removed.
+
+Edits are made on the original text at the positions ``ast`` gives, so the rest of the
+file (comments, docstrings, layout) is kept as the author wrote it.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hyarch.core.model import HybridModel
+from hyarch.distill.library import substitute
+
+
+class RenderError(Exception):
+    """The candidate's code has a shape this rewriter does not handle."""
+
+
+@dataclass(frozen=True)
+class _Edit:
+    start: int  # byte offsets into the UTF-8 source
+    end: int
+    text: str
+
+
+class _Source:
+    """Source text with (line, col) -> byte offset and a list of pending edits."""
+
+    def __init__(self, source: str) -> None:
+        self.text = source
+        self.data = source.encode()
+        self.tree = ast.parse(source)
+        self.starts = [0]
+        for line in source.splitlines(keepends=True):
+            self.starts.append(self.starts[-1] + len(line.encode()))
+        self.edits: list[_Edit] = []
+
+    def offset(self, line: int, col: int) -> int:
+        return self.starts[line - 1] + col
+
+    def span(self, node: ast.AST) -> tuple[int, int]:
+        return (self.offset(node.lineno, node.col_offset),
+                self.offset(node.end_lineno, node.end_col_offset))
+
+    def segment(self, node: ast.AST) -> str:
+        a, b = self.span(node)
+        return self.data[a:b].decode()
+
+    def replace(self, node: ast.AST, text: str) -> None:
+        a, b = self.span(node)
+        self.edits.append(_Edit(a, b, text))
+
+    def replace_lines(self, first: int, last: int, text: str) -> None:
+        self.edits.append(_Edit(self.starts[first - 1], self.starts[last], text))
+
+    def insert(self, line: int, text: str) -> None:
+        """Insert whole lines before line ``line`` (1-based; len+1 appends)."""
+        at = self.starts[min(line, len(self.starts)) - 1]
+        self.edits.append(_Edit(at, at, text))
+
+    def render(self) -> str:
+        out = self.data
+        for e in sorted(self.edits, key=lambda e: (e.start, e.end), reverse=True):
+            out = out[:e.start] + e.text.encode() + out[e.end:]
+        return out.decode()
+
+
+def _model_class(src: _Source) -> ast.ClassDef:
+    for node in src.tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == "Model":
+            return node
+    raise RenderError("the file defines no `class Model`")
+
+
+def _method(cls: ast.ClassDef, name: str) -> ast.FunctionDef:
+    for node in cls.body:
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            return node
+    raise RenderError(f"class Model has no method {name}()")
+
+
+def _is_self_attr(node: ast.AST, name: str | None = None) -> bool:
+    return (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+            and node.value.id == "self" and (name is None or node.attr == name))
+
+
+def _is_closure_call(node: ast.AST) -> bool:
+    if not isinstance(node, ast.Call):
+        return False
+    f = node.func
+    return (isinstance(f, ast.Name) and f.id == "Closure") or (
+        isinstance(f, ast.Attribute) and f.attr == "Closure")
+
+
+def _declarations(setup: ast.FunctionDef) -> dict[str, ast.Assign]:
+    """``self.name = Closure(...)`` statements of ``setup`` by attribute name."""
+    out = {}
+    for node in ast.walk(setup):
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and _is_self_attr(node.targets[0]) and _is_closure_call(node.value)):
+            out[node.targets[0].attr] = node
+    return out
+
+
+def _parameters(setup: ast.FunctionDef) -> dict[str, ast.Call]:
+    """``self.name = self.parameter(...)`` calls by parameter name."""
+    out = {}
+    for node in ast.walk(setup):
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and _is_self_attr(node.targets[0]) and isinstance(node.value, ast.Call)
+                and _is_self_attr(node.value.func, "parameter")):
+            out[node.targets[0].attr] = node.value
+    return out
+
+
+def _calls(fn: ast.FunctionDef, attr: str) -> list[ast.Call]:
+    return [n for n in ast.walk(fn)
+            if isinstance(n, ast.Call) and _is_self_attr(n.func, attr)]
+
+
+def _indent(src: _Source, node: ast.stmt) -> str:
+    line = src.text.splitlines()[node.lineno - 1]
+    return line[: len(line) - len(line.lstrip())]
+
+
+def _num(v: float) -> str:
+    return f"{v:.6g}"
+
+
+def _set_init(src: _Source, call: ast.Call, value: float) -> None:
+    """Replace a ``self.parameter(...)`` call's init with ``value``."""
+    for kw in call.keywords:
+        if kw.arg == "init":
+            src.replace(kw.value, _num(value))
+            return
+    if call.args:
+        src.replace(call.args[0], _num(value))
+
+
+def _free_name(base: str, taken: set[str]) -> str:
+    base = re.sub(r"\W", "_", base).strip("_") or "c"
+    if base[0].isdigit():
+        base = f"c_{base}"
+    name, i = base, 2
+    while name in taken:
+        name, i = f"{base}_{i}", i + 1
+    taken.add(name)
+    return name
+
+
+def _bounds(value: float, bounds: Sequence[float] | None) -> tuple[float, float]:
+    """The hypothesis's bounds when they hold ``value`` with room, else a wider range."""
+    width = max(abs(value), 1e-3)
+    if bounds is not None:
+        lo, hi = float(bounds[0]), float(bounds[1])
+        margin = 1e-3 * (hi - lo)
+        if lo + margin < value < hi - margin:
+            return lo, hi
+        return min(lo, value - 2 * width), max(hi, value + 2 * width)
+    span = 10 * width
+    return -span, span
+
+
+def _term_code(term: dict[str, Any], taken: set[str], decl: list[tuple[str, float, tuple]],
+               state: str, own: Iterable[str] = ()) -> str:
+    """Code of one distilled term with its coefficient as a new declared parameter."""
+    c = float(term["coefficient"])
+    if term["kind"] == "hypothesis":
+        names = {p: f"self.{p}" for p in own}
+        for pname, spec in term["fixed"].items():
+            new = _free_name(pname, taken)
+            init = float(spec.get("init", 1.0))
+            b = spec.get("bounds")
+            decl.append((new, init, _bounds(init, b)))
+            names[pname] = f"self.{new}"
+        template = term["template"]
+        if term["parameter"] is not None:
+            new = _free_name(term["parameter"], taken)
+            decl.append((new, c, _bounds(c, term["bounds"])))
+            names[term["parameter"]] = f"self.{new}"
+            return substitute(template, names)
+        new = _free_name(f"c_{term['name']}", taken)
+        decl.append((new, c, _bounds(c, None)))
+        return f"self.{new} * ({substitute(template, names)})"
+    new = _free_name(f"c_{state}", taken)
+    decl.append((new, c, _bounds(c, None)))
+    return f"self.{new}" if term["code"] == "1" else f"self.{new} * {term['code']}"
+
+
+def _taken(model: HybridModel, src: _Source) -> set[str]:
+    names = set(dir(model)) | set(model.parameter_specs)
+    for node in ast.walk(src.tree):
+        if isinstance(node, ast.Attribute) and _is_self_attr(node):
+            names.add(node.attr)
+    return names
+
+
+def _splice(src: _Source, node: ast.AST, edits: list[_Edit]) -> str:
+    """The text of ``node`` with the pending ``edits`` inside it applied."""
+    a, b = src.span(node)
+    out = src.data[a:b]
+    for e in sorted(edits, key=lambda e: e.start, reverse=True):
+        out = out[:e.start - a] + e.text.encode() + out[e.end - a:]
+    return out.decode()
+
+
+def _ensure_torch(text: str) -> str:
+    if re.search(r"^\s*import torch\b", text, re.M):
+        return text
+    lines = text.splitlines(keepends=True)
+    at = 0
+    for i, line in enumerate(lines):
+        if line.startswith("from __future__"):
+            at = i + 1
+    return "".join(lines[:at] + ["import torch\n"] + lines[at:])
+
+
+def replace_closure(source: str, model: HybridModel, closure: str,
+                    parts: Iterable[Any], *, header: str = "") -> str:
+    """The candidate with closure ``closure`` replaced by distilled terms.
+
+    ``parts``: the closure's ``Distillation`` records (one per state it feeds). Shifts of
+    existing parameters become their new initial values (fitted value plus shift).
+    """
+    parts = list(parts)
+    if "." in closure:
+        raise RenderError(f"closure {closure!r} is nested in a container; only closures "
+                          "assigned as `self.name = Closure(...)` can be replaced")
+    src = _Source(source)
+    cls = _model_class(src)
+    setup, deriv = _method(cls, "setup"), _method(cls, "derivatives")
+    decls = _declarations(setup)
+    if closure not in decls:
+        raise RenderError(f"no `self.{closure} = Closure(...)` in setup()")
+    calls = _calls(deriv, closure)
+    if not calls:
+        raise RenderError(f"derivatives() never calls self.{closure}(...)")
+    taken = _taken(model, src)
+    declared: list[tuple[str, float, tuple]] = []
+    codes: dict[str, str] = {}
+    for part in parts:
+        d = part if isinstance(part, dict) else part.to_dict()
+        terms = [t for t in d["terms"] if t["kind"] != "shift"]
+        codes[d["state"]] = " + ".join(
+            _term_code(t, taken, declared, d["state"], model.parameter_specs)
+            for t in terms) or "0.0"
+    # existing parameters start at the hybrid's fitted values, plus what the closure absorbed
+    fitted = model.physical_values()
+    specs = model.parameter_specs
+    for part in parts:
+        d = part if isinstance(part, dict) else part.to_dict()
+        for p, c in d["shifts"].items():
+            fitted[p] = fitted[p] + c
+    for name, call in _parameters(setup).items():
+        if name in fitted:
+            spec = specs[name]
+            _set_init(src, call, min(max(fitted[name], spec.lower), spec.upper))
+    decl_node = decls[closure]
+    ind = _indent(src, decl_node)
+    lines = [f"{ind}self.{n} = self.parameter(init={_num(v)}, bounds=({_num(lo)}, {_num(hi)}))\n"
+             for n, v, (lo, hi) in declared]
+    src.replace_lines(decl_node.lineno, decl_node.end_lineno, "".join(lines))
+    first = parts[0] if isinstance(parts[0], dict) else parts[0].to_dict()
+    if len(parts) == 1 and first["in_place"] and len(calls) == 1:
+        src.replace(calls[0], f"({codes[first['state']]})")
+    else:
+        null = "1.0" if first["kind"] == "multiplicative" else "0.0"
+        for call in calls:
+            src.replace(call, null)
+        _add_to_derivatives(src, cls, deriv, codes)
+    text = src.render()
+    if "torch." in "".join(codes.values()):
+        text = _ensure_torch(text)
+    return (header + text) if header else text
+
+
+def _add_to_derivatives(src: _Source, cls: ast.ClassDef, deriv: ast.FunctionDef,
+                        codes: dict[str, str]) -> None:
+    """Add each state's terms to what derivatives() returns."""
+    returns = [n for n in ast.walk(deriv) if isinstance(n, ast.Return)]
+    dicts = [r.value for r in returns if isinstance(r.value, ast.Dict)]
+    values = []
+    for dnode in dicts:
+        keys = {k.value: v for k, v in zip(dnode.keys, dnode.values, strict=True)
+                if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+        values.append(keys)
+    if dicts and len(dicts) == len(returns) and all(set(codes) <= set(k) for k in values):
+        for keys in values:
+            for state, code in codes.items():
+                node = keys[state]
+                inner = [e for e in src.edits
+                         if e.start >= src.span(node)[0] and e.end <= src.span(node)[1]]
+                old = _splice(src, node, inner)
+                src.edits = [e for e in src.edits if e not in inner]
+                src.replace(node, f"({old}) + ({code})")
+        return
+    # general case: keep the original as _mechanism() and add the terms around it
+    line = src.text.splitlines()[deriv.lineno - 1]
+    at = src.offset(deriv.lineno, line.index("def derivatives") + len("def "))
+    src.edits.append(_Edit(at, at + len("derivatives"), "_mechanism"))
+    ind = _indent(src, deriv)
+    body = [f"\n{ind}def derivatives(self, t, s, u):\n",
+            f"{ind}    d = dict(self._mechanism(t, s, u))\n"]
+    body += [f"{ind}    d[{state!r}] = d[{state!r}] + ({code})\n" for state, code in codes.items()]
+    body.append(f"{ind}    return d\n")
+    src.insert(cls.end_lineno + 1, "".join(body))
+
+
+def remove_closures(source: str) -> str:
+    """The candidate with every closure at its null value and its declaration removed."""
+    src = _Source(source)
+    cls = _model_class(src)
+    setup, deriv = _method(cls, "setup"), _method(cls, "derivatives")
+    decls = _declarations(setup)
+    if not decls:
+        raise RenderError("setup() declares no `self.name = Closure(...)`")
+    for name, node in decls.items():
+        kind = "additive"
+        for kw in node.value.keywords:
+            if kw.arg == "kind" and isinstance(kw.value, ast.Constant):
+                kind = kw.value.value
+        for call in _calls(deriv, name):
+            src.replace(call, "1.0" if kind == "multiplicative" else "0.0")
+        ind = _indent(src, node)
+        src.replace_lines(node.lineno, node.end_lineno, f"{ind}pass  # closure {name} removed\n")
+    return src.render()
+
+
+def resize_closures(source: str, factor: float, default: Sequence[int] = (64, 64)) -> str:
+    """The candidate with every closure's hidden widths scaled by ``factor``."""
+    src = _Source(source)
+    cls = _model_class(src)
+    decls = _declarations(_method(cls, "setup"))
+    if not decls:
+        raise RenderError("setup() declares no `self.name = Closure(...)`")
+    for node in decls.values():
+        call = node.value
+        value = next((kw.value for kw in call.keywords if kw.arg == "hidden"), None)
+        if value is None and len(call.args) >= 2:
+            value = call.args[1]
+        try:
+            hidden = tuple(default) if value is None else ast.literal_eval(value)
+        except ValueError:
+            raise RenderError(f"closure hidden sizes must be literal numbers: "
+                              f"{src.segment(value)}") from None
+        hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden)
+        new = "(" + ", ".join(str(max(1, round(h * factor))) for h in hidden) + \
+            ("," if len(hidden) == 1 else "") + ")"
+        if value is None:
+            end = src.offset(call.end_lineno, call.end_col_offset) - 1  # before ')'
+            src.edits.append(_Edit(end, end, f", hidden={new}"))
+        else:
+            src.replace(value, new)
+    return src.render()

@@ -1,0 +1,141 @@
+"""``hyarch distill SPACE FILE``: train a candidate, distil its closures, check identifiability."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _overrides(pairs: list[str]) -> dict[str, Any]:
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _print_distillation(entries: list[dict[str, Any]]) -> None:
+    for d in entries:
+        r2 = "-" if d["r2"] is None else f"{d['r2']:.4f}"
+        print(f"closure {d['closure']} -> d{d['state']}/dt:  {d['expression']}")
+        print(f"  R^2 on validation states {r2} (train {d['r2_train']:.4f}), "
+              f"{len(d['terms'])} of {len(d['library'])} library terms")
+        for t in d["terms"]:
+            print(f"    {t['kind']:<10} {t['name']:<28} coefficient {t['coefficient']:+.6g}")
+        if d["source"] is None:
+            print(f"  no candidate: {d['reason']}")
+
+
+def _targets(out: str, entries: list[dict[str, Any]]) -> dict[str, str]:
+    sources = {}
+    for d in entries:
+        if d["source"] is not None:
+            sources.setdefault(d["closure"], d["source"])
+    if len(sources) <= 1:
+        return {out: next(iter(sources.values()))} if sources else {}
+    p = Path(out)
+    return {str(p.with_name(f"{p.stem}_{name}{p.suffix or '.py'}")): s
+            for name, s in sources.items()}
+
+
+def cmd_distill(args) -> int:
+    import torch
+
+    from hyarch.cli import EXIT_FAILED, EXIT_OK, _load, _usage, resolve_device
+    from hyarch.distill import (
+        DistillError,
+        distill_candidate,
+        format_identifiability,
+        identifiability,
+    )
+    from hyarch.evaluate import evaluate_source
+
+    torch.set_num_threads(max(1, args.threads))
+    path = Path(args.file)
+    if not path.is_file():
+        return _usage(f"candidate file {args.file!r} does not exist")
+    try:
+        overrides = _overrides(args.set)
+        if args.seed is not None:
+            overrides["seed"] = args.seed
+        space = _load(args.space)
+        space.train_config(**overrides)
+    except (ValueError, TypeError) as e:
+        return _usage(f"--set: {e}")
+    source = path.read_text()
+    device = resolve_device(args.device)
+    out = evaluate_source(space, source, filename=str(path), device=device, overrides=overrides)
+    res = out.result
+    if res["status"] != "ok":
+        print(f"hyarch: training failed: {res['reason']}", file=sys.stderr)
+        return EXIT_FAILED
+    report: dict[str, Any] = {"parameters": res["parameters"],
+                              "val_nmse": res["metrics"]["val"]["nmse"]}
+    if not args.json:
+        vals = ", ".join(f"{k}={v:.6g}" for k, v in res["parameters"].items())
+        print(f"trained {path} on {space.name}: val nMSE {report['val_nmse']:.4g}; {vals}")
+    status = EXIT_OK
+    if out.model.closures():
+        try:
+            entries = distill_candidate(space, source, out.model, min_r2=args.min_r2,
+                                        degree=args.degree)
+        except DistillError as e:
+            print(f"hyarch: cannot distil: {e}", file=sys.stderr)
+            return EXIT_FAILED
+        report["distillation"] = entries
+        if not args.json:
+            _print_distillation(entries)
+        if args.out:
+            targets = _targets(args.out, entries)
+            if not targets:
+                status = EXIT_FAILED
+            for target, text in targets.items():
+                Path(target).write_text(text)
+                if not args.json:
+                    print(f"wrote {target}")
+    elif not args.json:
+        print("the candidate has no closure: nothing to distil")
+    if args.identifiability:
+        ident = identifiability(space, source, out.model, overrides=overrides,
+                                retrain=not args.no_retrain, device=device)
+        report["identifiability"] = ident
+        if not args.json:
+            print(format_identifiability(ident))
+    if args.json:
+        print(json.dumps(report, indent=2, default=float))
+    return status
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "distill",
+        help="train a candidate and distil its closures into readable terms",
+        description="Train FILE on SPACE, fit each closure's contribution with sparse "
+                    "regression on a library (the space's hypotheses, monomials, sin/cos/"
+                    "tanh/abs of the closure's inputs), print the expressions and R^2 on "
+                    "validation states, and write the closure-free candidate with --out.",
+    )
+    p.add_argument("space", help="search space: a YAML path or a built-in name")
+    p.add_argument("file", help="candidate Python file with at least one Closure")
+    p.add_argument("--out", help="write the distilled mechanistic candidate here")
+    p.add_argument("--identifiability", action="store_true",
+                   help="also profile each parameter and retrain with other closure widths")
+    p.add_argument("--no-retrain", action="store_true",
+                   help="with --identifiability: profiles only, no capacity retraining")
+    p.add_argument("--min-r2", type=float, default=0.8,
+                   help="write a candidate only when R^2 on validation states reaches this")
+    p.add_argument("--degree", type=int, default=3, help="highest monomial degree (default 3)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="training override, e.g. --set final_iters=300 (repeatable)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--json", action="store_true", help="print everything as JSON")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available)")
+    p.set_defaults(func=cmd_distill)

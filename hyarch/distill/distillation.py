@@ -1,0 +1,248 @@
+"""Distilling each closure of a trained candidate into a sparse sum of library terms.
+
+The target is what the closure adds to each state's derivative, G = F - F_c (F_c: the
+same model with that one closure at its null value), on the states the trained model's
+own rollout visits: train-split states fit the terms, validation-split states measure
+R^2. Working on G rather than on the network's raw output makes any wiring distillable
+(additive, multiplicative, a network inside a parameter).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from hyarch.core.closure import Closure
+from hyarch.core.data import Trajectories
+from hyarch.core.fields import Points, rollout
+from hyarch.core.model import HybridModel, Named
+from hyarch.distill.library import (
+    Term,
+    evaluate,
+    generic_terms,
+    hypothesis_terms,
+    select_columns,
+    substitute,
+)
+from hyarch.distill.sindy import sparse_fit
+from hyarch.spaces.space import Space
+
+
+class DistillError(Exception):
+    """A candidate cannot be distilled (no closure, field states, nested closures...)."""
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """One closure's contribution to one state, as a sparse sum of terms."""
+
+    closure: str
+    state: str
+    kind: str
+    inputs: tuple[str, ...]
+    terms: tuple[dict[str, Any], ...]
+    expression: str
+    r2: float | None  # on validation-split states
+    r2_train: float | None
+    threshold: float
+    n_train: int
+    n_val: int
+    in_place: bool  # the call's value is exactly G: the call itself can be replaced
+    shifts: dict[str, float] = field(default_factory=dict)
+    library: tuple[str, ...] = ()
+    path: tuple[tuple[float, int, float], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "closure": self.closure, "state": self.state, "kind": self.kind,
+            "inputs": list(self.inputs), "expression": self.expression,
+            "terms": [dict(t) for t in self.terms], "r2": self.r2, "r2_train": self.r2_train,
+            "threshold": self.threshold, "n_train": self.n_train, "n_val": self.n_val,
+            "in_place": self.in_place, "shifts": dict(self.shifts),
+            "library": list(self.library), "path": [list(p) for p in self.path],
+        }
+
+
+def _num(x: float) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def _points(model: HybridModel, data: Trajectories, method: str, substeps: int) -> Points:
+    with torch.no_grad():
+        pred = rollout(model, data, method=method, substeps=substeps)
+    pts = Points.from_rollout(pred, data)
+    ok = torch.isfinite(pts.y).all(-1)
+    return Points(pts.t[ok], pts.y[ok], None if pts.u is None else pts.u[ok])
+
+
+def _named(model: HybridModel, pts: Points) -> tuple[Named, Named]:
+    s = Named(model.split_states(pts.y), "state")
+    if pts.u is None or not model.input_names:
+        u = Named({}, "input")
+    else:
+        u = Named({n: pts.u[..., i] for i, n in enumerate(model.input_names)}, "input")
+    return s, u
+
+
+def _field(model: HybridModel, pts: Points) -> torch.Tensor:
+    with torch.no_grad():
+        return model.vector_field(pts.t, pts.y, pts.u)
+
+
+def _contribution(model: HybridModel, closure: Closure, pts: Points):
+    """(G, F_c, outputs): the closure's share of F, F without it, its recorded outputs."""
+    outs: list[torch.Tensor] = []
+    closure.record = outs
+    try:
+        full = _field(model, pts)
+    finally:
+        closure.record = None
+    closure.null = True
+    try:
+        without = _field(model, pts)
+    finally:
+        closure.null = False
+    return full - without, without, outs
+
+
+def _sensitivities(model: HybridModel, closure: Closure, pts: Points) -> dict[str, torch.Tensor]:
+    """dF_c/dp for every physical parameter, by central differences (float64 model)."""
+    values = model.physical_values()
+    specs = model.parameter_specs
+    out = {}
+    closure.null = True
+    try:
+        for name, v in values.items():
+            spec = specs[name]
+            h = 1e-5 * max(abs(v), 1e-3 * (spec.upper - spec.lower))
+            lo, hi = max(v - h, spec.lower), min(v + h, spec.upper)
+            model.set_physical({name: hi})
+            f_hi = _field(model, pts)
+            model.set_physical({name: lo})
+            f_lo = _field(model, pts)
+            model.set_physical({name: v})
+            out[name] = (f_hi - f_lo) / (hi - lo)
+    finally:
+        closure.null = False
+    return out
+
+
+def _columns(model, closure, pts, state_idx, terms, sens) -> np.ndarray:
+    s, u = _named(model, pts)
+    cols = []
+    for term in terms:
+        if term.kind == "shift":
+            col = sens[term.parameter][:, state_idx]
+        else:
+            try:
+                col = evaluate(term.code, s, u, pts.t)
+            except Exception:
+                col = torch.full_like(pts.t, math.nan)
+        cols.append(col.double().cpu().numpy())
+    return np.stack(cols, axis=1)
+
+
+def _display(term: Term, c: float) -> str:
+    if term.kind == "shift":
+        return f"{_fmt(c)} * dF/d{term.parameter}"
+    if term.kind == "hypothesis":
+        values = {n: _fmt(float(p.get("init", 1.0))) for n, p in term.fixed.items()}
+        if term.parameter is not None:
+            values[term.parameter] = _fmt(c) if c >= 0 else f"({_fmt(c)})"
+            return substitute(term.template or term.code, values)
+        return f"{_fmt(c)} * ({substitute(term.template or term.code, values)})"
+    return _fmt(c) if term.code == "1" else f"{_fmt(c)} * {term.code}"
+
+
+def _closure_names(model: HybridModel) -> list[tuple[str, Closure]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, Closure)]
+
+
+def distill(
+    space: Space, model: HybridModel, *, degree: int = 3, nonlinear: bool = True,
+    tolerance: float = 0.01, min_share: float = 1e-4, method: str | None = None,
+    substeps: int | None = None,
+) -> list[Distillation]:
+    """Distil every closure of a trained ``model`` on ``space`` (one record per state)."""
+    if not model.closures():
+        raise DistillError("the candidate has no closure to distil")
+    if any(model.state_shapes):
+        raise DistillError("distillation supports scalar states only (this space has fields)")
+    cfg = space.train_config()
+    method = method or cfg.method
+    substeps = substeps or cfg.substeps
+    m = copy.deepcopy(model).cpu().double().eval()
+    train = _double(space.train)
+    val = _double(space.val)
+    pts_tr = _points(m, train, method, substeps)
+    pts_va = _points(m, val, method, substeps)
+    hyps = dict(space.spec.hypotheses)
+    results = []
+    for cname, closure in _closure_names(m):
+        if closure.outputs != 1:
+            raise DistillError(f"closure {cname!r} has {closure.outputs} outputs; "
+                               "distillation supports single-output closures")
+        G, F_c, outs = _contribution(m, closure, pts_tr)
+        Gv, _, _ = _contribution(m, closure, pts_va)
+        sens = _sensitivities(m, closure, pts_tr)
+        sens_v = _sensitivities(m, closure, pts_va)
+        F = G + F_c
+        for k, state in enumerate(m.state_names):
+            g = G[:, k]
+            scale = float(F[:, k].pow(2).mean().sqrt()) or 1.0
+            if float(g.pow(2).mean().sqrt()) <= min_share * scale:
+                continue
+            s_tr, u_tr = _named(m, pts_tr)
+            terms = [Term(f"d{state}/d{p}", "shift", "", parameter=p) for p in sens]
+            terms += hypothesis_terms(hyps.get(state, []), s_tr, u_tr, pts_tr.t,
+                                      known=m.physical_values())
+            inputs = tuple(n for n in closure.input_names)
+            terms += generic_terms(inputs, m.state_names, degree=degree, nonlinear=nonlinear)
+            X = _columns(m, closure, pts_tr, k, terms, sens)
+            Xv = _columns(m, closure, pts_va, k, terms, sens_v)
+            keep = select_columns(X, terms)
+            terms = [terms[j] for j in keep]
+            X, Xv = X[:, keep], Xv[:, keep]
+            y = g.cpu().numpy()
+            yv = Gv[:, k].cpu().numpy()
+            fit = sparse_fit(X, y, Xv, yv, tolerance=tolerance)
+            chosen = [(t, float(c)) for t, c in zip(terms, fit.coef, strict=True) if c != 0]
+            term_dicts = tuple(
+                {"name": t.name, "kind": t.kind, "code": t.code, "coefficient": c,
+                 "parameter": t.parameter, "template": t.template,
+                 "bounds": list(t.bounds) if t.bounds else None,
+                 "fixed": {n: dict(p) for n, p in t.fixed.items()}}
+                for t, c in chosen
+            )
+            expression = " + ".join(_display(t, c) for t, c in chosen) or "0"
+            expression = expression.replace("+ -", "- ")
+            in_place = (
+                closure.kind == "additive" and len(outs) == 1
+                and bool(torch.allclose(outs[0].reshape(-1), g, rtol=1e-6, atol=1e-9 * scale))
+            )
+            results.append(Distillation(
+                closure=cname, state=state, kind=closure.kind, inputs=inputs,
+                terms=term_dicts, expression=expression,
+                r2=_num(fit.r2_val), r2_train=_num(fit.r2_train), threshold=fit.threshold,
+                n_train=len(y), n_val=len(yv), in_place=in_place,
+                shifts={t.parameter: c for t, c in chosen if t.kind == "shift"},
+                library=tuple(t.name for t in terms), path=fit.path,
+            ))
+    return results
+
+
+def _double(data: Trajectories) -> Trajectories:
+    from dataclasses import replace
+
+    return replace(data, t=data.t.double(), y=data.y.double(),
+                   u=None if data.u is None else data.u.double())

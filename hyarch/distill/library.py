@@ -1,0 +1,170 @@
+"""The term library a closure is distilled into.
+
+Three kinds of term, in order of preference when two are collinear on the data:
+
+- ``shift``: the sensitivity of the mechanistic part to one of its own parameters
+  (dF0/dp). A closure that learned ``c * dF0/dp`` has absorbed part of ``p``; such a term
+  is folded back into ``p`` rather than added as a new one.
+- ``hypothesis``: a term the space's expert suspects (``space.spec.hypotheses``), with its
+  own parameter names, so a distilled ``-alpha * s.omega`` comes back as ``alpha``.
+- ``generic``: monomials and simple nonlinear functions of the closure's inputs.
+
+Every term is code in the candidate contract's own syntax (``s.omega``, ``torch.sin``), so
+the same string is evaluated here and written into the new candidate file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+
+from hyarch.core.model import Named
+
+KINDS = ("shift", "hypothesis", "generic")
+
+
+@dataclass(frozen=True)
+class Term:
+    """One library column.
+
+    ``code`` is the feature with its scale parameter set to 1 (``parameter`` names it, or
+    None when the fitted coefficient is a plain new coefficient); ``fixed`` holds a
+    hypothesis's other parameters at their initial values, ``{name: {init, bounds}}``.
+    """
+
+    name: str
+    kind: str
+    code: str
+    parameter: str | None = None
+    bounds: tuple[float, float] | None = None
+    fixed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    template: str | None = None  # the hypothesis's own expression, parameters by name
+
+
+_IDENT = re.compile(r"(?<![\w.])([A-Za-z_]\w*)\b")
+
+
+def substitute(expr: str, values: dict[str, str]) -> str:
+    """Replace bare parameter names (not attributes such as ``s.alpha``) by code."""
+    def repl(m: re.Match) -> str:
+        return values.get(m.group(1), m.group(1))
+
+    return _IDENT.sub(repl, expr)
+
+
+def evaluate(code: str, s: Named, u: Named, t: torch.Tensor,
+             params: dict[str, float] | None = None) -> torch.Tensor:
+    """Evaluate term code on named states; the result has one value per point."""
+    params = dict(params or {})
+    scope = {"torch": torch, "math": math, "np": np, "s": s, "u": u, "t": t,
+             "self": SimpleNamespace(**params), **params}
+    ref = next(iter(s.items()))[1]
+    out = eval(code, {"__builtins__": {}}, scope)  # noqa: S307 - the space's own expressions
+    out = torch.as_tensor(out, dtype=ref.dtype)
+    return out.expand(ref.shape)
+
+
+def _ref(name: str, states: Sequence[str]) -> str:
+    return f"s.{name}" if name in states else f"u.{name}"
+
+
+def generic_terms(inputs: Sequence[str], states: Sequence[str], *, degree: int = 3,
+                  nonlinear: bool = True) -> list[Term]:
+    """A constant, monomials up to ``degree`` and sin/cos/tanh/x|x| of each input."""
+    refs = [_ref(n, states) for n in inputs]
+    out = [Term("1", "generic", "1")]
+    for d in range(1, degree + 1):
+        for combo in itertools.combinations_with_replacement(range(len(refs)), d):
+            counts = {i: combo.count(i) for i in sorted(set(combo))}
+            code = " * ".join(refs[i] if k == 1 else f"{refs[i]} ** {k}"
+                              for i, k in counts.items())
+            out.append(Term(code, "generic", code))
+    if nonlinear:
+        for r in refs:
+            for fn in ("sin", "cos", "tanh"):
+                code = f"torch.{fn}({r})"
+                out.append(Term(code, "generic", code))
+            code = f"{r} * torch.abs({r})"
+            out.append(Term(code, "generic", code))
+        for a, b in itertools.permutations(refs, 2):
+            code = f"{a} * torch.abs({b})"
+            out.append(Term(code, "generic", code))
+    return out
+
+
+def _linear_in(expr: str, name: str, others: dict[str, float], s: Named, u: Named,
+               t: torch.Tensor) -> bool:
+    """Is ``expr`` proportional to parameter ``name`` (zero at 0, doubling at 2)?"""
+    try:
+        f0 = evaluate(expr, s, u, t, {**others, name: 0.0})
+        f1 = evaluate(expr, s, u, t, {**others, name: 1.0})
+        f2 = evaluate(expr, s, u, t, {**others, name: 2.0})
+    except Exception:
+        return False
+    scale = float(f1.abs().max()) + 1e-12
+    return bool(float(f0.abs().max()) <= 1e-6 * scale
+                and float((f2 - 2 * f1).abs().max()) <= 1e-5 * scale)
+
+
+def hypothesis_terms(hypotheses: Sequence[Any], s: Named, u: Named, t: torch.Tensor,
+                     known: dict[str, float] | None = None) -> list[Term]:
+    """Library terms from a state's hypotheses (``Term`` records of the space spec).
+
+    A hypothesis linear in one of its parameters becomes a column with that parameter set
+    to 1, so the fitted coefficient is the parameter's value; one that is not becomes a
+    column at its initial values, scaled by a new coefficient. ``known``: the model's own
+    fitted parameters, which a hypothesis may name (``beta * s.prey * ...``).
+    """
+    known = dict(known or {})
+    out = []
+    for h in hypotheses:
+        params = {n: dict(p) for n, p in (h.parameters or {}).items()}
+        inits = {n: float(p.get("init", 1.0)) for n, p in params.items()}
+        scale = None
+        for name in params:
+            others = {**known, **{k: v for k, v in inits.items() if k != name}}
+            if _linear_in(h.expr, name, others, s, u, t):
+                scale = name
+                break
+        fixed = {n: p for n, p in params.items() if n != scale}
+        values = {n: repr(v) for n, v in known.items()}
+        values.update({n: repr(float(p.get("init", 1.0))) for n, p in fixed.items()})
+        if scale is not None:
+            values[scale] = "1.0"
+        code = substitute(h.expr, values)
+        bounds = None
+        if scale is not None and "bounds" in params[scale]:
+            lo, hi = params[scale]["bounds"]
+            bounds = (float(lo), float(hi))
+        out.append(Term(h.name, "hypothesis", code, parameter=scale, bounds=bounds,
+                        fixed=fixed, template=h.expr))
+    return out
+
+
+def select_columns(features: np.ndarray, terms: Sequence[Term], *,
+                   collinear: float = 0.9995) -> list[int]:
+    """Indices of columns to keep: finite, not zero, and not collinear with a column kept
+    before (so a shift beats a hypothesis, and a hypothesis beats a generic term)."""
+    keep: list[int] = []
+    normed: list[np.ndarray] = []
+    for j in range(len(terms)):
+        col = features[:, j]
+        if not np.all(np.isfinite(col)):
+            continue
+        norm = float(np.linalg.norm(col))
+        if norm < 1e-10:
+            continue
+        unit = col / norm
+        if any(abs(float(unit @ v)) > collinear for v in normed):
+            continue
+        keep.append(j)
+        normed.append(unit)
+    return keep

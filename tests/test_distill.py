@@ -1,0 +1,250 @@
+"""Closure distillation on closures with known answers (no training), and file rewriting.
+
+The closures here are ``Closure`` subclasses whose network is an exact formula, so the
+distilled terms and coefficients have exact answers.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from hyarch.core.candidate import load_model_class, make_factory
+from hyarch.core.closure import Closure
+from hyarch.core.fields import Points
+from hyarch.core.model import HybridModel
+from hyarch.distill import distill, distill_candidate
+from hyarch.distill.candidate import RenderError, remove_closures, replace_closure, resize_closures
+from hyarch.distill.library import generic_terms, hypothesis_terms, select_columns
+from hyarch.distill.sindy import r2_score, sparse_fit
+from hyarch.spaces.schema import Term
+
+W2 = (2 * math.pi / 6) ** 2
+
+APHYNITY = textwrap.dedent("""\
+    import torch
+
+    from hyarch import Closure, HybridModel
+
+
+    class Model(HybridModel):
+        \"\"\"Ideal pendulum plus a closure on d(omega)/dt.\"\"\"
+
+        def setup(self):
+            self.omega0_sq = self.parameter(init=1.0, bounds=(0.01, 10.0))
+            self.correction = Closure(inputs=("theta", "omega"), hidden=(64, 64))
+
+        def derivatives(self, t, s, u):
+            return {
+                "theta": s.omega,
+                "omega": -self.omega0_sq * torch.sin(s.theta) + self.correction(s.theta, s.omega),
+            }
+    """)
+
+
+class Formula(Closure):
+    """A closure whose 'network' is a fixed formula of its (unscaled) inputs."""
+
+    formula = staticmethod(lambda theta, omega: -0.2 * omega)
+
+    def net(self, x):
+        x = x * self.in_scale
+        return self.formula(x[..., 0], x[..., 1]).unsqueeze(-1)
+
+
+def exact_model(space, formula, *, kind="additive", omega0_sq=W2, factor=1.0):
+    class Exact(HybridModel):
+        def setup(self):
+            self.omega0_sq = self.parameter(init=1.0, bounds=(0.01, 10.0))
+            self.correction = Formula(inputs=("theta", "omega"), hidden=(4,), kind=kind)
+            self.correction.formula = formula
+
+        def derivatives(self, t, s, u):
+            if kind == "multiplicative":
+                return {"theta": s.omega,
+                        "omega": -self.omega0_sq * torch.sin(s.theta) * self.correction(s)}
+            return {"theta": s.omega,
+                    "omega": -self.omega0_sq * torch.sin(s.theta) + factor * self.correction(s)}
+
+    model = make_factory(Exact, space.states, space.inputs, space.scales(), space.shapes)()
+    model.set_physical({"omega0_sq": omega0_sq})
+    return model
+
+
+@pytest.fixture(scope="module")
+def pendulum():
+    from hyarch.spaces.loader import load_space
+
+    return load_space("damped_pendulum")
+
+
+def build(space, source):
+    cls = load_model_class(source)
+    return make_factory(cls, space.states, space.inputs, space.scales(), space.shapes)()
+
+
+def field_at(model, space):
+    pts = Points.from_rollout(space.val.y, space.val)
+    with torch.no_grad():
+        return model.vector_field(pts.t, pts.y, pts.u)
+
+
+# -- library and regression ---------------------------------------------------------------
+def test_generic_library_has_monomials_and_nonlinear_terms():
+    codes = {t.code for t in generic_terms(("theta", "omega"), ("theta", "omega"), degree=2)}
+    assert {"1", "s.theta", "s.omega", "s.theta ** 2", "s.theta * s.omega",
+            "torch.sin(s.theta)", "torch.tanh(s.omega)", "s.omega * torch.abs(s.omega)",
+            "s.theta * torch.abs(s.omega)"} <= codes
+    assert "s.omega ** 3" not in codes
+    codes = {t.code for t in generic_terms(("x", "dose"), ("x",), degree=1, nonlinear=False)}
+    assert codes == {"1", "s.x", "u.dose"}
+
+
+def test_hypothesis_terms_find_the_scale_parameter():
+    from hyarch.core.model import Named
+
+    x = torch.linspace(0.1, 2.0, 50)
+    s, u = Named({"x": x, "y": x ** 2}), Named({}, "input")
+    hyps = [
+        Term(name="friction", expr="-alpha * s.x", parameters={"alpha": {"bounds": [0, 5]}}),
+        Term(name="mm", expr="vmax * s.x / (km + s.x)",
+             parameters={"vmax": {"init": 1.0}, "km": {"init": 0.5, "bounds": [0.01, 5]}}),
+        Term(name="hill", expr="s.x ** n / (1 + s.x ** n)", parameters={"n": {"init": 2.0}}),
+        Term(name="cross", expr="beta * s.x - beta * s.y", parameters={}),
+    ]
+    fr, mm, hill, cross = hypothesis_terms(hyps, s, u, torch.zeros(50), known={"beta": 0.4})
+    assert fr.parameter == "alpha" and fr.bounds == (0.0, 5.0) and fr.code == "-1.0 * s.x"
+    assert mm.parameter == "vmax" and set(mm.fixed) == {"km"}
+    assert hill.parameter is None and set(hill.fixed) == {"n"}
+    assert cross.code == "0.4 * s.x - 0.4 * s.y"  # the model's own parameter, at its value
+
+
+def test_select_columns_drops_collinear_and_empty_columns_keeping_the_first():
+    from hyarch.distill.library import Term as LTerm
+
+    x = np.linspace(-1, 1, 100)
+    X = np.stack([-x, 3 * x, np.zeros_like(x), x ** 2, np.ones_like(x)], axis=1)
+    terms = [LTerm(f"t{i}", "generic", f"c{i}") for i in range(5)]
+    assert select_columns(X, terms) == [0, 3, 4]
+
+
+def test_sparse_fit_recovers_a_sparse_law_and_its_r2():
+    rng = np.random.default_rng(0)
+    X, Xv = rng.normal(size=(400, 8)), rng.normal(size=(200, 8))
+    coef = np.array([0, 2.0, 0, -0.5, 0, 0, 0, 0])
+    fit = sparse_fit(X, X @ coef + 1e-4 * rng.normal(size=400), Xv, Xv @ coef)
+    assert np.count_nonzero(fit.coef) == 2
+    np.testing.assert_allclose(fit.coef, coef, atol=1e-3)
+    assert fit.r2_val > 0.9999
+    assert r2_score(np.array([1.0, 2.0, 3.0]), np.array([2.0, 2.0, 2.0])) == pytest.approx(0.0)
+
+
+# -- distillation with exact answers ------------------------------------------------------
+def test_linear_friction_closure_distils_to_the_friction_hypothesis(pendulum):
+    model = exact_model(pendulum, lambda th, om: -0.2 * om)
+    (d,) = distill(pendulum, model)
+    assert (d.closure, d.state, d.in_place) == ("correction", "omega", True)
+    assert [t["name"] for t in d.terms] == ["linear_friction"]
+    assert d.terms[0]["coefficient"] == pytest.approx(0.2, rel=1e-5)  # alpha
+    assert d.expression == "-0.2 * s.omega"
+    assert d.r2 == pytest.approx(1.0, abs=1e-9)
+    assert d.shifts == {}
+
+
+def test_absorbed_physics_is_reported_as_a_shift_of_the_parameter(pendulum):
+    # the closure holds friction and 10% of the gravity term: omega0_sq is too low by 0.1
+    model = exact_model(pendulum, lambda th, om: -0.2 * om - 0.1 * torch.sin(th),
+                        omega0_sq=W2 - 0.1)
+    (d,) = distill(pendulum, model)
+    assert d.shifts == {"omega0_sq": pytest.approx(0.1, rel=1e-4)}
+    assert {t["name"] for t in d.terms} == {"linear_friction", "domega/domega0_sq"}
+    (entry,) = distill_candidate(pendulum, APHYNITY, model)
+    new = build(pendulum, entry["source"])
+    assert new.physical_values()["omega0_sq"] == pytest.approx(W2, rel=1e-4)
+    assert new.physical_values()["alpha"] == pytest.approx(0.2, rel=1e-4)
+    assert not new.closures()
+
+
+def test_nonlinear_closure_distils_to_generic_terms(pendulum):
+    model = exact_model(pendulum, lambda th, om: -0.3 * th ** 2 * om - 0.05 * om ** 3)
+    (d,) = distill(pendulum, model)
+    got = {t["code"]: t["coefficient"] for t in d.terms}
+    assert got == {"s.theta ** 2 * s.omega": pytest.approx(-0.3, rel=1e-4),
+                   "s.omega ** 3": pytest.approx(-0.05, rel=1e-4)}
+    assert d.r2 > 0.999999
+
+
+def test_distilled_candidate_reproduces_the_hybrid_field(pendulum):
+    formula = lambda th, om: -0.2 * om - 0.1 * th ** 2 * om  # noqa: E731
+    model = exact_model(pendulum, formula)
+    (entry,) = distill_candidate(pendulum, APHYNITY, model)
+    assert entry["reason"] is None
+    src = entry["source"]
+    assert src.startswith("# Distilled by hyarch from closure `correction`")
+    assert "Closure(" not in src and "self.correction" not in src
+    assert "self.alpha = self.parameter(init=0.2, bounds=(0, 5))" in src
+    new = build(pendulum, src)
+    assert set(new.parameter_specs) == {"omega0_sq", "alpha", "c_omega"}
+    torch.testing.assert_close(field_at(new, pendulum), field_at(model, pendulum),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_multiplicative_closure_is_replaced_by_additive_terms(pendulum):
+    # F = -w sin(theta) (1 + g) with g = -0.2 + 0.1 * omega / w: the closure holds a fifth
+    # of gravity (a shift of omega0_sq) and linear friction, G = 0.2 w sin(theta) - 0.1 omega
+    model = exact_model(pendulum, lambda th, om: -0.2 + 0.1 * om / torch.sin(th) / W2,
+                        kind="multiplicative", omega0_sq=W2)
+    source = APHYNITY.replace(
+        'hidden=(64, 64))', 'hidden=(64, 64), kind="multiplicative")').replace(
+        "torch.sin(s.theta) + self.correction(s.theta, s.omega)",
+        "torch.sin(s.theta) * self.correction(s.theta, s.omega)")
+    (entry,) = distill_candidate(pendulum, source, model)
+    assert entry["in_place"] is False
+    assert entry["shifts"] == {"omega0_sq": pytest.approx(-0.2 * W2, rel=1e-3)}
+    assert "* 1.0) + (" in entry["source"]  # closure at its null value, terms added
+    new = build(pendulum, entry["source"])
+    assert new.physical_values() == {"omega0_sq": pytest.approx(0.8 * W2, rel=1e-3),
+                                     "alpha": pytest.approx(0.1, rel=1e-3)}
+
+
+def test_derivatives_without_a_dict_literal_get_a_wrapper(pendulum):
+    source = APHYNITY.replace(
+        """        return {
+            "theta": s.omega,
+            "omega": -self.omega0_sq * torch.sin(s.theta) + self.correction(s.theta, s.omega),
+        }""",
+        """        d = {"theta": s.omega}
+        d["omega"] = -self.omega0_sq * torch.sin(s.theta) + 2 * self.correction(s)
+        return d""")
+    assert "return d" in source
+    model = exact_model(pendulum, lambda th, om: -0.1 * om, factor=2.0)
+    (entry,) = distill_candidate(pendulum, source, model)
+    assert entry["in_place"] is False  # G is twice the closure's output
+    assert "def _mechanism(self, t, s, u)" in entry["source"]
+    new = build(pendulum, entry["source"])
+    assert new.physical_values()["alpha"] == pytest.approx(0.2, rel=1e-4)
+    torch.testing.assert_close(field_at(new, pendulum), field_at(model, pendulum),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_a_poor_distillation_writes_no_candidate(pendulum):
+    model = exact_model(pendulum, lambda th, om: torch.sign(torch.sin(7 * th)) * 0.3)
+    (entry,) = distill_candidate(pendulum, APHYNITY, model, degree=1, min_r2=0.95)
+    assert entry["source"] is None and "below 0.95" in entry["reason"]
+
+
+def test_rewriting_errors_and_capacity_variants(pendulum):
+    half = build(pendulum, resize_closures(APHYNITY, 0.5))
+    assert half.closures()[0].hidden == (32, 32)
+    default = APHYNITY.replace(", hidden=(64, 64)", "")
+    assert build(pendulum, resize_closures(default, 2.0)).closures()[0].hidden == (128, 128)
+    bare = build(pendulum, remove_closures(APHYNITY))
+    assert not bare.closures() and set(bare.parameter_specs) == {"omega0_sq"}
+    with pytest.raises(RenderError, match="no `self.other"):
+        replace_closure(APHYNITY, bare, "other", [])
+    with pytest.raises(RenderError, match="declares no"):
+        resize_closures(remove_closures(APHYNITY), 2.0)
