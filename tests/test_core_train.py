@@ -72,7 +72,6 @@ def test_curriculum_finds_omega_where_plain_fitting_stalls():
                              restarts=1)
     res = fit(oscillator_factory, train, val, curriculum)
     assert res.model.physical_values()["omega_sq"] == pytest.approx(W ** 2, rel=5e-3)
-    assert [h[0] for h in res.history[:3]] == ["window2", "window4", "window8"]
 
 
 def test_restarts_run_as_replicas_and_the_best_one_is_kept():
