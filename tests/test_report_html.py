@@ -103,3 +103,15 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     # coloured (non-grey) pixels: plot markers, highlighted leaderboard rows, tags
     saturated = (img.max(axis=-1) - img.min(axis=-1) > 60).mean()
     assert saturated > 0.001
+
+
+def test_report_of_a_run_with_nothing_finished(tmp_path):
+    run = Run(tmp_path / "run")
+    run.write_config({"space": str(tmp_path / "gone.yaml")})
+    run.write_proposal("c0001", "x = 1", {"proposer": "llm", "round": 1})
+    run.write_proposal("c0002", "bad", {"proposer": "llm", "round": 1})
+    run.write_result("c0002", {"status": "failed", "reason": "syntax error at line 1"})
+    text = build_report(run).read_text()
+    assert "No finished candidates yet." in text
+    assert "syntax error at line 1" in text and "not finished yet: 1" in text
+    assert "Trajectory plots left out" in text and "gone.yaml" in text

@@ -240,7 +240,7 @@ def build_report(run: Run, out: str | Path | None = None, *, top: int = 3) -> Pa
 <body>
 <h1>hyarch report: {_e(name)}</h1>
 <p class="muted">search space <b>{_e(space_name)}</b>; run folder {_e(run.path)};
-generated {now}{"; " + str(n_pending) + " candidates still pending" if n_pending else ""}.
+generated {now}{"; not finished yet: " + str(n_pending) if n_pending else ""}.
 Ranked by validation nmse; test and out-of-distribution numbers are shown here only and never
 reached the search.</p>
 <div>{kpi_html}</div>
