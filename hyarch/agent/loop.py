@@ -233,6 +233,7 @@ class Session:
                     break
                 round_no += 1
                 want = min(self.per_round, self.budget - done - len(pending))
+                to_repair: list[tuple[str, Proposal, PoolEntry]] = []
                 if want > 0:
                     fb = self.feedback(round_no)
                     self.progress(f"round {round_no}: proposing {want} candidate(s) with"
@@ -240,12 +241,13 @@ class Session:
                     for prop in self.proposer.propose(self.space, fb, want):
                         tokens += int(prop.usage.get("total_tokens") or 0)
                         cost += float(prop.usage.get("cost") or 0.0)
-                        cid = self._admit(prop, round_no, hashes)
-                        if cid is None:
-                            done += 1  # a failed or duplicate proposal is recorded and counted
-                        else:
+                        cid, early = self._admit(prop, round_no, hashes)
+                        if early is None:
                             pending.append((cid, prop))
-                if not pending:
+                        else:  # failed before training; counted against the budget
+                            done += 1
+                            to_repair.append((cid, prop, early))
+                if not pending and not to_repair:
                     if want <= 0:
                         break
                     stale_rounds += 1
@@ -253,29 +255,33 @@ class Session:
                         stopped = "no new proposals"
                         break
                     continue
-                finished = self._evaluate(pool, pending, round_no, hashes, interrupted)
-                done += len(finished)
-                pending = []
-                # repairs: bounded attempts per failed candidate, within the budget
-                for cid, prop, entry in finished:
-                    if entry.status == "failed" and prop is not None and prop.source:
+                # evaluate, then repair failures (bounded attempts, within the budget)
+                while pending or to_repair:
+                    if pending:
+                        finished = self._evaluate(pool, pending, round_no, hashes, interrupted)
+                        done += len(finished)
+                        pending = []
+                        to_repair += [f for f in finished if f[2].status == "failed"]
+                    repairs, to_repair = to_repair, []
+                    for cid, prop, entry in repairs:
+                        if prop is None or not prop.source or done + len(pending) >= self.budget:
+                            continue
+                        if (entry.reason or "").startswith("duplicate of"):
+                            continue
                         attempt = int(run.read_candidate(cid).meta.get("attempt", 0)) + 1
-                        if attempt > self._repair_attempts() or done + len(pending) >= self.budget:
+                        if attempt > self._repair_attempts():
                             continue
                         fix = self.proposer.repair(self.space, entry, attempt)
                         if fix is None:
                             continue
                         tokens += int(fix.usage.get("total_tokens") or 0)
                         cost += float(fix.usage.get("cost") or 0.0)
-                        fcid = self._admit(fix, round_no, hashes, attempt=attempt)
-                        if fcid is None:
-                            done += 1
-                        else:
+                        fcid, early = self._admit(fix, round_no, hashes, attempt=attempt)
+                        if early is None:
                             pending.append((fcid, fix))
-                if pending:
-                    finished = self._evaluate(pool, pending, round_no, hashes, interrupted)
-                    done += len(finished)
-                    pending = []
+                        else:
+                            done += 1
+                            to_repair.append((fcid, fix, early))
                 new_best = self._best_score()
                 if new_best is not None and (best is None or new_best < best - 1e-9):
                     best, stale_rounds = new_best, 0
@@ -311,9 +317,9 @@ class Session:
         return tokens, cost
 
     def _admit(self, prop: Proposal, round_no: int, hashes: dict[str, str],
-               attempt: int = 0) -> str | None:
-        """Write the proposal; return its id when it should be evaluated, None when it
-        failed already (no code, a static check, a duplicate)."""
+               attempt: int = 0) -> tuple[str, PoolEntry | None]:
+        """Write the proposal; return its id and, when it failed already (no code, a
+        static check, a duplicate), its failed entry."""
         cid = self._next_id()
         meta = {
             "proposer": prop.proposer, "parents": list(prop.parents), "round": round_no,
@@ -342,10 +348,10 @@ class Session:
             from hyarch.evaluate import failed
 
             result = failed(reason)
-            self._finish(cid, prop, result, None)
+            entry = self._finish(cid, prop, result, None)
             self.progress(f"  {cid} failed before training: {reason}")
-            return None
-        return cid
+            return cid, entry
+        return cid, None
 
     def _evaluate(self, pool, pending, round_no, hashes, interrupted):
         futures: dict[Future, tuple[str, Proposal | None]] = {}

@@ -1,0 +1,182 @@
+"""The search loop end to end: offline search, leaderboard, kill and resume, LLM endpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hyarch.agent.loop import SearchConfig, SearchError, Session
+from hyarch.ranking.study import open_study, recorded_ids
+from hyarch.runs import Run
+from tests.search_fixtures import FRICTION, write_space
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _hyarch(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "hyarch", *args], capture_output=True,
+                          text=True, cwd=ROOT, **kw)
+
+
+@pytest.fixture(scope="module")
+def offline_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("search")
+    space = write_space(tmp)
+    cfg = SearchConfig(space=str(space), run_dir=tmp / "run", budget=4, workers=2)
+    summary = Session(cfg).run_search()
+    return tmp, space, summary
+
+
+def test_offline_search_fills_the_budget_and_records_every_candidate(offline_run):
+    tmp, _space, summary = offline_run
+    run = Run(tmp / "run")
+    ids = run.candidate_ids()
+    assert len(ids) == 4 and summary.candidates == 4
+    for rec in run.candidates():
+        assert rec.finished, rec.id
+        assert rec.meta["proposer"] == "offline"
+        assert rec.meta["code_hash"]
+    # the first round holds the prior alone and the APHYNITY-style hybrid
+    first = [run.read_candidate(i).meta["choices"] for i in ids[:2]]
+    assert not any(v is True for v in first[0].values() if isinstance(v, bool))
+    assert any(str(v) != "none" for k, v in first[1].items() if k.startswith("closure:"))
+    # every candidate is one Optuna trial, no more
+    study = open_study(run)
+    assert sorted(recorded_ids(study)) == ids
+    assert len({r.meta["code_hash"] for r in run.candidates()}) == 4
+
+
+def test_leaderboard_json_has_the_evaluate_fields(offline_run):
+    tmp, _space, _ = offline_run
+    out = _hyarch("leaderboard", str(tmp / "run"), "--json")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4]
+    for r in rows:
+        for key in ("id", "status", "reason", "proposer", "parents", "parameters", "metrics",
+                    "regularizers", "closure_share", "n_neural_params", "seconds"):
+            assert key in r, key
+    ok = [r for r in rows if r["status"] == "ok"]
+    scores = [r["score"] for r in ok]
+    assert scores == sorted(scores)
+
+
+def test_show_prints_code_and_scores(offline_run):
+    tmp, _space, summary = offline_run
+    out = _hyarch("show", str(tmp / "run"), summary.best_id)
+    assert out.returncode == 0, out.stderr
+    assert "class Model" in out.stdout and "physical parameters" in out.stdout
+    missing = _hyarch("show", str(tmp / "run"), "c9999")
+    assert missing.returncode == 2 and "no candidate 'c9999'" in missing.stderr
+
+
+def test_an_existing_run_is_not_overwritten(offline_run):
+    tmp, space, _ = offline_run
+    with pytest.raises(SearchError, match="--resume"):
+        Session(SearchConfig(space=str(space), run_dir=tmp / "run")).run_search()
+
+
+def _finished(run_dir: Path) -> dict[str, str]:
+    out = {}
+    cdir = run_dir / "candidates"
+    if cdir.is_dir():
+        for d in cdir.iterdir():
+            if (d / "metrics.json").is_file():
+                out[d.name] = (d / "metrics.json").read_text()
+    return out
+
+
+def test_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path):
+    space = write_space(tmp_path)
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "hyarch", "search", str(space), "--run", str(run_dir),
+           "--budget", "6", "--per-round", "2"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.monotonic() + 240
+    while len(_finished(run_dir)) < 3 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _finished(run_dir)
+    assert len(before) >= 3, proc.stderr.read().decode()[-2000:]
+    out = _hyarch("search", str(space), "--run", str(run_dir), "--resume", "--budget", "6",
+                  "--per-round", "2", timeout=400)
+    assert out.returncode == 0, out.stderr[-2000:]
+    after = _finished(run_dir)
+    assert len(after) == 6
+    for cid, text in before.items():  # finished candidates kept as they were
+        assert after[cid] == text
+    run = Run(run_dir)
+    hashes = [r.meta.get("code_hash") for r in run.candidates()]
+    assert len(set(hashes)) == len(hashes) == 6
+    assert sorted(recorded_ids(open_study(run))) == sorted(after)
+
+
+def test_resume_needs_a_run(tmp_path):
+    space = write_space(tmp_path)
+    out = _hyarch("search", str(space), "--resume")
+    assert out.returncode == 2 and "--resume needs --run" in out.stderr
+    with pytest.raises(SearchError, match="no run to resume"):
+        Session(SearchConfig(space=str(space), run_dir=tmp_path / "nope", resume=True)).run_search()
+
+
+GOOD_REPLY = "Here is a better model.\n```python\n" + FRICTION.read_text() + "```\n"
+BROKEN_REPLY = "```python\nimport torch\nclass Model(HybridModel:\n    pass\n```"
+HYBRID_REPLY = """```python
+import torch
+from hyarch import Closure, HybridModel
+
+
+class Model(HybridModel):
+    def setup(self):
+        self.omega0_sq = self.parameter(init=1.0, bounds=(0.01, 10.0))
+        self.g = Closure(inputs=("theta", "omega"), hidden=(8, 8))
+
+    def derivatives(self, t, s, u):
+        return {"theta": s.omega, "omega": -self.omega0_sq * torch.sin(s.theta) + self.g(s)}
+```"""
+
+
+def test_llm_search_feeds_errors_and_parameters_back(tmp_path, monkeypatch):
+    from tests.fake_openai import Action, FakeOpenAI
+
+    space = write_space(tmp_path)
+    with FakeOpenAI() as server:
+        server.reply(BROKEN_REPLY)          # round 1, sample 1: a syntax error
+        server.reply("I think friction matters, but no code.")  # round 1, sample 2
+        server.reply(GOOD_REPLY)            # repair of the syntax error
+        server.reply(HYBRID_REPLY)          # round 2
+        server.reply(GOOD_REPLY)            # round 2: a duplicate of the repair
+        server.default = Action("reply", text=GOOD_REPLY)  # then keep answering with it
+        monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+        cfg = SearchConfig(space=str(space), run_dir=tmp_path / "run", budget=5, per_round=2,
+                           llm="fake-model", base_url=server.url)
+        summary = Session(cfg).run_search()
+        bodies = [json.dumps(r["body"]) for r in server.requests]
+    run = Run(tmp_path / "run")
+    recs = {r.id: r for r in run.candidates()}
+    assert any("syntax error" in ((r.result or {}).get("reason") or "") for r in recs.values())
+    assert any("no ```python block" in ((r.result or {}).get("reason") or "") or
+               "no code" in ((r.result or {}).get("reason") or "") for r in recs.values())
+    # the request after the broken code carries its error back to the LLM
+    i = next(i for i, b in enumerate(bodies) if "syntax error" in b)
+    assert i >= 2
+    # a later request carries fitted parameter values
+    friction = next(r for r in recs.values() if r.result and r.result["status"] == "ok"
+                    and "alpha" in r.result["parameters"])
+    alpha = friction.result["parameters"]["alpha"]
+    shown = [float(m) for b in bodies[i + 1:] for m in re.findall(r"alpha = ([-0-9.e]+)", b)]
+    assert shown and all(abs(v - alpha) < 1e-3 for v in shown)
+    # the best candidate is the best code the endpoint supplied
+    assert summary.best_id == friction.id
+    log = [json.loads(x) for x in (run.path / "llm.jsonl").read_text().splitlines()]
+    assert len(log) == len(bodies) and all("latency" in e or "latency_s" in e for e in log)
