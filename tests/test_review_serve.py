@@ -174,3 +174,26 @@ def test_dashboard_renders_notes_and_forms_in_headless_chromium(served, tmp_path
     # the note's fit plot: matplotlib's orange and green trajectory lines
     near = lambda rgb: (np.abs(img - np.array(rgb)).sum(axis=-1) < 60).sum()  # noqa: E731
     assert near((255, 127, 14)) > 50 and near((44, 160, 44)) > 50
+
+
+def test_serve_says_it_is_loopback_only_and_imports_on_stop(served):
+    import io
+
+    from rich.console import Console
+
+    from hyarch.review.serve import serve
+
+    run, _, _ = served
+    console = Console(file=io.StringIO(), width=200)
+    seen = {}
+
+    def visit():  # stands in for the person at the browser, then Ctrl-C
+        text = console.file.getvalue()
+        url = text.split("at ", 1)[1].split(" ", 1)[0]
+        seen["url"] = url
+        seen["page"] = get(url)
+
+    serve(run, port=0, top=1, console=console, wait=visit)
+    out = console.file.getvalue()
+    assert seen["url"].startswith("http://127.0.0.1:") and b"<html" in seen["page"].lower()
+    assert "loopback only" in out and "new review(s) from the dashboard" in out
