@@ -116,6 +116,39 @@ def test_dopri5_on_decay():
     torch.testing.assert_close(pred, data.y, rtol=1e-5, atol=1e-6)
 
 
+class Forced(HybridModel):
+    """dx/dt = c cos(t): x = x0 + c (sin t - sin t0), a field that reads absolute time."""
+
+    def setup(self):
+        self.c = self.parameter(init=1.0, bounds=(0.1, 5.0))
+
+    def derivatives(self, t, s, u):
+        return {"x": self.c * torch.cos(t) + 0 * s.x}
+
+
+@pytest.mark.parametrize("method", ["rk4", "dopri5"])
+def test_trajectories_starting_at_different_times(method):
+    # the same steps, different starts (as the curriculum's windows have)
+    t = torch.stack([torch.linspace(0, 2, 11), torch.linspace(3, 5, 11)])
+    x0 = torch.tensor([0.5, -1.0])
+    y = x0[:, None] + torch.sin(t) - torch.sin(t[:, :1])
+    data = Trajectories.from_arrays(t, y[..., None], states=("x",))
+    pred = rollout(Forced(("x",)), data, method=method)
+    torch.testing.assert_close(pred, data.y, rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("method,substeps,tol", [("rk4", 1, 2e-5), ("midpoint", 4, 1e-4)])
+def test_time_dependent_field_on_per_trajectory_grids(method, substeps, tol):
+    t = torch.stack([torch.linspace(0, 2, 21), torch.linspace(1, 1.4, 21),
+                     torch.linspace(-3, 0, 21)])
+    x0 = torch.tensor([0.5, -1.0, 2.0])
+    y = x0[:, None] + torch.sin(t) - torch.sin(t[:, :1])
+    data = Trajectories.from_arrays(t, y[..., None], states=("x",))
+    pred = rollout(Forced(("x",)), data, method=method, substeps=substeps)
+    assert pred.shape == (3, 21, 1)
+    torch.testing.assert_close(pred, data.y, rtol=0, atol=tol)
+
+
 def test_torchdiffeq_needs_a_shared_grid():
     t = torch.stack([torch.linspace(0, 2, 5), torch.linspace(0, 3, 5)])
     data = decay_data(x0=(1.0, 2.0), t=t)

@@ -37,6 +37,15 @@ def test_fit_recovers_a_decay_rate_from_a_poor_guess():
     assert res.model.replicas == 1
 
 
+def test_fit_with_an_adaptive_solver():
+    # the curriculum's windows start at different times: torchdiffeq must handle them
+    train, val = decay_data([1.0, 2.0, -1.5]), decay_data([0.5, 3.0])
+    cfg = TrainConfig(method="dopri5", windows=(2, 4), stage_iters=30, final_iters=20,
+                      patience=20, restarts=2, lbfgs="never")
+    res = fit(lambda replicas=1: Decay(("x",), replicas=replicas), train, val, cfg)
+    assert res.model.physical_values()["k"] == pytest.approx(0.7, rel=1e-2)
+
+
 W = 2.0  # true omega; omega^2 = 4
 
 
