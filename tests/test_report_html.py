@@ -115,3 +115,15 @@ def test_report_of_a_run_with_nothing_finished(tmp_path):
     assert "No finished candidates yet." in text
     assert "syntax error at line 1" in text and "not finished yet: 1" in text
     assert "Trajectory plots left out" in text and "gone.yaml" in text
+
+
+def test_code_that_fails_the_static_checks_is_not_replayed(tmp_path):
+    from hyarch.report.replay import ReplayError, load_trained
+    from hyarch.runs import CandidateRecord
+
+    src = f"import os\nos.system('touch {tmp_path}/pwned')\n"
+    (tmp_path / "weights.pt").write_bytes(b"")
+    rec = CandidateRecord("c9", tmp_path, src, {}, {"status": "ok"})
+    with pytest.raises(ReplayError, match="import of 'os' is not allowed"):
+        load_trained(rec, space=None)
+    assert not (tmp_path / "pwned").exists()

@@ -1,7 +1,9 @@
 """Reloading a run's search space and a candidate's trained weights, to plot what it predicts.
 
-Only candidates that finished with status ``ok`` are replayed: their code already passed the
-sandbox's checks and ran to completion there. Weights are loaded with ``weights_only=True``.
+Candidate code is untrusted and this runs it in the reviewer's own process, so only candidates
+that finished with status ``ok`` are replayed (they ran to completion in the sandbox), their code
+passes the sandbox's static checks again first (import allow-list, forbidden names), and
+weights are loaded with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -40,7 +42,12 @@ def load_run_space(run: Run):
 def build_model(rec: CandidateRecord, space, replicas: int = 1):
     """An untrained instance of the candidate's model on ``space``."""
     from hyarch.core.candidate import load_model_class, make_factory
+    from hyarch.sandbox.checks import CheckError, check_source
 
+    try:
+        check_source(rec.source, str(rec.path / "model.py"))
+    except CheckError as e:
+        raise ReplayError(f"candidate {rec.id}: not replayed: {e}") from None
     cls = load_model_class(rec.source, str(rec.path / "model.py"))
     return make_factory(cls, space.states, space.inputs, space.scales(), space.shapes)(
         replicas=replicas)
@@ -86,5 +93,5 @@ def parameter_bounds(rec: CandidateRecord, space) -> dict[str, Any]:
     """The candidate's ParameterSpecs by name (bounds, init, unit), or {} if it will not build."""
     try:
         return build_model(rec, space).parameter_specs
-    except Exception:
+    except Exception:  # ReplayError, or the candidate's own error: the table says "-"
         return {}
