@@ -81,6 +81,7 @@ def review_study(run: Run, storage=None, *, create: bool = False):
 
     storage = storage or journal_storage(run)
     if create:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # as hyarch.ranking.study does
         return optuna.create_study(storage=storage, study_name=REVIEW_STUDY,
                                    direction="maximize", load_if_exists=True)
     try:
