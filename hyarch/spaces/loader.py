@@ -93,6 +93,8 @@ def parse_spec(text: str, file: str = "<space>") -> SpaceSpec:
     try:
         root = yaml.compose(text)
         raw = yaml.safe_load(text)
+    except RecursionError:
+        raise SpaceError("malformed YAML: nested too deeply", file=file) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         problem = getattr(e, "problem", None) or str(e)
@@ -129,9 +131,11 @@ def load_space(ref: str | Path) -> Space:
     """Load, validate and split a search space (a path or a built-in name)."""
     path = resolve_space_path(ref)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise SpaceError(f"cannot read: {e.strerror}", file=str(path)) from None
+    except UnicodeDecodeError:
+        raise SpaceError("not a UTF-8 text file", file=str(path)) from None
     spec = parse_spec(text, str(path))
     splits = build_splits(spec, path)
     space = Space(spec=spec, path=path, splits=splits)
@@ -252,9 +256,9 @@ def _simulated_groups(spec: SpaceSpec) -> dict[str, list[Simulated]]:
                 f"simulator {sim.name!r} needs parameter {e.args[0]!r}; give it under truth:"
                 f" or data.simulator.parameters (given: {', '.join(params) or 'none'})",
                 field="data.simulator.parameters") from None
-        except (TypeError, ValueError, RuntimeError) as e:
-            raise SpaceError(f"simulator {sim.name!r} failed with these options: {e}",
-                             field="data.simulator.options") from None
+        except Exception as e:  # options come from the user: any failure is their input's
+            raise SpaceError(f"simulator {sim.name!r} failed with these options:"
+                             f" {type(e).__name__}: {e}", field="data.simulator.options") from None
         return _add_noise(items, sim.noise, rng)
 
     groups: dict[str, list[Simulated]] = {}

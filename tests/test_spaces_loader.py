@@ -1,0 +1,299 @@
+"""Loading search spaces and users' data: the errors a user sees and the data they get.
+
+Every error test asserts what a user needs to act: the file, the line, the field and what
+would be valid.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from hyarch.spaces.errors import SpaceError
+from hyarch.spaces.loader import load_space, parse_spec
+
+CSV_SPACE = """\
+name: csv_space
+states:
+  x: {description: position, unit: m}
+  v: {description: velocity, unit: m/s}
+inputs:
+  f: {description: force, unit: N}
+data:
+  csv: {path: data.csv, time: t, trajectory: run}
+"""
+
+PRIOR = """\
+from hyarch import HybridModel
+
+
+class Model(HybridModel):
+    def setup(self):
+        self.k = self.parameter(init=1.0, bounds=(0.1, 10.0))
+
+    def derivatives(self, t, s, u):
+        return {"x": s.v, "v": -self.k * s.x + u.f}
+"""
+
+
+def long_csv(n_traj: int = 5, n_t: int = 6) -> str:
+    """Trajectory r has x = r + t, v = 1, f = r / 10, at t = 0, 0.5, ..."""
+    rows = ["run,t,x,v,f"]
+    for r in range(n_traj):
+        for k in range(n_t):
+            t = 0.5 * k
+            rows.append(f"r{r},{t},{r + t},1.0,{r / 10}")
+    return "\n".join(rows) + "\n"
+
+
+def write(tmp_path, space: str, csv: str | None = None, **files: str):
+    (tmp_path / "space.yaml").write_text(textwrap.dedent(space))
+    if csv is not None:
+        (tmp_path / "data.csv").write_text(csv)
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    return tmp_path / "space.yaml"
+
+
+def error(ref) -> SpaceError:
+    with pytest.raises(SpaceError) as e:
+        load_space(ref)
+    return e.value
+
+
+# -- the YAML itself ----------------------------------------------------------------------
+def test_misspelt_top_level_key_names_line_and_near_match(tmp_path):
+    path = write(tmp_path, CSV_SPACE + "trainig:\n  lr: 0.01\n", long_csv())
+    e = error(path)
+    assert e.file == str(path) and e.line == 9
+    assert "unknown key 'trainig'" in str(e) and "did you mean 'training'?" in str(e)
+
+
+def test_misspelt_nested_key_lists_the_valid_ones(tmp_path):
+    text = CSV_SPACE.replace("trajectory: run", "trajectori: run")
+    e = error(write(tmp_path, text, long_csv()))
+    assert e.line == 8
+    msg = str(e)
+    assert "data.csv.trajectori" in msg and "did you mean 'trajectory'?" in msg
+    assert "valid keys here: path, time, trajectory" in msg
+
+
+def test_malformed_yaml_says_where(tmp_path):
+    path = write(tmp_path, "name: x\nstates: [a, b\ndata: {}\n")
+    e = error(path)
+    assert "malformed YAML" in str(e) and e.file == str(path) and e.line == 3
+
+
+def test_missing_required_field_and_wrong_type(tmp_path):
+    e = error(write(tmp_path, "name: x\ndata: {csv: {path: d.csv}}\n"))
+    assert "states: required field is missing" in str(e)
+    e = error(write(tmp_path, CSV_SPACE + "training: {lr: fast}\n", long_csv()))
+    assert "training.lr" in str(e) and e.line == 9
+
+
+def test_unknown_space_name_suggests_a_builtin(tmp_path):
+    e = error("damped_pendulm")
+    assert "did you mean 'damped_pendulum'?" in str(e)
+    e = error(str(tmp_path / "nope.yaml"))
+    assert "no such file" in str(e) and "damped_pendulum" in str(e)
+
+
+def test_unknown_simulator_lists_the_valid_ones(tmp_path):
+    text = "name: s\nstates: {x: {}}\ndata: {simulator: {name: pendulum}}\n"
+    e = error(write(tmp_path, text))
+    assert "unknown simulator 'pendulum'" in str(e) and "damped_pendulum" in str(e)
+
+
+def test_simulator_missing_true_parameter_is_named(tmp_path):
+    text = ("name: s\nstates: {prey: {}, predator: {}}\n"
+            "data: {simulator: {name: lotka_volterra, trajectories: {train: 2, val: 1}}}\n"
+            "truth: {alpha: 1.0, beta: 0.4, delta: 0.2, gamma: 0.5}\n")
+    e = error(write(tmp_path, text))
+    assert "needs parameter 'K'" in str(e) and e.field == "data.simulator.parameters"
+
+
+def test_state_shape_must_match_the_simulated_data(tmp_path):
+    text = ("name: s\nstates: {theta: {shape: [3]}, omega: {}}\n"
+            "data: {simulator: {name: damped_pendulum, trajectories: {train: 2, val: 1}}}\n"
+            "truth: {omega0_sq: 1.0, alpha: 0.2}\n")
+    e = error(write(tmp_path, text))
+    assert "2 value(s) per sample but the states need 4" in str(e)
+
+
+# -- the prior ----------------------------------------------------------------------------
+def test_prior_that_does_not_exist(tmp_path):
+    path = write(tmp_path, CSV_SPACE + "prior: models/prior.py\n", long_csv())
+    e = error(path)
+    assert "prior file 'models/prior.py' does not exist" in str(e) and e.line == 9
+
+
+def test_prior_that_breaks_the_contract_is_caught_at_load(tmp_path):
+    bad = PRIOR.replace('"v": -self.k * s.x + u.f', '"w": -self.k * s.x')
+    e = error(write(tmp_path, CSV_SPACE + "prior: prior.py\n", long_csv(), **{"prior.py": bad}))
+    assert e.file == str(tmp_path / "prior.py")
+    assert "does not satisfy the candidate contract" in str(e)
+    assert "missing derivative for state(s) 'v'" in str(e)
+
+
+def test_prior_with_a_syntax_error_names_its_line(tmp_path):
+    bad = PRIOR.replace("return {", "return {{")
+    e = error(write(tmp_path, CSV_SPACE + "prior: prior.py\n", long_csv(), **{"prior.py": bad}))
+    assert "not valid Python" in str(e) and e.line == 9
+
+
+def test_good_prior_loads(tmp_path):
+    sp = load_space(write(tmp_path, CSV_SPACE + "prior: prior.py\n", long_csv(),
+                          **{"prior.py": PRIOR}))
+    assert sp.prior_path() == tmp_path / "prior.py"
+
+
+# -- CSV data -----------------------------------------------------------------------------
+def test_long_csv_by_trajectory(tmp_path):
+    sp = load_space(write(tmp_path, CSV_SPACE + "splits: {fractions: {train: 0.6, val: 0.2,"
+                          " test: 0.2}}\n", long_csv(5, 6)))
+    assert {k: v.n for k, v in sp.splits.items()} == {"train": 3, "val": 1, "test": 1}
+    seen = set()
+    for tr in sp.splits.values():
+        for i in range(tr.n):
+            x0 = tr.y[i, 0, 0].item()
+            seen.add(x0)
+            # x = r + t, v = 1 and f = r/10 held in the input tensor
+            assert torch.allclose(tr.y[i, :, 0], x0 + tr.t[i])
+            assert torch.allclose(tr.u[i, :, 0], torch.full((6,), x0 / 10))
+    assert seen == {0.0, 1.0, 2.0, 3.0, 4.0}
+
+
+def test_missing_column_names_it_and_suggests(tmp_path):
+    csv = long_csv().replace("run,t,x,v,f", "run,t,xx,v,f")
+    e = error(write(tmp_path, CSV_SPACE, csv))
+    assert e.file == str(tmp_path / "data.csv") and e.line == 1
+    assert "missing column 'x' for state" in str(e) and "did you mean 'xx'?" in str(e)
+    assert "data.csv.columns" in str(e)
+
+
+def test_columns_map_headers_to_state_names(tmp_path):
+    csv = long_csv().replace("run,t,x,v,f", "run,t,Position (m),v,f")
+    text = CSV_SPACE.replace("trajectory: run}", "trajectory: run, columns: {x: 'Position (m)'}}")
+    sp = load_space(write(tmp_path, text, csv))
+    assert sp.states == ("x", "v")
+
+
+def test_empty_cell_is_an_error_with_the_policy_or_masked(tmp_path):
+    lines = long_csv().splitlines()
+    lines[3] = "r0,1.0,,1.0,0.0"  # the x cell of file line 4
+    csv = "\n".join(lines) + "\n"
+    e = error(write(tmp_path, CSV_SPACE, csv))
+    assert e.line == 4 and "empty or NaN cell in column 'x'" in str(e)
+    assert "data.csv.missing: mask" in str(e)
+    text = CSV_SPACE.replace("trajectory: run}", "trajectory: run, missing: mask}")
+    sp = load_space(write(tmp_path, text + "splits: {fractions: {train: 0.6, val: 0.4}}\n", csv))
+    masked = [(s, tr) for s, tr in sp.splits.items() if not bool(tr.mask.all())]
+    assert len(masked) == 1
+    tr = masked[0][1]
+    assert int((~tr.mask).sum()) == 1 and not bool(tr.mask[..., 0].all())
+
+
+def test_empty_input_cell_is_always_an_error(tmp_path):
+    lines = long_csv().splitlines()
+    lines[2] = "r0,0.5,0.5,1.0,"
+    text = CSV_SPACE.replace("trajectory: run}", "trajectory: run, missing: mask}")
+    e = error(write(tmp_path, text, "\n".join(lines) + "\n"))
+    assert e.line == 3 and "column 'f'" in str(e) and "must always be present" in str(e)
+
+
+def test_time_must_increase(tmp_path):
+    lines = long_csv().splitlines()
+    lines[3] = "r0,0.25,1.0,1.0,0.0"  # after t = 0.5
+    e = error(write(tmp_path, CSV_SPACE, "\n".join(lines) + "\n"))
+    assert e.line == 4 and "time must increase within trajectory 'r0': 0.5 then 0.25" in str(e)
+
+
+def test_not_a_number(tmp_path):
+    lines = long_csv().splitlines()
+    lines[5] = "r0,2.0,abc,1.0,0.0"
+    e = error(write(tmp_path, CSV_SPACE, "\n".join(lines) + "\n"))
+    assert e.line == 6 and "'abc' is not a number" in str(e)
+
+
+def test_data_file_that_does_not_exist(tmp_path):
+    e = error(write(tmp_path, CSV_SPACE))
+    assert "data file 'data.csv' does not exist" in str(e) and e.field == "data.csv.path"
+
+
+WIDE_SPACE = """\
+name: wide
+states: {hare: {}, lynx: {}}
+data:
+  csv: {path: data.csv, time: year}
+splits: {by: time, fractions: {train: 0.6, val: 0.2, test: 0.2}}
+"""
+
+
+def test_single_wide_series_split_chronologically(tmp_path):
+    csv = "year,hare,lynx\n" + "".join(f"{1900 + k},{10 + k},{5 - 0.1 * k}\n" for k in range(10))
+    sp = load_space(write(tmp_path, WIDE_SPACE, csv))
+    tr, va, te = (sp.splits[k] for k in ("train", "val", "test"))
+    assert (tr.n, va.n, te.n) == (1, 1, 1)
+    assert tr.t[0].tolist() == [1900.0 + k for k in range(6)]
+    assert va.t[0].tolist() == [1906.0, 1907.0] and te.t[0].tolist() == [1908.0, 1909.0]
+
+
+def test_split_column(tmp_path):
+    rows = ["run,t,x,v,f,split"]
+    labels = ["train", "train", "val", "test", "ood"]
+    for r, lab in enumerate(labels):
+        rows += [f"r{r},{0.5 * k},{r + 0.5 * k},1,0,{lab}" for k in range(4)]
+    text = CSV_SPACE.replace("trajectory: run}", "trajectory: run, split: split}")
+    sp = load_space(write(tmp_path, text, "\n".join(rows) + "\n"))
+    assert {k: v.n for k, v in sp.splits.items()} == {"train": 2, "val": 1, "test": 1, "ood": 1}
+    assert sp.splits["ood"].y[0, 0, 0].item() == 4.0
+    rows[7] = rows[7].replace(",train", ",trian")
+    e = error(write(tmp_path, text, "\n".join(rows) + "\n"))
+    assert e.line == 8 and "label 'trian' is not one of train, val, test, ood" in str(e)
+
+
+def test_split_by_initial_condition_puts_the_largest_starts_in_ood(tmp_path):
+    text = CSV_SPACE + ("splits: {by: initial_condition, state: x, in_distribution_quantile: 0.5,"
+                        " ood_quantile: 0.7, fractions: {train: 0.5, val: 0.5}}\n")
+    sp = load_space(write(tmp_path, text, long_csv(20, 4)))
+    starts = {k: sorted(v.y[:, 0, 0].tolist()) for k, v in sp.splits.items()}
+    assert starts["ood"] == [float(r) for r in range(14, 20)]  # x0 = r, the top 30%
+    assert max(starts["train"] + starts["val"]) <= 9.5
+    assert len(starts["train"]) + len(starts["val"]) == 10
+
+
+def test_scales_come_from_the_training_split_only(tmp_path):
+    """Normalisation must not peek at validation or test data."""
+    rows = ["run,t,x,v,f,split"]
+    for r in range(4):
+        big = 1000.0 if r >= 2 else 1.0  # val and test trajectories are 1000 times larger
+        lab = ["train", "train", "val", "test"][r]
+        rows += [f"r{r},{k},{big * (r + k)},{big * k},0,{lab}" for k in range(5)]
+    text = CSV_SPACE.replace("trajectory: run}", "trajectory: run, split: split}")
+    sp = load_space(write(tmp_path, text, "\n".join(rows) + "\n"))
+    train_x = np.array([r + k for r in range(2) for k in range(5)], dtype=float)
+    assert sp.scales()["x"] == pytest.approx(train_x.std(), rel=1e-6)
+    assert sp.scales()["v"] == pytest.approx(np.tile(np.arange(5.0), 2).std(), rel=1e-6)
+
+
+def test_yaml_parse_spec_defaults():
+    spec = parse_spec("name: s\nstates: {x: {}}\ndata: {csv: {path: d.csv}}\n")
+    assert spec.splits.by == "trajectory" and spec.training.method == "rk4"
+    assert spec.data.csv.time == "t" and spec.data.csv.missing == "error"
+
+
+def test_validate_command_prints_the_summary(tmp_path, capsys):
+    from hyarch.cli import main
+
+    path = write(tmp_path, CSV_SPACE + "prior: prior.py\n", long_csv(), **{"prior.py": PRIOR})
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "csv_space" in out and "valid" in out and "train" in out
+    bad = write(tmp_path, CSV_SPACE + "trainig: {}\n", long_csv())
+    with pytest.raises(SystemExit) as e:
+        main(["validate", str(bad)])
+    assert e.value.code == 2
+    assert "did you mean 'training'?" in capsys.readouterr().err
