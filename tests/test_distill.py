@@ -233,8 +233,9 @@ def test_derivatives_without_a_dict_literal_get_a_wrapper(pendulum):
 
 def test_a_poor_distillation_writes_no_candidate(pendulum):
     model = exact_model(pendulum, lambda th, om: torch.sign(torch.sin(7 * th)) * 0.3)
-    (entry,) = distill_candidate(pendulum, APHYNITY, model, degree=1, min_r2=0.95)
+    (entry,) = distill_candidate(pendulum, APHYNITY, model, degree=1, min_explained=0.95)
     assert entry["source"] is None and "below 0.95" in entry["reason"]
+    assert entry["explained"] < 0.95
 
 
 def test_rewriting_errors_and_capacity_variants(pendulum):
@@ -248,3 +249,42 @@ def test_rewriting_errors_and_capacity_variants(pendulum):
         replace_closure(APHYNITY, bare, "other", [])
     with pytest.raises(RenderError, match="declares no"):
         resize_closures(remove_closures(APHYNITY), 2.0)
+
+
+# -- the command line ---------------------------------------------------------------------
+HYBRID_SMALL = APHYNITY.replace("hidden=(64, 64)", "hidden=(8,)")
+
+
+def test_cli_distils_writes_the_candidate_and_reports_identifiability(
+        tiny_space_path, tmp_path, capsys):
+    from hyarch.cli import main
+
+    src = tmp_path / "hybrid.py"
+    src.write_text(HYBRID_SMALL)
+    out = tmp_path / "distilled.py"
+    code = main(["distill", str(tiny_space_path), str(src), "--out", str(out),
+                 "--min-explained", "0", "--identifiability", "--no-retrain",
+                 "--set", "final_iters=10"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "closure correction -> domega/dt +=" in text and f"wrote {out}" in text
+    assert "omega0_sq" in text and "verdict" in text
+    cls = load_model_class(out.read_text())
+    model = cls(("theta", "omega"))
+    assert not model.closures() and "omega0_sq" in model.parameter_specs
+
+
+def test_cli_json_and_usage_errors(tiny_space_path, tmp_path, capsys):
+    import json
+
+    from hyarch.cli import main
+
+    src = tmp_path / "hybrid.py"
+    src.write_text(HYBRID_SMALL)
+    assert main(["distill", str(tiny_space_path), str(tmp_path / "missing.py")]) == 2
+    assert main(["distill", str(tiny_space_path), str(src), "--set", "nonsense"]) == 2
+    capsys.readouterr()
+    assert main(["distill", str(tiny_space_path), str(src), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    (entry,) = report["distillation"]
+    assert entry["closure"] == "correction" and "terms" in entry and "r2" in entry

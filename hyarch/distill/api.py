@@ -15,7 +15,9 @@ def _header(parts: list[Distillation]) -> str:
     lines = [f"# Distilled by hyarch from closure `{parts[0].closure}`:"]
     for p in parts:
         r2 = "-" if p.r2 is None else f"{p.r2:.4f}"
-        lines.append(f"#   d{p.state}/dt: {p.expression}  (R^2 = {r2} on validation states)")
+        ex = "-" if p.explained is None else f"{p.explained:.4f}"
+        lines.append(f"#   d{p.state}/dt += {p.expression}")
+        lines.append(f"#   on validation states: R^2 = {r2}, share of the closure explained = {ex}")
     return "\n".join(lines) + "\n"
 
 
@@ -26,16 +28,18 @@ def _check(space: Space, source: str) -> None:
     check_forward(model, train.y0(), train.t[:, 0], None if train.u is None else train.u[:, 0])
 
 
-def distill_candidate(space: Space, source: str, model: HybridModel, *, min_r2: float = 0.8,
-                      **options: Any) -> list[dict[str, Any]]:
+def distill_candidate(space: Space, source: str, model: HybridModel, *,
+                      min_explained: float = 0.95, **options: Any) -> list[dict[str, Any]]:
     """Distil each closure of the trained ``model`` (built from ``source``) on ``space``.
 
     One dict per (closure, state): ``closure``, ``state``, ``expression``, ``terms`` (each
-    with ``name``, ``kind``, ``code``, ``coefficient``), ``r2`` (validation states),
-    ``shifts`` (what the closure absorbed from existing parameters) and ``source``: a new
-    mechanistic candidate with the closure replaced by the terms, each coefficient a named,
-    bounded parameter starting at its distilled value; ``source`` is None, with
-    ``reason``, when R^2 is below ``min_r2`` or the file cannot be rewritten.
+    with ``name``, ``kind``, ``code``, ``coefficient``), ``r2`` and ``explained`` (on
+    validation states: R^2, and 1 - SSE / sum(G^2), the share of the closure's output the
+    terms explain), ``shifts`` (what the closure absorbed from existing parameters) and
+    ``source``: a new mechanistic candidate with the closure replaced by the terms, each
+    coefficient a named, bounded parameter starting at its distilled value. ``source`` is
+    None, with ``reason``, when ``explained`` is below ``min_explained`` or the file
+    cannot be rewritten.
     ``options`` go to :func:`hyarch.distill.distill` (``degree``, ``tolerance``...).
     """
     parts = distill(space, model, **options)
@@ -44,11 +48,11 @@ def distill_candidate(space: Space, source: str, model: HybridModel, *, min_r2: 
         by_closure.setdefault(p.closure, []).append(p)
     out = []
     for name, group in by_closure.items():
-        weak = [p for p in group if p.r2 is None or p.r2 < min_r2]
+        weak = [p for p in group if p.explained is None or p.explained < min_explained]
         new, reason = None, None
         if weak:
-            reason = (f"R^2 on validation states {weak[0].r2} is below {min_r2} for "
-                      f"d{weak[0].state}/dt: the terms do not explain the closure")
+            reason = (f"the terms explain a share {weak[0].explained} of the closure's output"
+                      f" on validation states, below {min_explained}, for d{weak[0].state}/dt")
         else:
             try:
                 new = replace_closure(source, model, name, group, header=_header(group))
@@ -60,3 +64,20 @@ def distill_candidate(space: Space, source: str, model: HybridModel, *, min_r2: 
         for p in group:
             out.append({**p.to_dict(), "source": new, "reason": reason})
     return out
+
+
+def format_distillation(entries: list[dict[str, Any]]) -> str:
+    """Plain text of ``distill_candidate``'s records: for the terminal and as evidence in
+    prompts (what each closure turned out to be, and how well the terms explain it)."""
+    lines = []
+    for d in entries:
+        r2 = "-" if d["r2"] is None else f"{d['r2']:.4f}"
+        ex = "-" if d["explained"] is None else f"{d['explained']:.4f}"
+        lines.append(f"closure {d['closure']} -> d{d['state']}/dt += {d['expression']}")
+        lines.append(f"  on validation states: R^2 {r2}, share of the closure explained {ex};"
+                     f" {len(d['terms'])} of {len(d['library'])} library terms")
+        for t in d["terms"]:
+            lines.append(f"    {t['kind']:<10} {t['name']:<28} coefficient {t['coefficient']:+.6g}")
+        if d.get("source") is None and d.get("reason"):
+            lines.append(f"  no candidate: {d['reason']}")
+    return "\n".join(lines)

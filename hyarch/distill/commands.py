@@ -21,18 +21,6 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def _print_distillation(entries: list[dict[str, Any]]) -> None:
-    for d in entries:
-        r2 = "-" if d["r2"] is None else f"{d['r2']:.4f}"
-        print(f"closure {d['closure']} -> d{d['state']}/dt:  {d['expression']}")
-        print(f"  R^2 on validation states {r2} (train {d['r2_train']:.4f}), "
-              f"{len(d['terms'])} of {len(d['library'])} library terms")
-        for t in d["terms"]:
-            print(f"    {t['kind']:<10} {t['name']:<28} coefficient {t['coefficient']:+.6g}")
-        if d["source"] is None:
-            print(f"  no candidate: {d['reason']}")
-
-
 def _targets(out: str, entries: list[dict[str, Any]]) -> dict[str, str]:
     sources = {}
     for d in entries:
@@ -52,6 +40,7 @@ def cmd_distill(args) -> int:
     from hyarch.distill import (
         DistillError,
         distill_candidate,
+        format_distillation,
         format_identifiability,
         identifiability,
     )
@@ -84,14 +73,14 @@ def cmd_distill(args) -> int:
     status = EXIT_OK
     if out.model.closures():
         try:
-            entries = distill_candidate(space, source, out.model, min_r2=args.min_r2,
-                                        degree=args.degree)
+            entries = distill_candidate(space, source, out.model,
+                                        min_explained=args.min_explained, degree=args.degree)
         except DistillError as e:
             print(f"hyarch: cannot distil: {e}", file=sys.stderr)
             return EXIT_FAILED
         report["distillation"] = entries
         if not args.json:
-            _print_distillation(entries)
+            print(format_distillation(entries))
         if args.out:
             targets = _targets(args.out, entries)
             if not targets:
@@ -129,8 +118,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also profile each parameter and retrain with other closure widths")
     p.add_argument("--no-retrain", action="store_true",
                    help="with --identifiability: profiles only, no capacity retraining")
-    p.add_argument("--min-r2", type=float, default=0.8,
-                   help="write a candidate only when R^2 on validation states reaches this")
+    p.add_argument("--min-explained", type=float, default=0.95,
+                   help="write a candidate only when the terms explain this share of the "
+                        "closure's output on validation states (default 0.95)")
     p.add_argument("--degree", type=int, default=3, help="highest monomial degree (default 3)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="training override, e.g. --set final_iters=300 (repeatable)")

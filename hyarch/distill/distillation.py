@@ -49,6 +49,7 @@ class Distillation:
     expression: str
     r2: float | None  # on validation-split states
     r2_train: float | None
+    explained: float | None  # 1 - SSE / sum(G^2) on validation states
     threshold: float
     n_train: int
     n_val: int
@@ -62,6 +63,7 @@ class Distillation:
             "closure": self.closure, "state": self.state, "kind": self.kind,
             "inputs": list(self.inputs), "expression": self.expression,
             "terms": [dict(t) for t in self.terms], "r2": self.r2, "r2_train": self.r2_train,
+            "explained": self.explained,
             "threshold": self.threshold, "n_train": self.n_train, "n_val": self.n_val,
             "in_place": self.in_place, "shifts": dict(self.shifts),
             "library": list(self.library), "path": [list(p) for p in self.path],
@@ -215,7 +217,8 @@ def distill(
             X, Xv = X[:, keep], Xv[:, keep]
             y = g.cpu().numpy()
             yv = Gv[:, k].cpu().numpy()
-            fit = sparse_fit(X, y, Xv, yv, tolerance=tolerance)
+            preferred = np.array([t.kind != "generic" for t in terms])
+            fit = sparse_fit(X, y, Xv, yv, tolerance=tolerance, preferred=preferred)
             chosen = [(t, float(c)) for t, c in zip(terms, fit.coef, strict=True) if c != 0]
             term_dicts = tuple(
                 {"name": t.name, "kind": t.kind, "code": t.code, "coefficient": c,
@@ -233,7 +236,8 @@ def distill(
             results.append(Distillation(
                 closure=cname, state=state, kind=closure.kind, inputs=inputs,
                 terms=term_dicts, expression=expression,
-                r2=_num(fit.r2_val), r2_train=_num(fit.r2_train), threshold=fit.threshold,
+                r2=_num(fit.r2_val), r2_train=_num(fit.r2_train),
+                explained=_num(fit.explained_val), threshold=fit.threshold,
                 n_train=len(y), n_val=len(yv), in_place=in_place,
                 shifts={t.parameter: c for t, c in chosen if t.kind == "shift"},
                 library=tuple(t.name for t in terms), path=fit.path,

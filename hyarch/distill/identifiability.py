@@ -137,17 +137,20 @@ def identifiability(
     space: Space, source: str, fitted_model: HybridModel, *,
     overrides: dict[str, Any] | None = None, factors: Sequence[float] = (0.5, 2.0),
     remove: bool = True, retrain: bool = True, points: int = 41, rise: float = 1.0,
-    pinned_tol: float = 0.1, moves_tol: float = 0.01, device: str = "cpu",
+    pinned_tol: float = 0.1, moves_factor: float = 2.0, moves_floor: float = 0.002,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Profiles and the capacity test for every physical parameter of ``fitted_model``.
 
     A parameter is *pinned* when the validation loss rises by ``rise`` (relative) within
-    ``pinned_tol`` (relative) of its fitted value; it *moves with capacity* when
-    retraining with the closures' widths scaled by ``factors`` changes it by more than
-    ``moves_tol`` (relative). ``overrides`` go to every retraining (pass those the fitted
-    model was trained with, so only capacity differs). The closure-free retrain is
-    reported but does not decide ``moves_with_capacity``: it also removes the physics the
-    closure stood for.
+    ``pinned_tol`` (relative) of its fitted value. It *moves with capacity* when
+    retraining with the closures' widths scaled by ``factors`` shifts it by more than
+    ``moves_factor`` times the precision its profile gives (``rel_width``), and by more
+    than ``moves_floor`` (relative): the network's size changes the physics more than
+    the data allow. ``overrides`` go to every retraining (pass those the fitted model was
+    trained with, so that only capacity differs). The closure-free retrain is reported
+    (``capacity_shift["none"]``) but does not decide: removing a useful closure moves
+    every parameter that must then stand in for the missing physics.
     """
     from hyarch.evaluate import evaluate_source
 
@@ -181,7 +184,9 @@ def identifiability(
         info["moves"] = max(resized) if resized else 0.0
         info["pinned"] = bool(info["rel_width"] <= pinned_tol
                               and not info["interval_hits_bounds"])
-        info["moves_with_capacity"] = bool(resized and max(resized) > moves_tol)
+        limit = max(moves_factor * info["rel_width"], moves_floor)
+        info["moves_limit"] = limit
+        info["moves_with_capacity"] = bool(resized and max(resized) > limit)
         if info["moves_with_capacity"]:
             verdict = "confounded with the closure"
         elif not info["pinned"]:

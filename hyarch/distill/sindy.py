@@ -1,8 +1,10 @@
 """Sparse regression of a closure's contribution on a term library (PySINDy's STLSQ).
 
 Columns and target are scaled to unit RMS, so one threshold grid fits every problem; the
-threshold is chosen on held-out (validation) states: the sparsest fit whose R^2 is within
-``tolerance`` of the best.
+threshold is chosen on held-out (validation) states: among the fits whose share of the
+closure's output explained is within
+``tolerance`` of the best, one made of preferred terms only (the mechanism's own
+parameters, the space's hypotheses) if there is one, else the sparsest.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ class SparseFit:
     threshold: float
     r2_train: float
     r2_val: float
-    path: tuple[tuple[float, int, float], ...] = ()  # (threshold, terms, val R^2) tried
+    explained_val: float = float("nan")  # uncentred: share of the closure's output explained
+    path: tuple[tuple[float, int, float], ...] = ()  # (threshold, terms, val explained)
 
 
 def r2_score(y: np.ndarray, pred: np.ndarray) -> float:
@@ -32,6 +35,18 @@ def r2_score(y: np.ndarray, pred: np.ndarray) -> float:
     if sst <= 0:
         return float("nan")
     return 1.0 - float(np.sum((y - pred) ** 2)) / sst
+
+
+def explained(y: np.ndarray, pred: np.ndarray) -> float:
+    """Share of the closure's output (about its null value 0) explained: 1 - SSE/sum(y^2).
+
+    R^2 measures against the mean, which is harsh when a closure is large but nearly
+    constant over the visited states; the closure's own zero is the natural reference.
+    """
+    ss = float(np.sum(y ** 2))
+    if ss <= 0:
+        return float("nan")
+    return 1.0 - float(np.sum((y - pred) ** 2)) / ss
 
 
 def stlsq(X: np.ndarray, y: np.ndarray, threshold: float, ridge: float = 1e-4) -> np.ndarray:
@@ -59,25 +74,55 @@ def stlsq(X: np.ndarray, y: np.ndarray, threshold: float, ridge: float = 1e-4) -
     return coef
 
 
-def sparse_fit(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, *,
-               thresholds=THRESHOLDS, tolerance: float = 0.01) -> SparseFit:
-    """Fit ``y ~ X @ coef`` sparsely, choosing the threshold on ``(Xv, yv)``."""
-    col = np.sqrt(np.mean(X ** 2, axis=0))
-    col[col == 0] = 1.0
+def _path(X, y, Xv, yv, thresholds, cols: np.ndarray) -> list[SparseFit]:
+    scale = np.sqrt(np.mean(X ** 2, axis=0))
+    scale[scale == 0] = 1.0
     ys = float(np.sqrt(np.mean(y ** 2))) or 1.0
-    Xn, yn = X / col, y / ys
+    Xn, yn = X[:, cols] / scale[cols], y / ys
     fits = []
     for thr in thresholds:
-        c = stlsq(Xn, yn, thr) * ys / col
+        c = np.zeros(X.shape[1])
+        c[cols] = stlsq(Xn, yn, thr) * ys / scale[cols]
         if not np.all(np.isfinite(c)):
             continue
-        fits.append(SparseFit(c, thr, r2_score(y, X @ c), r2_score(yv, Xv @ c)))
+        fits.append(SparseFit(c, thr, r2_score(y, X @ c), r2_score(yv, Xv @ c),
+                              explained(yv, Xv @ c)))
+    return fits
+
+
+def sparse_fit(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, *,
+               thresholds=THRESHOLDS, tolerance: float = 0.01,
+               preferred: np.ndarray | None = None, prefer_tolerance: float = 0.02,
+               ) -> SparseFit:
+    """Fit ``y ~ X @ coef`` sparsely, choosing the threshold on ``(Xv, yv)``.
+
+    The answer is the sparsest fit whose share explained (on ``Xv, yv``) is within
+    ``tolerance`` of the best. ``preferred`` (a boolean mask of columns): fits using
+    only these are also tried, and the sparsest of them within ``prefer_tolerance`` of
+    the best wins over any fit that needs other columns: an expert's term that explains
+    the closure nearly as well beats a generic one.
+    """
+    every = np.arange(X.shape[1])
+    fits = _path(X, y, Xv, yv, thresholds, every)
+    if preferred is not None and preferred.any() and not preferred.all():
+        fits += _path(X, y, Xv, yv, thresholds, every[preferred])
     if not fits:
         raise ValueError("sparse regression failed for every threshold")
-    best = max(f.r2_val for f in fits if np.isfinite(f.r2_val)) if any(
-        np.isfinite(f.r2_val) for f in fits) else float("nan")
-    ok = [f for f in fits if np.isfinite(f.r2_val) and f.r2_val >= best - tolerance]
-    pool = ok or fits
-    chosen = min(pool, key=lambda f: (int(np.count_nonzero(f.coef)), -np.nan_to_num(f.r2_val)))
-    path = tuple((f.threshold, int(np.count_nonzero(f.coef)), f.r2_val) for f in fits)
-    return SparseFit(chosen.coef, chosen.threshold, chosen.r2_train, chosen.r2_val, path)
+    finite = [f.explained_val for f in fits if np.isfinite(f.explained_val)]
+    best = max(finite) if finite else float("nan")
+
+    def within(f: SparseFit, tol: float) -> bool:
+        return bool(np.isfinite(f.explained_val) and f.explained_val >= best - tol)
+
+    def rank(f: SparseFit):
+        return (int(np.count_nonzero(f.coef)), -np.nan_to_num(f.explained_val))
+
+    pool = []
+    if preferred is not None:
+        pool = [f for f in fits if within(f, prefer_tolerance)
+                and not np.any(f.coef[~preferred] != 0)]
+    pool = pool or [f for f in fits if within(f, tolerance)] or fits
+    chosen = min(pool, key=rank)
+    path = tuple((f.threshold, int(np.count_nonzero(f.coef)), f.explained_val) for f in fits)
+    return SparseFit(chosen.coef, chosen.threshold, chosen.r2_train, chosen.r2_val,
+                     chosen.explained_val, path)
