@@ -118,6 +118,8 @@ EXTRA_COMMANDS: list[Callable] = []
 def _register_extras() -> None:
     import importlib
 
+    if EXTRA_COMMANDS:
+        return
     for mod in ("hyarch.agent.commands", "hyarch.spaces.commands", "hyarch.review.commands",
                 "hyarch.report.commands", "hyarch.ranking.commands", "hyarch.distill.commands"):
         try:

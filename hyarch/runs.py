@@ -39,6 +39,7 @@ def atomic_write(path: Path, data: str | bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; run files are for sharing
         os.replace(tmp, path)
     except BaseException:
         try:

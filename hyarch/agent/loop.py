@@ -22,15 +22,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from optuna.trial import TrialState
+
 from hyarch.agent.base import Feedback, PoolEntry, Proposal, Proposer
+from hyarch.ranking import keys
 from hyarch.ranking.leaderboard import leaderboard
-from hyarch.ranking.study import Objectives, open_study, record, recorded_ids
+from hyarch.ranking.study import (
+    Objectives,
+    claim,
+    claimed_ids,
+    fail_stale,
+    heartbeat,
+    open_study,
+    recorded_ids,
+    tell,
+)
 from hyarch.runs import Run
 from hyarch.sandbox.checks import CheckError, check_source, code_hash
 from hyarch.sandbox.runner import Limits, run_candidate
 from hyarch.spaces.loader import load_space, resolve_space_path
 from hyarch.spaces.space import Space
 
+HEARTBEAT_S = 10.0
+STALE_AFTER_S = 120.0
 POOL_SIZE = 8
 FAILURES_SHOWN = 4
 
@@ -43,7 +57,7 @@ class SearchError(Exception):
 class SearchConfig:
     """A search session's settings (CLI flags and the space's budget/llm sections)."""
 
-    space: str
+    space: str | None
     run_dir: Path
     budget: int | None = None  # candidates; default from the space
     minutes: float | None = None
@@ -53,6 +67,7 @@ class SearchConfig:
     patience_rounds: int | None = None
     workers: int = 1
     resume: bool = False
+    join: bool = False  # another worker on a shared search: the run may or may not exist
     review_every: int | None = None
     device: str = "cpu"
     llm: str | None = None
@@ -95,15 +110,25 @@ class Session:
     # -- set-up ---------------------------------------------------------------------
     def _prepare(self) -> None:
         cfg = self.cfg
-        self.space_path = resolve_space_path(cfg.space).resolve()
-        self.space: Space = load_space(self.space_path)
         self.run = Run(cfg.run_dir)
-        if self.run.exists() and not cfg.resume:
+        space_ref = cfg.space
+        if space_ref is None and self.run.exists():
+            space_ref = self.run.config().get("space")
+        if space_ref is None and cfg.join and cfg.storage:
+            study = open_study(self.run, cfg.storage)
+            space_ref = study.user_attrs.get(keys.SPACE)
+        if space_ref is None:
+            raise SearchError("no search space given, and none recorded in the run or study")
+        self.space_path = resolve_space_path(space_ref).resolve()
+        self.space: Space = load_space(self.space_path)
+        if cfg.join:
+            pass
+        elif self.run.exists() and not cfg.resume:
             raise SearchError(f"run folder {cfg.run_dir} already holds a run: pass --resume to"
                               " continue it, or --run NAME for a new one")
-        if cfg.resume and not self.run.exists():
+        elif cfg.resume and not self.run.exists():
             raise SearchError(f"--resume: {cfg.run_dir} holds no run to resume")
-        if cfg.resume:
+        if (cfg.resume or cfg.join) and self.run.exists():
             old = self.run.config()
             if old.get("space") and Path(old["space"]).resolve() != self.space_path:
                 raise SearchError(f"--resume: the run was made on {old['space']},"
@@ -126,6 +151,12 @@ class Session:
         if not self.run.exists():
             self.run.write_config(self._config_record())
         self.study = open_study(self.run, cfg.storage)
+        shared_budget = self.study.user_attrs.get(keys.BUDGET)
+        if shared_budget is None:
+            self.study.set_user_attr(keys.BUDGET, self.budget)
+            self.study.set_user_attr(keys.SPACE, str(self.space_path))
+        elif cfg.budget is None or cfg.join:
+            self.budget = int(shared_budget)
 
     def _config_record(self) -> dict[str, Any]:
         import optuna
@@ -172,17 +203,63 @@ class Session:
         return Feedback(round=round_no, pool=tuple(pool), failures=tuple(failures[:FAILURES_SHOWN]),
                         rejected=tuple(rejected), notes=tuple(self.run.general_notes()))
 
-    def _next_id(self) -> str:
-        """Claim a fresh candidate id by creating its folder (atomic across workers)."""
-        self.run.candidates_dir.mkdir(parents=True, exist_ok=True)
-        n = len(list(self.run.candidates_dir.iterdir())) + 1
-        while True:
-            cid = f"c{n:04d}"
-            try:
-                (self.run.candidates_dir / cid).mkdir()
-                return cid
-            except FileExistsError:
-                n += 1
+    def _claim(self) -> tuple[int, str] | None:
+        """Claim a fresh candidate id through the study (atomic across workers), or None
+        when the shared budget is spent."""
+        got = claim(self.study, self.worker, self.budget)
+        if got is None:
+            return None
+        number, cid = got
+        self.run.candidate_dir(cid).mkdir(parents=True, exist_ok=True)
+        self._numbers[cid] = number
+        return got
+
+    def _sync_from_study(self) -> int:
+        """Write candidates that other workers (other machines) finished into this run folder,
+        so that the pool, the leaderboard and the prompts see them."""
+        n = 0
+        for t in self.study.get_trials(deepcopy=False):
+            cid = t.user_attrs.get(keys.CANDIDATE_ID)
+            result = t.user_attrs.get(keys.RESULT)
+            if not cid or result is None or (self.run.candidate_dir(cid) / "metrics.json").is_file():
+                continue
+            meta = {"proposer": t.user_attrs.get(keys.PROPOSER), "round": t.user_attrs.get(keys.ROUND),
+                    "parents": t.user_attrs.get(keys.PARENTS) or [], "trial": t.number,
+                    "code_hash": t.user_attrs.get(keys.CODE_HASH),
+                    "worker": t.user_attrs.get(keys.WORKER), "synced": True,
+                    "status": result.get("status")}
+            self.run.write_proposal(cid, t.user_attrs.get(keys.SOURCE), meta)
+            self.run.write_result(cid, result)
+            n += 1
+        return n
+
+    def _dead_workers(self) -> set[str]:
+        """Workers on this host whose process is gone (a killed search)."""
+        host = socket.gethostname()
+        dead = set()
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            w = t.user_attrs.get(keys.WORKER) or ""
+            h, _, pid = w.rpartition(":")
+            if h == host and pid.isdigit() and w != self.worker:
+                try:
+                    os.kill(int(pid), 0)
+                except ProcessLookupError:
+                    dead.add(w)
+                except PermissionError:
+                    pass
+        return dead
+
+    def _reclaimable(self) -> list[str]:
+        """Unfinished local candidates whose evaluation nobody is running any more."""
+        fail_stale(self.study, STALE_AFTER_S, self._dead_workers())
+        running = {t.user_attrs.get(keys.CANDIDATE_ID)
+                   for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        out = []
+        for cid in self.run.candidate_ids():
+            rec = self.run.read_candidate(cid)
+            if not rec.finished and rec.source and cid not in running:
+                out.append(cid)
+        return out
 
     # -- the loop ------------------------------------------------------------------------
     def run_search(self) -> RunSummary:
@@ -190,38 +267,41 @@ class Session:
         start = time.perf_counter()
         cfg = self.cfg
         run = self.run
-        known = set(recorded_ids(self.study))
+        self._numbers: dict[str, int] = {}
         hashes: dict[str, str] = {}
-        pending: list[tuple[str, Proposal | None]] = []
-        done = 0
-        round_no = 0
         tokens, cost = self._usage_so_far()
-        # Resume: record finished candidates the study lacks; re-queue unfinished ones.
+        self._sync_from_study()
+        # Resume: finished candidates stay; unfinished ones nobody runs are evaluated again.
         entries = self._entries()
+        round_no = 0
         for entry, meta in entries:
             if meta.get("code_hash"):
                 hashes.setdefault(meta["code_hash"], entry.id)
             round_no = max(round_no, int(meta.get("round") or 0))
+        recorded = recorded_ids(self.study)
+        for entry, meta in entries:  # killed between writing a result and recording it
             rec = run.read_candidate(entry.id)
-            if rec.finished:
-                done += 1
-                record(self.study, entry.id, rec.meta, rec.result, self.objectives, known)
-            elif rec.source:
-                pending.append((entry.id, None))
+            if rec.finished and entry.id not in recorded:
+                tell(self.study, meta.get("trial"), entry.id, meta, rec.source, rec.result,
+                     self.objectives)
+        pending: list[tuple[str, Proposal | None]] = []
+        for cid in self._reclaimable():
+            self._numbers[cid] = run.read_candidate(cid).meta.get("trial")
+            pending.append((cid, None))
         if hasattr(self.proposer, "warm_start"):
             self.proposer.warm_start(self.space, [e for e, _ in entries if e.status != "pending"])
         if entries:
-            self.progress(f"resuming {run.path}: {done} finished, {len(pending)} to re-evaluate")
+            self.progress(f"resuming {run.path}: {sum(1 for e, _ in entries if e.status != 'pending')}"
+                          f" finished, {len(pending)} to re-evaluate")
         best = self._best_score()
         stale_rounds = 0
         stopped = "budget"
         pool = ThreadPoolExecutor(max_workers=max(cfg.workers, 1))
         interrupted = threading.Event()
+        beat = threading.Thread(target=self._heartbeats, args=(interrupted,), daemon=True)
+        beat.start()
         try:
             while True:
-                if done + len(pending) >= self.budget and not pending:
-                    stopped = "budget"
-                    break
                 if self.minutes and (time.perf_counter() - start) / 60 >= self.minutes:
                     stopped = "time budget"
                     break
@@ -231,8 +311,10 @@ class Session:
                 if self.max_cost and cost >= self.max_cost:
                     stopped = "cost budget"
                     break
+                self._sync_from_study()
                 round_no += 1
-                want = min(self.per_round, self.budget - done - len(pending))
+                claimed = len(claimed_ids(self.study))
+                want = min(self.per_round, self.budget - claimed) if not pending else 0
                 to_repair: list[tuple[str, Proposal, PoolEntry]] = []
                 if want > 0:
                     fb = self.feedback(round_no)
@@ -241,14 +323,17 @@ class Session:
                     for prop in self.proposer.propose(self.space, fb, want):
                         tokens += int(prop.usage.get("total_tokens") or 0)
                         cost += float(prop.usage.get("cost") or 0.0)
-                        cid, early = self._admit(prop, round_no, hashes)
+                        admitted = self._admit(prop, round_no, hashes)
+                        if admitted is None:
+                            break  # the shared budget is spent
+                        cid, early = admitted
                         if early is None:
                             pending.append((cid, prop))
                         else:  # failed before training; counted against the budget
-                            done += 1
                             to_repair.append((cid, prop, early))
                 if not pending and not to_repair:
                     if want <= 0:
+                        stopped = "budget"
                         break
                     stale_rounds += 1
                     if stale_rounds >= self.patience:
@@ -259,12 +344,11 @@ class Session:
                 while pending or to_repair:
                     if pending:
                         finished = self._evaluate(pool, pending, round_no, hashes, interrupted)
-                        done += len(finished)
                         pending = []
                         to_repair += [f for f in finished if f[2].status == "failed"]
                     repairs, to_repair = to_repair, []
                     for cid, prop, entry in repairs:
-                        if prop is None or not prop.source or done + len(pending) >= self.budget:
+                        if prop is None or not prop.source:
                             continue
                         if (entry.reason or "").startswith("duplicate of"):
                             continue
@@ -276,23 +360,26 @@ class Session:
                             continue
                         tokens += int(fix.usage.get("total_tokens") or 0)
                         cost += float(fix.usage.get("cost") or 0.0)
-                        fcid, early = self._admit(fix, round_no, hashes, attempt=attempt)
+                        admitted = self._admit(fix, round_no, hashes, attempt=attempt)
+                        if admitted is None:
+                            break
+                        fcid, early = admitted
                         if early is None:
                             pending.append((fcid, fix))
                         else:
-                            done += 1
                             to_repair.append((fcid, fix, early))
                 new_best = self._best_score()
                 if new_best is not None and (best is None or new_best < best - 1e-9):
                     best, stale_rounds = new_best, 0
                 else:
                     stale_rounds += 1
-                self.progress(self._status_line(round_no, done, start, tokens, cost))
+                self.progress(self._status_line(round_no, start, tokens, cost))
                 if stale_rounds >= self.patience:
                     stopped = f"no improvement for {self.patience} rounds"
                     break
                 if (cfg.review_every and self.review is not None
-                        and round_no % cfg.review_every == 0 and done < self.budget):
+                        and round_no % cfg.review_every == 0
+                        and len(claimed_ids(self.study)) < self.budget):
                     self.review(run)
         except KeyboardInterrupt:
             interrupted.set()
@@ -301,8 +388,19 @@ class Session:
 
             kill_all()
         finally:
-            pool.shutdown(wait=not interrupted.is_set(), cancel_futures=True)
+            interrupted.set()
+            pool.shutdown(wait=False, cancel_futures=True)
         return self._summary(stopped, start, tokens, cost)
+
+    def _heartbeats(self, stop: threading.Event) -> None:
+        while not stop.wait(HEARTBEAT_S):
+            live = [n for cid, n in self._numbers.items()
+                    if n is not None and not (self.run.candidate_dir(cid) / "metrics.json").is_file()]
+            if live:
+                try:
+                    heartbeat(self.study, live)
+                except Exception:  # a storage hiccup must not end the search
+                    pass
 
     def _repair_attempts(self) -> int:
         return self.space.spec.llm.repair_attempts
@@ -317,11 +415,15 @@ class Session:
         return tokens, cost
 
     def _admit(self, prop: Proposal, round_no: int, hashes: dict[str, str],
-               attempt: int = 0) -> tuple[str, PoolEntry | None]:
-        """Write the proposal; return its id and, when it failed already (no code, a
-        static check, a duplicate), its failed entry."""
-        cid = self._next_id()
+               attempt: int = 0) -> tuple[str, PoolEntry | None] | None:
+        """Claim an id and write the proposal; return the id and, when it failed already
+        (no code, a static check, a duplicate), its failed entry. None: budget spent."""
+        got = self._claim()
+        if got is None:
+            return None
+        number, cid = got
         meta = {
+            "trial": number,
             "proposer": prop.proposer, "parents": list(prop.parents), "round": round_no,
             "choices": prop.choices, "created": time.time(), "worker": self.worker,
             "attempt": attempt, "repair_of": prop.repair_of, "status": "pending",
@@ -389,7 +491,8 @@ class Session:
         run.update_meta(cid, status=result.get("status"), finished=time.time())
         run.write_result(cid, result)
         rec = run.read_candidate(cid)
-        record(self.study, cid, rec.meta, result, self.objectives)
+        tell(self.study, self._numbers.get(cid, rec.meta.get("trial")), cid, rec.meta,
+             rec.source, result, self.objectives)
         entry = PoolEntry.from_result(cid, rec.source, rec.meta, result,
                                       run.verdicts().get(cid))
         if prop is not None:
@@ -408,11 +511,12 @@ class Session:
         return (f"  {cid} ok: val log10 nmse {_log(val.get('nmse'))}, closure share"
                 f" {result.get('closure_share') or 0:.3f}, {params} ({result.get('seconds', 0):.0f} s)")
 
-    def _status_line(self, round_no, done, start, tokens, cost) -> str:
+    def _status_line(self, round_no, start, tokens, cost) -> str:
         rows = leaderboard(self.run, self.objectives)
         ok = sum(1 for r in rows if r.record.status == "ok")
         failed = sum(1 for r in rows if r.record.status == "failed")
         best = rows[0].id if rows and rows[0].score is not None else "-"
+        done = len(rows)
         line = (f"round {round_no} done: {done}/{self.budget} candidates ({ok} ok, {failed}"
                 f" failed), best {best}, {time.perf_counter() - start:.0f} s")
         if tokens:

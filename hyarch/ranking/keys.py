@@ -19,3 +19,7 @@ VERDICT = "verdict"
 NOTE = "note"
 OBJECTIVES = "objectives"  # study attr: names of the objective values, in order
 SPACE = "space"  # study attr: path of the search space
+SOURCE = "source"  # the candidate's code, so workers on other machines share the pool
+RESULT = "result"  # the evaluation record (no traceback), likewise
+SKIP = "skip"  # a claim past the budget: not a candidate
+BUDGET = "budget"  # study attr: the candidate budget shared by all workers

@@ -82,12 +82,14 @@ def constraint_values(result: dict[str, Any], space_truth_bounds=None,
 
 
 def recorded_ids(study: optuna.Study) -> dict[str, optuna.trial.FrozenTrial]:
+    """Candidates with a finished trial (their result recorded), by id."""
     return {t.user_attrs[keys.CANDIDATE_ID]: t for t in study.get_trials(deepcopy=False)
-            if keys.CANDIDATE_ID in t.user_attrs}
+            if keys.CANDIDATE_ID in t.user_attrs and keys.RESULT in t.user_attrs}
 
 
 def record(study: optuna.Study, cid: str, meta: dict[str, Any], result: dict[str, Any],
-           obj: Objectives = Objectives(), known: set[str] | None = None) -> bool:
+           obj: Objectives = Objectives(), known: set[str] | None = None,
+           source: str | None = None) -> bool:
     """Add one evaluated candidate as a trial (once: a second call is a no-op)."""
     if known is None:
         known = set(recorded_ids(study))
@@ -95,6 +97,7 @@ def record(study: optuna.Study, cid: str, meta: dict[str, Any], result: dict[str
         return False
     attrs = {
         keys.CANDIDATE_ID: cid,
+        keys.RESULT: shareable(result),
         keys.CODE_HASH: meta.get("code_hash"),
         keys.PROPOSER: meta.get("proposer"),
         keys.PARENTS: list(meta.get("parents", [])),
@@ -102,6 +105,8 @@ def record(study: optuna.Study, cid: str, meta: dict[str, Any], result: dict[str
         keys.STATUS: result.get("status"),
         keys.REASON: (result.get("reason") or "")[:1000] or None,
     }
+    if source is not None:
+        attrs[keys.SOURCE] = source
     values = objective_values(result, obj)
     cons = constraint_values(result, obj=obj)
     if cons:
@@ -115,21 +120,109 @@ def record(study: optuna.Study, cid: str, meta: dict[str, Any], result: dict[str
     return True
 
 
+def shareable(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in result.items() if k != "traceback"}
+
+
+def claim(study: optuna.Study, worker: str, budget: int | None) -> tuple[int, str] | None:
+    """Claim the next candidate id through the study (atomic across workers and machines).
+
+    The study numbers trials; the first ``budget`` distinct candidates win, a claim past
+    the budget is closed as a skipped trial and None is returned.
+    """
+    trial = study.ask()
+    cid = f"c{trial.number + 1:04d}"
+    if budget is not None:
+        before = {t.user_attrs.get(keys.CANDIDATE_ID) for t in study.get_trials(deepcopy=False)
+                  if t.number < trial.number and not t.user_attrs.get(keys.SKIP)
+                  and keys.CANDIDATE_ID in t.user_attrs}
+        if len(before) >= budget:
+            study._storage.set_trial_user_attr(trial._trial_id, keys.SKIP, True)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            return None
+    trial.set_user_attr(keys.CANDIDATE_ID, cid)
+    trial.set_user_attr(keys.WORKER, worker)
+    trial.set_user_attr(keys.HEARTBEAT, time.time())
+    return trial.number, cid
+
+
+def claimed_ids(study: optuna.Study) -> set[str]:
+    return {t.user_attrs[keys.CANDIDATE_ID] for t in study.get_trials(deepcopy=False)
+            if keys.CANDIDATE_ID in t.user_attrs and not t.user_attrs.get(keys.SKIP)}
+
+
+def finished_ids(study: optuna.Study) -> set[str]:
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+    return {t.user_attrs[keys.CANDIDATE_ID] for t in study.get_trials(deepcopy=False, states=done)
+            if keys.CANDIDATE_ID in t.user_attrs and keys.RESULT in t.user_attrs}
+
+
+def tell(study: optuna.Study, number: int | None, cid: str, meta: dict[str, Any],
+         source: str, result: dict[str, Any], obj: Objectives = Objectives()) -> None:
+    """Finish the claimed trial ``number`` with the candidate's result; when that trial
+    is no longer running (failed as stale meanwhile), add a fresh one instead."""
+    attrs = {
+        keys.CODE_HASH: meta.get("code_hash"), keys.PROPOSER: meta.get("proposer"),
+        keys.PARENTS: list(meta.get("parents", [])), keys.ROUND: meta.get("round"),
+        keys.STATUS: result.get("status"), keys.REASON: (result.get("reason") or "")[:1000] or None,
+        keys.SOURCE: source, keys.RESULT: shareable(result), keys.WORKER: meta.get("worker"),
+    }
+    values = objective_values(result, obj)
+    cons = constraint_values(result, obj=obj)
+    if cons:
+        attrs[keys.CONSTRAINTS] = cons
+    if number is not None:
+        trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
+        if trial is not None and trial.state == optuna.trial.TrialState.RUNNING:
+            for k, v in attrs.items():
+                study._storage.set_trial_user_attr(trial._trial_id, k, v)
+            try:
+                if values is None:
+                    study.tell(number, state=optuna.trial.TrialState.FAIL)
+                else:
+                    study.tell(number, values)
+                return
+            except (RuntimeError, ValueError):
+                pass  # finished by someone else meanwhile: fall through
+    done = [t for t in study.get_trials(deepcopy=False)
+            if t.user_attrs.get(keys.CANDIDATE_ID) == cid and keys.RESULT in t.user_attrs]
+    if done:
+        return
+    attrs[keys.CANDIDATE_ID] = cid
+    if values is None:
+        study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL,
+                                                  user_attrs=attrs))
+    else:
+        study.add_trial(optuna.trial.create_trial(values=values, user_attrs=attrs))
+
+
+def heartbeat(study: optuna.Study, numbers: list[int]) -> None:
+    now = time.time()
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if t.number in numbers:
+            try:
+                study._storage.set_trial_user_attr(t._trial_id, keys.HEARTBEAT, now)
+            except Exception:  # finished meanwhile
+                pass
+
+
 def pareto_ids(study: optuna.Study) -> list[str]:
     return [t.user_attrs.get(keys.CANDIDATE_ID) for t in study.best_trials]
 
 
-def fail_stale(study: optuna.Study, max_age_s: float) -> int:
-    """Fail RUNNING trials whose heartbeat is older than ``max_age_s`` (a dead worker's)."""
+def fail_stale(study: optuna.Study, max_age_s: float, dead_workers: set[str] = frozenset()
+               ) -> list[str]:
+    """Fail RUNNING trials whose heartbeat is older than ``max_age_s``, or whose worker is
+    known dead: a killed worker leaves nothing stuck. Returns their candidate ids."""
     now = time.time()
-    n = 0
+    n = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         beat = t.user_attrs.get(keys.HEARTBEAT, t.datetime_start.timestamp()
                                 if t.datetime_start else now)
-        if now - float(beat) > max_age_s:
+        if now - float(beat) > max_age_s or t.user_attrs.get(keys.WORKER) in dead_workers:
             try:
                 study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-                n += 1
+                n.append(t.user_attrs.get(keys.CANDIDATE_ID))
             except Exception:  # another worker got there first
                 pass
     return n
