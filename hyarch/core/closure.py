@@ -78,6 +78,9 @@ class Closure(nn.Module):
         if self.time:
             in_scale.append(float(scales.get("__time__", 1.0)) or 1.0)
         self.register_buffer("in_scale", torch.tensor(in_scale))
+        # multiplying is as cheap as dividing, but a non-persistent buffer keeps old weights
+        # loadable and moves with the module (cuda)
+        self.register_buffer("_inv_scale", 1.0 / torch.tensor(in_scale), persistent=False)
         sizes = [len(in_scale), *self.hidden, self.outputs]
         R = self.replicas
         self.weights = nn.ParameterList()
@@ -98,16 +101,21 @@ class Closure(nn.Module):
     def net(self, x: torch.Tensor) -> torch.Tensor:
         act = ACTIVATIONS[self.activation]
         n = len(self.weights)
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            if self.replicas == 1:
-                x = x @ w[0] + b[0]
-            else:
-                lead = x.shape[:-1]
-                x = torch.baddbmm(b.unsqueeze(1), x.reshape(lead[0], -1, x.shape[-1]), w)
-                x = x.reshape(*lead, x.shape[-1])
-            if i < n - 1:
-                x = act(x)
-        return x * self.scale
+        lead = x.shape[:-1]
+        if self.replicas == 1:
+            x = x.reshape(-1, x.shape[-1])
+            for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+                x = torch.addmm(b[0], x, w[0])  # one fused op per layer
+                if i < n - 1:
+                    x = act(x)
+        else:
+            x = x.reshape(lead[0], -1, x.shape[-1])
+            for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+                x = torch.baddbmm(b.unsqueeze(1), x, w)
+                if i < n - 1:
+                    x = act(x)
+        x = x.reshape(*lead, x.shape[-1])
+        return x if self.scale == 1.0 else x * self.scale
 
     def forward(self, *args: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
         if len(args) == 1 and isinstance(args[0], Named):
@@ -123,12 +131,13 @@ class Closure(nn.Module):
             shape = ref.shape if self.outputs == 1 else (*ref.shape, self.outputs)
             fill = 1.0 if self.kind == "multiplicative" else 0.0
             return torch.full(shape, fill, dtype=ref.dtype, device=ref.device)
-        cols = [torch.as_tensor(a, dtype=ref.dtype, device=ref.device).expand(ref.shape)
+        cols = [a if isinstance(a, torch.Tensor) and a.shape == ref.shape
+                else torch.as_tensor(a, dtype=ref.dtype, device=ref.device).expand(ref.shape)
                 for a in args]
         if self.time:
             tt = torch.as_tensor(t if t is not None else 0.0, dtype=ref.dtype, device=ref.device)
             cols.append(tt.expand(ref.shape))
-        x = torch.stack(cols, dim=-1) / self.in_scale
+        x = torch.stack(cols, dim=-1) * self._inv_scale
         g = self.net(x)
         if self.outputs == 1:
             g = g.squeeze(-1)

@@ -53,7 +53,10 @@ def rollout(
     start = data.y0() if y0 is None else y0
     if model.replicas > 1 and start.ndim == 2:
         start = start.unsqueeze(0).expand(model.replicas, -1, -1)
-    return integrate(model.vector_field, start, data.t, data.u, method=method, substeps=substeps)
+    with model.cached_parameters():
+        return integrate(
+            model.vector_field, start, data.t, data.u, method=method, substeps=substeps
+        )
 
 
 @dataclass(frozen=True)
@@ -72,10 +75,20 @@ class Points:
         u = None if data.u is None else data.u.reshape(B * T, -1)
         return cls(data.t.reshape(B * T), y, u)
 
+    def subsample(self, max_points: int) -> "Points":
+        """An evenly strided subset of at most ``max_points`` points (all if fewer)."""
+        n = self.t.shape[0]
+        if n <= max_points:
+            return self
+        idx = torch.arange(0, n, -(-n // max_points), device=self.t.device)
+        return Points(self.t[idx], self.y.index_select(-2, idx),
+                      None if self.u is None else self.u[idx])
+
 
 def field_parts(model: HybridModel, pts: Points) -> tuple[torch.Tensor, torch.Tensor]:
     """(F, F0): the full and the reduced vector field at ``pts``."""
-    full = model.vector_field(pts.t, pts.y, pts.u)
-    with reduced(model):
-        red = model.vector_field(pts.t, pts.y, pts.u)
+    with model.cached_parameters():
+        full = model.vector_field(pts.t, pts.y, pts.u)
+        with reduced(model):
+            red = model.vector_field(pts.t, pts.y, pts.u)
     return full, red

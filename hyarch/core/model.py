@@ -9,6 +9,7 @@ trains R restarts at once.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -34,6 +35,8 @@ class Named:
         object.__setattr__(self, "_kind", kind)
 
     def __getattr__(self, name: str) -> torch.Tensor:
+        if name.startswith("__"):  # copy, pickle and torch.compile probe dunders
+            raise AttributeError(name)
         try:
             return self._values[name]
         except KeyError:
@@ -66,6 +69,9 @@ class Named:
         return f"Named({', '.join(self._values)})"
 
 
+_NO_INPUTS = Named({}, "input")
+
+
 @dataclass(frozen=True)
 class ParameterSpec:
     """A declared physical parameter: initial value, bounds and how it is transformed."""
@@ -90,8 +96,11 @@ class ParameterSpec:
         frac = torch.sigmoid(raw)
         if self.log:
             lo, hi = math.log(self.lower), math.log(self.upper)
-            return torch.exp(lo + (hi - lo) * frac)
-        return self.lower + (self.upper - self.lower) * frac
+            value = torch.exp(lo + (hi - lo) * frac)
+        else:
+            value = self.lower + (self.upper - self.lower) * frac
+        # rounding (exp of log(lower) in float32) must not step outside the bounds
+        return value.clamp(self.lower, self.upper)
 
 
 class _Pending:
@@ -133,6 +142,10 @@ class HybridModel(nn.Module):
             self._layout.append((n, offset, size, shp))
             offset += size
         self.state_size = offset
+        # all states scalar: one unbind/stack per derivative call instead of S slices
+        self._scalar_states = all(not shp for shp in self.state_shapes)
+        self._state_set = frozenset(self.state_names)
+        self._cache_depth = 0
         self.replicas = int(replicas)
         self.scales = dict(scales or {})
         self._raw = nn.ParameterDict()
@@ -175,12 +188,35 @@ class HybridModel(nn.Module):
     def __getattr__(self, name: str) -> Any:
         specs = self.__dict__.get("_specs")
         if specs is not None and name in specs:
-            raw = self._raw[name]
-            value = specs[name].from_raw(raw)
-            if self.replicas == 1:
-                return value.reshape(())
-            return value.reshape(self.replicas, 1)
+            return self._physical_value(name)
         return super().__getattr__(name)
+
+    def _physical_value(self, name: str) -> torch.Tensor:
+        value = self._specs[name].from_raw(self._raw[name])
+        if self.replicas == 1:
+            return value.reshape(())
+        return value.reshape(self.replicas, 1)
+
+    @contextlib.contextmanager
+    def cached_parameters(self):
+        """Transform the physical parameters once for a whole rollout.
+
+        Inside the block ``self.omega0_sq`` is a plain instance attribute holding the
+        bounded value (still differentiable with respect to the raw parameter), so the
+        hundreds of derivative calls of a rollout skip the sigmoid and the lookup.
+        Re-entrant; the values are dropped on exit, so an optimizer step is never missed.
+        """
+        if self._cache_depth == 0:
+            for name in self._specs:
+                self.__dict__[name] = self._physical_value(name)
+        self.__dict__["_cache_depth"] = self._cache_depth + 1
+        try:
+            yield self
+        finally:
+            self.__dict__["_cache_depth"] -= 1
+            if self._cache_depth == 0:
+                for name in self._specs:
+                    self.__dict__.pop(name, None)
 
     def _declare(self, name, init, bounds, log, description, unit) -> None:
         try:
@@ -246,14 +282,16 @@ class HybridModel(nn.Module):
         """dy/dt for stacked states ``y`` (..., S); ``u`` (..., I) or None."""
         s = Named(self.split_states(y), "state")
         if u is None or not self.input_names:
-            uu = Named({}, "input")
+            uu = _NO_INPUTS
         else:
-            uu = Named({n: u[..., i] for i, n in enumerate(self.input_names)}, "input")
+            uu = Named(dict(zip(self.input_names, u.unbind(-1))), "input")
         out = self.derivatives(t, s, uu)
         return self.stack_derivatives(out, y)
 
     def split_states(self, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """Views of the stacked states (..., S) by name, field states in their own shape."""
+        if self._scalar_states:
+            return dict(zip(self.state_names, y.unbind(-1)))
         lead = y.shape[:-1]
         out = {}
         for n, off, size, shp in self._layout:
@@ -269,7 +307,12 @@ class HybridModel(nn.Module):
                 f"derivatives() must return a dict {{state: tensor}}, got {type(out).__name__}"
             )
         names = self.state_names
-        if out.keys() != set(names):
+        lead = y.shape[:-1]
+        if self._scalar_states and out.keys() == self._state_set:
+            cols = [out[n] for n in names]
+            if all(isinstance(v, torch.Tensor) and v.shape == lead for v in cols):
+                return cols[0].unsqueeze(-1) if len(cols) == 1 else torch.stack(cols, dim=-1)
+        if out.keys() != self._state_set:
             missing = [n for n in names if n not in out]
             extra = [n for n in out if n not in names]
             parts = []
@@ -280,7 +323,6 @@ class HybridModel(nn.Module):
             raise ContractError(
                 "derivatives() " + "; ".join(parts) + f" (states are {', '.join(names)})"
             )
-        lead = y.shape[:-1]
         cols = []
         for n, _off, size, shp in self._layout:
             v = out[n]

@@ -56,9 +56,34 @@ class TrainConfig:
     grad_clip: float = 10.0
     max_windows: int = 4096
     device: str = "cpu"
+    # speed (issue 7): a window stage ends once ``stage_patience`` iterations have gained
+    # less than ``stage_gain`` (relative) on the stage's best loss: the curriculum only has
+    # to bring the parameters into the next width's basin, later stages go on training
+    stage_patience: int = 25
+    stage_gain: float = 0.05
+    # candidates with networks fit random mini-batches of this many windows per iteration
+    # (their cost grows with the batch; a network-free candidate's barely does)
+    window_batch: int = 256
+    # a validation loss counts as better when it gains at least this much (relative)
+    min_delta: float = 1e-3
+    # full-horizon Adam ramps its learning rate up over these iterations, so that a fresh
+    # optimizer's first sign-like steps do not throw away what the windows found
+    warmup: int = 25
+    # regularizers in training are estimated on at most this many visited points
+    reg_points: int = 2048
+    # network-free candidates with few parameters go straight from the windows to
+    # L-BFGS on the full horizon; Adam runs only if L-BFGS does not improve validation
+    lbfgs_first: bool = True
+    # L-BFGS stops when a chunk of this many iterations gains less than 0.1%
+    lbfgs_chunk: int = 10
 
     def __post_init__(self):
         check_method(self.method)
+        if min(self.stage_patience, self.reg_points, self.window_batch, self.max_windows) < 1:
+            raise ValueError("stage_patience, reg_points, window_batch and max_windows must"
+                             " be >= 1")
+        if self.warmup < 0 or not (0 <= self.min_delta < 1):
+            raise ValueError("warmup must be >= 0 and min_delta in [0, 1)")
         if self.lbfgs not in ("auto", "always", "never"):
             raise ValueError(f"lbfgs must be auto, always or never, got {self.lbfgs!r}")
         for name in self.regularizers:
@@ -82,6 +107,8 @@ class FitResult:
     stopped: str
     history: tuple[tuple[str, int, float, float], ...]
     replica_losses: tuple[float, ...] = ()
+    # seconds since the start of ``fit`` at each ``history`` entry (same length)
+    history_seconds: tuple[float, ...] = ()
 
 
 class TrainingError(Exception):
@@ -148,6 +175,15 @@ class _Trainer:
         self.deadline = deadline
         self.lam = 1.0  # APHYNITY's adaptive multiplier on the trajectory loss
         self.history: list[tuple[str, int, float, float]] = []
+        self.stamps: list[float] = []
+        self.start = time.perf_counter()
+        self.regularized = bool(model.closures()) and any(
+            w > 0 for w in cfg.regularizers.values()
+        )
+
+    def log(self, entry: tuple[str, int, float, float]) -> None:
+        self.history.append(entry)
+        self.stamps.append(time.perf_counter() - self.start)
 
     def out_of_time(self) -> bool:
         return time.perf_counter() > self.deadline
@@ -158,8 +194,8 @@ class _Trainer:
         pred = rollout(self.model, data, method=cfg.method, substeps=cfg.substeps)
         traj = normalised_mse(pred, data, self.scales)
         total = traj * (self.lam if cfg.adaptive else 1.0)
-        if self.model.closures() and any(w > 0 for w in cfg.regularizers.values()):
-            pts = Points.from_rollout(pred, data)
+        if self.regularized:
+            pts = Points.from_rollout(pred, data).subsample(cfg.reg_points)
             full, red = field_parts(self.model, pts)
             full, red = full / self.scales, red / self.scales
             g = full - red
@@ -183,13 +219,15 @@ class _Trainer:
         loss = torch.where(finite, total, torch.zeros_like(total)).sum()
         loss.backward()
         params = [p for grp in opt.param_groups for p in grp["params"]]
-        for p in params:
-            if p.grad is not None:
-                torch.nan_to_num_(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
-        torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        if not bool(torch.isfinite(norm)):  # rare: zero the bad entries, clip again
+            for p in params:
+                if p.grad is not None:
+                    torch.nan_to_num_(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
         opt.step()
         if self.cfg.adaptive:
-            self.lam += self.cfg.tau * float(traj[finite].mean().detach())
+            self.lam += self.cfg.tau * float(traj.reshape(-1)[finite].mean().detach())
         return torch.where(finite, traj.detach(), torch.full_like(traj, math.inf))
 
 
@@ -217,6 +255,7 @@ def fit(
     if R > 1:
         _diversify(model, cfg.seed)
     tr = _Trainer(model, cfg, scales, deadline)
+    tr.start = start
     iterations = 0
     alive = torch.ones(R, dtype=torch.bool, device=device)
     n_nan = 0
@@ -225,13 +264,16 @@ def fit(
     opt = _optimizer(model, cfg)
     if opt is None:
         raise ContractError("the candidate has nothing to fit: no parameter and no closure")
+    max_batch = cfg.max_windows
+    if model.neural_parameters():
+        max_batch = min(max_batch, cfg.window_batch)
     for width in sorted(w for w in cfg.windows if w < train.length - 1):
         windows = train.windows(width)
-        best, since = math.inf, 0
+        best, ref, since = math.inf, math.inf, 0
         for it in range(cfg.stage_iters):
             batch = windows
-            if windows.n > cfg.max_windows:
-                idx = torch.randperm(windows.n, device=device)[: cfg.max_windows]
+            if windows.n > max_batch:
+                idx = torch.randperm(windows.n, device=device)[:max_batch]
                 batch = windows.select(idx.cpu())
             traj = tr.step(opt, batch, alive)
             iterations += 1
@@ -242,13 +284,14 @@ def fit(
                 continue
             alive = alive & torch.isfinite(traj)
             cur = float(traj[alive].min()) if bool(alive.any()) else math.inf
-            if cur < best * 0.99:
-                best, since = cur, 0
+            best = min(best, cur)
+            if best < ref * (1 - cfg.stage_gain):
+                ref, since = best, 0
             else:
                 since += 1
-            if since >= 50 or tr.out_of_time():
+            if since >= cfg.stage_patience or tr.out_of_time():
                 break
-        tr.history.append((f"window{width}", iterations, best, math.nan))
+        tr.log((f"window{width}", iterations, best, math.nan))
         if tr.out_of_time():
             break
 
@@ -264,7 +307,6 @@ def fit(
         model = _extract(model, factory, int(torch.argmin(full)))
         tr.model = model
 
-    # Phase 2: full horizon, early stopping on validation, best weights restored.
     def val_loss() -> float:
         with torch.no_grad():
             pred = rollout(model, val, method=cfg.method, substeps=cfg.substeps)
@@ -272,55 +314,32 @@ def fit(
         return v if math.isfinite(v) else math.inf
 
     best_val = val_loss()
-    best_state = copy.deepcopy(model.state_dict())
-    lr_scale, since, decays = 1.0, 0, 0
-    opt = _optimizer(model, cfg, lr_scale)
-    alive1 = torch.ones(1, dtype=torch.bool, device=device)
-    stopped = "iterations"
-    last_train = math.inf
-    for it in range(cfg.final_iters):
-        if tr.out_of_time():
-            stopped = "time budget"
-            break
-        traj = tr.step(opt, train, alive1)
-        iterations += 1
-        if traj is None or not math.isfinite(float(traj[0])):
-            model.load_state_dict(best_state)
-            decays += 1
-            lr_scale *= 0.3
-            opt = _optimizer(model, cfg, lr_scale)
-            if decays > 6:
-                stopped = "diverged; best weights restored"
-                break
-            continue
-        last_train = float(traj[0])
-        if (it + 1) % cfg.eval_every == 0:
-            v = val_loss()
-            tr.history.append(("full", iterations, last_train, v))
-            if v < best_val * (1 - 1e-4):
-                best_val, since = v, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                since += cfg.eval_every
-            if since >= cfg.patience // 2 and decays < 4:
-                lr_scale *= 0.3
-                decays += 1
-                since = 0
-                for grp, base in zip(opt.param_groups, _optimizer(model, cfg).param_groups):
-                    grp["lr"] = base["lr"] * lr_scale
-            elif since >= cfg.patience:
-                stopped = "early stopping"
-                break
-    model.load_state_dict(best_state)
-
-    # Phase 3: L-BFGS polish for few-parameter mechanistic candidates.
     use_lbfgs = cfg.lbfgs == "always" or (
         cfg.lbfgs == "auto" and not model.neural_parameters()
         and 0 < len(model.physical_raw_parameters()) <= 30
     )
-    if use_lbfgs and not tr.out_of_time():
-        best_val = _lbfgs(model, tr, train, cfg, best_val, val_loss)
-        tr.history.append(("lbfgs", iterations, math.nan, best_val))
+    stopped = "iterations"
+
+    # A network-free candidate with few parameters: L-BFGS on the full horizon does in a
+    # few dozen evaluations what Adam does in hundreds; Adam only if it does not help.
+    lbfgs_done = False
+    if use_lbfgs and cfg.lbfgs_first and not model.neural_parameters() and not tr.out_of_time():
+        best_val, n, lbfgs_done = _lbfgs(model, tr, train, cfg, best_val, val_loss)
+        iterations += n
+        tr.log(("lbfgs", iterations, math.nan, best_val))
+        if lbfgs_done:
+            stopped = "lbfgs converged"
+
+    # Phase 2: full horizon Adam, early stopping on validation, best weights restored.
+    if not lbfgs_done:
+        best_val, n, stopped = _adam_full(model, tr, train, cfg, best_val, val_loss, iterations)
+        iterations += n
+
+        # Phase 3: L-BFGS polish for few-parameter mechanistic candidates.
+        if use_lbfgs and not tr.out_of_time():
+            best_val, n, _ok = _lbfgs(model, tr, train, cfg, best_val, val_loss)
+            iterations += n
+            tr.log(("lbfgs", iterations, math.nan, best_val))
 
     with torch.no_grad():
         pred = rollout(model, train, method=cfg.method, substeps=cfg.substeps)
@@ -331,32 +350,116 @@ def fit(
         model=model, scales=scales, train_loss=train_loss, val_loss=best_val,
         iterations=iterations, seconds=time.perf_counter() - start, stopped=stopped,
         history=tuple(tr.history), replica_losses=replica_losses,
+        history_seconds=tuple(tr.stamps),
     )
 
 
-def _lbfgs(model, tr: _Trainer, train, cfg: TrainConfig, best_val: float, val_loss) -> float:
+def _adam_full(model, tr: _Trainer, train, cfg: TrainConfig, best_val: float, val_loss,
+               done: int) -> tuple[float, int, str]:
+    """Adam on the full horizon with warm-up, plateau decay and early stopping.
+
+    Returns (best validation loss, iterations, why it stopped); the best weights are
+    left in ``model``.
+    """
+    device = train.y.device
+    best_state = copy.deepcopy(model.state_dict())
+    # since: iterations since the last validation gain (stops at ``patience``);
+    # plateau: the same since the last gain or decay (decays at ``patience // 4``)
+    lr_scale, since, plateau, decays = 1.0, 0, 0, 0
+    opt = _optimizer(model, cfg, lr_scale)
+    base_lrs = [grp["lr"] for grp in opt.param_groups]
+
+    def set_lr(factor: float) -> None:
+        for grp, base in zip(opt.param_groups, base_lrs):
+            grp["lr"] = base * factor
+
+    alive1 = torch.ones(1, dtype=torch.bool, device=device)
+    stopped = "iterations"
+    iterations = 0
+    for it in range(cfg.final_iters):
+        if tr.out_of_time():
+            stopped = "time budget"
+            break
+        if it < cfg.warmup:
+            set_lr(lr_scale * (it + 1) / (cfg.warmup + 1))
+        elif it == cfg.warmup:
+            set_lr(lr_scale)
+        traj = tr.step(opt, train, alive1)
+        iterations += 1
+        if traj is None or not math.isfinite(float(traj[0])):
+            model.load_state_dict(best_state)
+            decays += 1
+            lr_scale *= 0.3
+            opt = _optimizer(model, cfg, lr_scale)
+            base_lrs = [grp["lr"] / lr_scale for grp in opt.param_groups]
+            if decays > 6:
+                stopped = "diverged; best weights restored"
+                break
+            continue
+        last_train = float(traj[0])
+        if (it + 1) % cfg.eval_every == 0:
+            v = val_loss()
+            tr.log(("full", done + iterations, last_train, v))
+            if v < best_val * (1 - cfg.min_delta):
+                best_val, since, plateau = v, 0, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                since += cfg.eval_every
+                plateau += cfg.eval_every
+            if since >= cfg.patience:
+                stopped = "early stopping"
+                break
+            if plateau >= max(cfg.patience // 4, cfg.eval_every) and decays < 4:
+                lr_scale *= 0.3
+                decays += 1
+                plateau = 0
+                set_lr(lr_scale)
+    model.load_state_dict(best_state)
+    return best_val, iterations, stopped
+
+
+def _lbfgs(model, tr: _Trainer, train, cfg: TrainConfig, best_val: float,
+           val_loss) -> tuple[float, int, bool]:
+    """L-BFGS on the full horizon in chunks; keeps the weights only if validation improves.
+
+    Stops when a chunk gains less than 0.1% of the training objective, when the loss goes
+    non-finite, after ``lbfgs_iters`` iterations or at the deadline. Returns (best
+    validation loss, iterations, whether it converged rather than failed).
+    """
     saved = copy.deepcopy(model.state_dict())
     params = list(model.parameters())
+    chunk = max(1, min(cfg.lbfgs_chunk, cfg.lbfgs_iters))
     opt = torch.optim.LBFGS(
-        params, lr=1.0, max_iter=cfg.lbfgs_iters, history_size=20,
+        params, lr=1.0, max_iter=chunk, history_size=20,
         line_search_fn="strong_wolfe", tolerance_grad=1e-12, tolerance_change=1e-16,
     )
 
     def closure():
         opt.zero_grad(set_to_none=True)
-        traj, total = tr.losses(train)
+        _traj, total = tr.losses(train)
         loss = total.sum()
         if torch.isfinite(loss):
             loss.backward()
         return loss
 
-    try:
-        opt.step(closure)
-    except Exception:  # a failed polish keeps the Adam result
-        model.load_state_dict(saved)
-        return best_val
-    v = val_loss()
-    if v < best_val:
-        return v
-    model.load_state_dict(saved)
-    return best_val
+    best_state = saved
+    done, prev, converged = 0, math.inf, False
+    while done < cfg.lbfgs_iters and not tr.out_of_time():
+        try:
+            opt.step(closure)
+        except Exception:  # a failed polish keeps the best weights so far
+            break
+        done += chunk
+        with torch.no_grad():
+            cur = float(tr.losses(train)[1].sum())
+        if not math.isfinite(cur):
+            break
+        v = val_loss()
+        if v < best_val:
+            best_val, best_state = v, copy.deepcopy(model.state_dict())
+        if cur > prev * (1 - 1e-3):
+            converged = True
+            break
+        prev = cur
+    model.load_state_dict(best_state)
+    return best_val, done, converged
