@@ -297,3 +297,15 @@ def test_validate_command_prints_the_summary(tmp_path, capsys):
         main(["validate", str(bad)])
     assert e.value.code == 2
     assert "did you mean 'training'?" in capsys.readouterr().err
+
+
+def test_hypothesis_terms_are_checked(tmp_path):
+    text = CSV_SPACE + textwrap.dedent("""\
+        hypotheses:
+          v:
+            - {name: drag, expr: "-c * s.v", parameters: {c: {init: 5, bounds: [0, 1]}}}
+            - {name: typo, expr: "-c * (s.v"}
+        """)
+    e = error(write(tmp_path, text, long_csv()))
+    assert "line 11: hypotheses.v.0.parameters" in str(e) and "init 5 is not a number" in str(e)
+    assert "line 12: hypotheses.v.1.expr" in str(e) and "not a Python expression" in str(e)

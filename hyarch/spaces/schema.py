@@ -109,6 +109,41 @@ class Term(Strict):
     parameters: dict[str, dict[str, Any]] = {}
     description: str = ""
 
+    @field_validator("expr")
+    @classmethod
+    def _expr(cls, v):
+        try:
+            compile(v, "<hypothesis>", "eval")
+        except SyntaxError as e:
+            raise ValueError(f"expr {v!r} is not a Python expression: {e.msg}") from None
+        return v
+
+    @field_validator("parameters")
+    @classmethod
+    def _parameters(cls, v):
+        """Each parameter as a candidate declares it: ``{init, bounds: [lo, hi]}``."""
+        for name, p in v.items():
+            if not name.isidentifier():
+                raise ValueError(f"parameter name {name!r} is not a Python identifier")
+            extra = set(p) - {"init", "bounds", "log", "description", "unit"}
+            if extra:
+                raise ValueError(f"parameter {name!r}: unknown key(s) {sorted(extra)}; valid:"
+                                 " init, bounds, log, description, unit")
+            b = p.get("bounds")
+            ok = (isinstance(b, (list, tuple)) and len(b) == 2
+                  and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in b))
+            if not ok:
+                raise ValueError(f"parameter {name!r}: bounds must be [lo, hi], got {b!r}")
+            lo, hi = b
+            if not lo < hi:
+                raise ValueError(f"parameter {name!r}: lower bound {lo} is not below {hi}")
+            init = p.get("init", (lo + hi) / 2)
+            if isinstance(init, bool) or not isinstance(init, (int, float)) \
+                    or not lo <= init <= hi:
+                raise ValueError(f"parameter {name!r}: init {init!r} is not a number within"
+                                 f" [{lo}, {hi}]")
+        return v
+
 
 class ClosureSite(Strict):
     state: str
