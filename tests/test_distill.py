@@ -110,10 +110,13 @@ def test_hypothesis_terms_find_the_scale_parameter():
     x = torch.linspace(0.1, 2.0, 50)
     s, u = Named({"x": x, "y": x ** 2}), Named({}, "input")
     hyps = [
-        Term(name="friction", expr="-alpha * s.x", parameters={"alpha": {"bounds": [0, 5]}}),
+        Term(name="friction", expr="-alpha * s.x",
+             parameters={"alpha": {"init": 0.5, "bounds": [0, 5]}}),
         Term(name="mm", expr="vmax * s.x / (km + s.x)",
-             parameters={"vmax": {"init": 1.0}, "km": {"init": 0.5, "bounds": [0.01, 5]}}),
-        Term(name="hill", expr="s.x ** n / (1 + s.x ** n)", parameters={"n": {"init": 2.0}}),
+             parameters={"vmax": {"init": 1.0, "bounds": [0, 9]},
+                         "km": {"init": 0.5, "bounds": [0.01, 5]}}),
+        Term(name="hill", expr="s.x ** n / (1 + s.x ** n)",
+             parameters={"n": {"init": 2.0, "bounds": [1, 4]}}),
         Term(name="cross", expr="beta * s.x - beta * s.y", parameters={}),
     ]
     fr, mm, hill, cross = hypothesis_terms(hyps, s, u, torch.zeros(50), known={"beta": 0.4})
@@ -186,6 +189,8 @@ def test_distilled_candidate_reproduces_the_hybrid_field(pendulum):
     src = entry["source"]
     assert src.startswith("# Distilled by hyarch from closure `correction`")
     assert "Closure(" not in src and "self.correction" not in src
+    assert '"""Distilled: closure `correction` on domega/dt replaced by' in src
+    assert "The hybrid it came from: Ideal pendulum plus a closure" in src
     assert "self.alpha = self.parameter(init=0.2, bounds=(0, 5))" in src
     new = build(pendulum, src)
     assert set(new.parameter_specs) == {"omega0_sq", "alpha", "c_omega"}

@@ -55,7 +55,11 @@ def distill_candidate(space: Space, source: str, model: HybridModel, *,
                       f" on validation states, below {min_explained}, for d{weak[0].state}/dt")
         else:
             try:
-                new = replace_closure(source, model, name, group, header=_header(group))
+                doc = "Distilled: " + "; ".join(
+                    f"closure `{name}` on d{p.state}/dt replaced by {p.expression}"
+                    for p in group) + "."
+                new = replace_closure(source, model, name, group, header=_header(group),
+                                      doc=doc)
                 _check(space, new)
             except (RenderError, SyntaxError) as e:
                 new, reason = None, f"cannot rewrite the candidate: {e}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import re
+import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -220,11 +221,13 @@ def _ensure_torch(text: str) -> str:
 
 
 def replace_closure(source: str, model: HybridModel, closure: str,
-                    parts: Iterable[Any], *, header: str = "") -> str:
+                    parts: Iterable[Any], *, header: str = "", doc: str = "") -> str:
     """The candidate with closure ``closure`` replaced by distilled terms.
 
     ``parts``: the closure's ``Distillation`` records (one per state it feeds). Shifts of
     existing parameters become their new initial values (fitted value plus shift).
+    ``doc`` replaces the class docstring (which described the hybrid), keeping its first
+    line after it.
     """
     parts = list(parts)
     if "." in closure:
@@ -272,10 +275,27 @@ def replace_closure(source: str, model: HybridModel, closure: str,
         for call in calls:
             src.replace(call, null)
         _add_to_derivatives(src, cls, deriv, codes)
+    if doc:
+        _set_docstring(src, cls, doc)
     text = src.render()
     if "torch." in "".join(codes.values()):
         text = _ensure_torch(text)
     return (header + text) if header else text
+
+
+def _set_docstring(src: _Source, cls: ast.ClassDef, doc: str) -> None:
+    first = cls.body[0]
+    old = ast.get_docstring(cls)
+    text = doc if not old else f"{doc}\n\nThe hybrid it came from: {old.splitlines()[0]}"
+    ind = " " * cls.body[0].col_offset
+    text = "\n\n".join(textwrap.fill(par, width=96 - len(ind)) for par in text.split("\n\n"))
+    body = text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+    body = body.replace("\n", "\n" + ind).replace("\n" + ind + "\n", "\n\n")
+    literal = f'"""{body}"""' if "\n" not in text else f'"""{body}\n{ind}"""'
+    if old is not None and isinstance(first, ast.Expr):
+        src.replace(first, literal)
+    else:
+        src.insert(first.lineno, f"{ind}{literal}\n\n")
 
 
 def _add_to_derivatives(src: _Source, cls: ast.ClassDef, deriv: ast.FunctionDef,

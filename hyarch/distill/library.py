@@ -29,6 +29,7 @@ import torch
 from hyarch.core.model import Named
 
 KINDS = ("shift", "hypothesis", "generic")
+_BUILTINS = {"abs": abs, "min": min, "max": max, "float": float, "pow": pow}
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def evaluate(code: str, s: Named, u: Named, t: torch.Tensor,
     scope = {"torch": torch, "math": math, "np": np, "s": s, "u": u, "t": t,
              "self": SimpleNamespace(**params), **params}
     ref = next(iter(s.items()))[1]
-    out = eval(code, {"__builtins__": {}}, scope)  # noqa: S307 - the space's own expressions
+    out = eval(code, {"__builtins__": _BUILTINS}, scope)  # noqa: S307 - the space's own text
     out = torch.as_tensor(out, dtype=ref.dtype)
     return out.expand(ref.shape)
 
