@@ -17,7 +17,7 @@ from hyarch.core.candidate import load_model_class, make_factory
 from hyarch.core.closure import Closure
 from hyarch.core.fields import Points
 from hyarch.core.model import HybridModel
-from hyarch.distill import distill, distill_candidate
+from hyarch.distill import distill, distill_candidate, grammar_terms
 from hyarch.distill.candidate import RenderError, remove_closures, replace_closure, resize_closures
 from hyarch.distill.library import generic_terms, hypothesis_terms, select_columns
 from hyarch.distill.sindy import r2_score, sparse_fit
@@ -194,6 +194,10 @@ def test_distilled_candidate_reproduces_the_hybrid_field(pendulum):
     assert "self.alpha = self.parameter(init=0.2, bounds=(0, 5))" in src
     new = build(pendulum, src)
     assert set(new.parameter_specs) == {"omega0_sq", "alpha", "c_omega"}
+    (term,) = grammar_terms([entry])["omega"]  # only the generic term is new to the grammar
+    assert term["expr"] == "k_omega * s.theta ** 2 * s.omega"
+    assert term["parameters"]["k_omega"]["init"] == pytest.approx(-0.1, rel=1e-4)
+    Term(**term)  # valid in a space's hypotheses
     torch.testing.assert_close(field_at(new, pendulum), field_at(model, pendulum),
                                rtol=1e-4, atol=1e-5)
 

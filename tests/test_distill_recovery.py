@@ -89,7 +89,7 @@ def test_candidate_built_from_the_distillation_recovers_alpha(distilled):
 def test_omega0_sq_moves_with_capacity_in_the_hybrid_not_in_the_friction_model(
         pendulum, hybrid, distilled):
     source, out = hybrid
-    rep = identifiability(pendulum, source, out.model, overrides=SHORT, factors=(0.5,),
+    rep = identifiability(pendulum, source, out.model, overrides=SHORT, factors=(0.5, 2.0),
                           remove=False, points=21)
     w = rep["parameters"]["omega0_sq"]
     assert w["moves_with_capacity"] and w["verdict"] == "confounded with the closure"

@@ -6,9 +6,9 @@ model)`` says which physical parameters the data pin down and which move when th
 closures' capacity changes.
 """
 
-from hyarch.distill.api import distill_candidate, format_distillation
+from hyarch.distill.api import distill_candidate, format_distillation, grammar_terms
 from hyarch.distill.distillation import Distillation, DistillError, distill
 from hyarch.distill.identifiability import format_identifiability, identifiability
 
 __all__ = ["DistillError", "Distillation", "distill", "distill_candidate",
-           "format_distillation", "format_identifiability", "identifiability"]
+           "format_distillation", "format_identifiability", "grammar_terms", "identifiability"]

@@ -85,3 +85,33 @@ def format_distillation(entries: list[dict[str, Any]]) -> str:
         if d.get("source") is None and d.get("reason"):
             lines.append(f"  no candidate: {d['reason']}")
     return "\n".join(lines)
+
+
+def grammar_terms(entries: list[dict[str, Any]], *,
+                  min_explained: float = 0.95) -> dict[str, list[dict[str, Any]]]:
+    """New hypothesis terms, per state, in the space's ``hypotheses`` format
+    (``name``, ``expr``, ``parameters: {p: {init, bounds}}``, ``description``), from the
+    generic terms of good distillations: what an offline proposer can add to its grammar.
+    Hypothesis terms are already in the grammar and shifts are not new terms."""
+    from hyarch.distill.candidate import _bounds, _free_name
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    for d in entries:
+        if d["explained"] is None or d["explained"] < min_explained:
+            continue
+        taken: set[str] = set()
+        for t in d["terms"]:
+            if t["kind"] != "generic":
+                continue
+            c = float(t["coefficient"])
+            name = _free_name(f"k_{d['state']}", taken)
+            expr = name if t["code"] == "1" else f"{name} * {t['code']}"
+            lo, hi = _bounds(c, None)
+            out.setdefault(d["state"], []).append({
+                "name": f"distilled_{d['closure']}_{name}",
+                "expr": expr,
+                "parameters": {name: {"init": c, "bounds": [lo, hi]}},
+                "description": f"distilled from closure {d['closure']} "
+                               f"(share explained {d['explained']:.3f})",
+            })
+    return out
