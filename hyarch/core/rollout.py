@@ -13,7 +13,7 @@ case of the curriculum's windows) the steps are Python floats and each RK stage 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

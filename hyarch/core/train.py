@@ -16,8 +16,8 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 import torch
 
@@ -137,7 +137,7 @@ def _diversify(model: HybridModel, seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
     R = model.replicas
     with torch.no_grad():
-        for name, raw in model._raw.items():
+        for raw in model._raw.values():
             base = raw[0].item()
             for r in range(1, R):
                 if r % 2:
@@ -270,7 +270,7 @@ def fit(
     for width in sorted(w for w in cfg.windows if w < train.length - 1):
         windows = train.windows(width)
         best, ref, since = math.inf, math.inf, 0
-        for it in range(cfg.stage_iters):
+        for _ in range(cfg.stage_iters):
             batch = windows
             if windows.n > max_batch:
                 idx = torch.randperm(windows.n, device=device)[:max_batch]
@@ -370,7 +370,7 @@ def _adam_full(model, tr: _Trainer, train, cfg: TrainConfig, best_val: float, va
     base_lrs = [grp["lr"] for grp in opt.param_groups]
 
     def set_lr(factor: float) -> None:
-        for grp, base in zip(opt.param_groups, base_lrs):
+        for grp, base in zip(opt.param_groups, base_lrs, strict=True):
             grp["lr"] = base * factor
 
     alive1 = torch.ones(1, dtype=torch.bool, device=device)
@@ -424,7 +424,7 @@ def _lbfgs(model, tr: _Trainer, train, cfg: TrainConfig, best_val: float,
 
     Stops when a chunk gains less than 0.1% of the training objective, when the loss goes
     non-finite, after ``lbfgs_iters`` iterations or at the deadline. Returns (best
-    validation loss, iterations, whether it converged rather than failed).
+    validation loss, iterations, whether it ran without failing).
     """
     saved = copy.deepcopy(model.state_dict())
     params = list(model.parameters())
@@ -443,23 +443,24 @@ def _lbfgs(model, tr: _Trainer, train, cfg: TrainConfig, best_val: float,
         return loss
 
     best_state = saved
-    done, prev, converged = 0, math.inf, False
+    done, prev, failed = 0, math.inf, False
     while done < cfg.lbfgs_iters and not tr.out_of_time():
         try:
             opt.step(closure)
         except Exception:  # a failed polish keeps the best weights so far
+            failed = True
             break
         done += chunk
         with torch.no_grad():
             cur = float(tr.losses(train)[1].sum())
         if not math.isfinite(cur):
+            failed = True
             break
         v = val_loss()
         if v < best_val:
             best_val, best_state = v, copy.deepcopy(model.state_dict())
-        if cur > prev * (1 - 1e-3):
-            converged = True
+        if cur > prev * (1 - 1e-3) or cur == 0.0:
             break
         prev = cur
     model.load_state_dict(best_state)
-    return best_val, done, converged
+    return best_val, done, not failed
