@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -29,6 +30,19 @@ def register(sub) -> None:
     p.add_argument("--quick", action="store_true",
                    help="shorter training per candidate (a smoke test, not a result)")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("worker", help="one more worker on a shared search")
+    p.add_argument("--storage", help="Optuna storage URL shared by the workers (PostgreSQL);"
+                   " default: the run folder's journal file (workers on this machine)")
+    p.add_argument("--run", required=True, help="run name or folder (the same for every worker)")
+    p.add_argument("--space", help="search space (default: the one the run/study records)")
+    p.add_argument("--workers", type=int, default=1, help="evaluations at once in this worker")
+    p.add_argument("--device", help="torch device")
+    p.add_argument("--llm", metavar="MODEL")
+    p.add_argument("--base-url")
+    p.add_argument("--seed", type=int, default=None, help="default: derived from the process id")
+    p.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("leaderboard", help="rank a run's candidates")
     p.add_argument("run", help="run folder")
@@ -61,9 +75,7 @@ def cmd_search(args) -> int:
     if args.resume and not args.run:
         print("hyarch: error: --resume needs --run NAME (the run to continue)", file=sys.stderr)
         return EXIT_USAGE
-    overrides = {}
-    if args.quick:
-        overrides = {"stage_iters": 100, "final_iters": 300, "patience": 60, "restarts": 2}
+    overrides = QUICK if args.quick else {}
     cfg = SearchConfig(
         space=args.space, run_dir=_run_path(args.run, args.space), budget=args.budget,
         minutes=args.minutes, tokens=args.tokens, cost=args.cost, per_round=args.per_round,
@@ -129,6 +141,37 @@ def _print_leaderboard(run_dir, console, top=None) -> None:
                   str(res.get("n_neural_params", "-")), params, row.record.proposer,
                   "*" if row.pareto else "", row.verdict or "")
     console.print(t)
+
+
+QUICK = {"stage_iters": 100, "final_iters": 300, "patience": 60, "restarts": 2}
+
+
+def cmd_worker(args) -> int:
+    import os
+
+    from rich.console import Console
+
+    from hyarch.agent.loop import SearchConfig, SearchError, Session, install_sigterm_as_interrupt
+    from hyarch.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, resolve_device
+    from hyarch.spaces.errors import SpaceError
+
+    console = Console()
+    cfg = SearchConfig(
+        space=args.space, run_dir=_run_path(args.run, args.space or "run"), join=True,
+        workers=args.workers, device=resolve_device(args.device), llm=args.llm,
+        base_url=args.base_url, storage=args.storage,
+        seed=args.seed if args.seed is not None else os.getpid(),
+        overrides=QUICK if args.quick else {},
+    )
+    install_sigterm_as_interrupt()
+    try:
+        summary = Session(cfg, progress=console.print).run_search()
+    except (SearchError, SpaceError) as e:
+        print(f"hyarch: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    console.print(f"worker stopped: {summary.stopped}; the run holds {summary.candidates}"
+                  f" candidates ({summary.ok} ok)")
+    return EXIT_OK if summary.candidates else EXIT_FAILED
 
 
 def cmd_leaderboard(args) -> int:

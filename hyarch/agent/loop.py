@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import signal
 import socket
 import threading
@@ -31,10 +32,12 @@ from hyarch.ranking.study import (
     Objectives,
     claim,
     claimed_ids,
+    code_hashes,
     fail_stale,
     heartbeat,
     open_study,
     recorded_ids,
+    release,
     tell,
 )
 from hyarch.runs import Run
@@ -43,6 +46,7 @@ from hyarch.sandbox.runner import Limits, run_candidate
 from hyarch.spaces.loader import load_space, resolve_space_path
 from hyarch.spaces.space import Space
 
+DUPLICATE_ELSEWHERE: Any = object()  # _admit: the code is another worker's candidate
 HEARTBEAT_S = 10.0
 STALE_AFTER_S = 120.0
 POOL_SIZE = 8
@@ -203,10 +207,10 @@ class Session:
         return Feedback(round=round_no, pool=tuple(pool), failures=tuple(failures[:FAILURES_SHOWN]),
                         rejected=tuple(rejected), notes=tuple(self.run.general_notes()))
 
-    def _claim(self) -> tuple[int, str] | None:
+    def _claim(self, code_hash: str | None = None) -> tuple[int, str] | None:
         """Claim a fresh candidate id through the study (atomic across workers), or None
         when the shared budget is spent."""
-        got = claim(self.study, self.worker, self.budget)
+        got = claim(self.study, self.worker, self.budget, code_hash)
         if got is None:
             return None
         number, cid = got
@@ -298,7 +302,8 @@ class Session:
         stopped = "budget"
         pool = ThreadPoolExecutor(max_workers=max(cfg.workers, 1))
         interrupted = threading.Event()
-        beat = threading.Thread(target=self._heartbeats, args=(interrupted,), daemon=True)
+        stop_beat = threading.Event()
+        beat = threading.Thread(target=self._heartbeats, args=(stop_beat,), daemon=True)
         beat.start()
         try:
             while True:
@@ -326,6 +331,8 @@ class Session:
                         admitted = self._admit(prop, round_no, hashes)
                         if admitted is None:
                             break  # the shared budget is spent
+                        if admitted is DUPLICATE_ELSEWHERE:
+                            continue
                         cid, early = admitted
                         if early is None:
                             pending.append((cid, prop))
@@ -363,6 +370,8 @@ class Session:
                         admitted = self._admit(fix, round_no, hashes, attempt=attempt)
                         if admitted is None:
                             break
+                        if admitted is DUPLICATE_ELSEWHERE:
+                            continue
                         fcid, early = admitted
                         if early is None:
                             pending.append((fcid, fix))
@@ -381,6 +390,8 @@ class Session:
                         and round_no % cfg.review_every == 0
                         and len(claimed_ids(self.study)) < self.budget):
                     self.review(run)
+            if stopped == "budget":
+                self._await_others()
         except KeyboardInterrupt:
             interrupted.set()
             stopped = "interrupted (resume with --resume)"
@@ -388,9 +399,27 @@ class Session:
 
             kill_all()
         finally:
-            interrupted.set()
-            pool.shutdown(wait=False, cancel_futures=True)
+            stop_beat.set()
+            pool.shutdown(wait=not interrupted.is_set(), cancel_futures=True)
+            beat.join(timeout=30)
         return self._summary(stopped, start, tokens, cost)
+
+    def _await_others(self) -> None:
+        """The budget is claimed: wait for other workers' last candidates, then sync them,
+        so that every worker's run folder ends with the whole search."""
+        deadline = time.monotonic() + self.limits.timeout + STALE_AFTER_S
+        announced = False
+        while time.monotonic() < deadline:
+            fail_stale(self.study, STALE_AFTER_S, self._dead_workers())
+            running = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                       if not t.user_attrs.get(keys.SKIP)]
+            if not running:
+                break
+            if not announced:
+                self.progress(f"waiting for {len(running)} candidate(s) other workers evaluate")
+                announced = True
+            time.sleep(1.0)
+        self._sync_from_study()
 
     def _heartbeats(self, stop: threading.Event) -> None:
         while not stop.wait(HEARTBEAT_S):
@@ -418,7 +447,14 @@ class Session:
                attempt: int = 0) -> tuple[str, PoolEntry | None] | None:
         """Claim an id and write the proposal; return the id and, when it failed already
         (no code, a static check, a duplicate), its failed entry. None: budget spent."""
-        got = self._claim()
+        h = code_hash(prop.source) if prop.source is not None else None
+        if h is not None and h not in hashes:
+            other = code_hashes(self.study).get(h)
+            if other is not None:  # another worker has (or had) this very code
+                hashes[h] = other
+                self._observe_existing(prop, other)
+                return DUPLICATE_ELSEWHERE
+        got = self._claim(h)
         if got is None:
             return None
         number, cid = got
@@ -435,8 +471,18 @@ class Session:
             extras["reply.txt"] = prop.reply
         reason = prop.reason if prop.source is None else None
         if prop.source is not None:
-            h = code_hash(prop.source)
             meta["code_hash"] = h
+            # another worker may have claimed the same code at the same moment: whoever sees
+            # the other's claim stands down, so the code is never trained twice
+            same = [t.user_attrs.get(keys.CANDIDATE_ID) for t in self.study.get_trials(deepcopy=False)
+                    if t.user_attrs.get(keys.CODE_HASH) == h and t.number != number
+                    and not t.user_attrs.get(keys.SKIP)]
+            if same and h not in hashes:
+                hashes[h] = same[0]
+                release(self.study, number)
+                self._numbers.pop(cid, None)
+                shutil.rmtree(self.run.candidate_dir(cid), ignore_errors=True)
+                return DUPLICATE_ELSEWHERE
             if h in hashes:
                 reason = f"duplicate of {hashes[h]} (same code up to comments and formatting)"
             else:
@@ -454,6 +500,14 @@ class Session:
             self.progress(f"  {cid} failed before training: {reason}")
             return cid, entry
         return cid, None
+
+    def _observe_existing(self, prop: Proposal, cid: str) -> None:
+        rec_dir = self.run.candidate_dir(cid)
+        if (rec_dir / "metrics.json").is_file():
+            rec = self.run.read_candidate(cid)
+            entry = PoolEntry.from_result(cid, rec.source, {**rec.meta, "choices": prop.choices},
+                                          rec.result)
+            self.proposer.observe(prop, entry)
 
     def _evaluate(self, pool, pending, round_no, hashes, interrupted):
         futures: dict[Future, tuple[str, Proposal | None]] = {}

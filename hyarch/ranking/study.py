@@ -124,7 +124,18 @@ def shareable(result: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in result.items() if k != "traceback"}
 
 
-def claim(study: optuna.Study, worker: str, budget: int | None) -> tuple[int, str] | None:
+def code_hashes(study: optuna.Study) -> dict[str, str]:
+    """Code hash -> the first candidate id with that code, over all workers' trials."""
+    out: dict[str, str] = {}
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        h, cid = t.user_attrs.get(keys.CODE_HASH), t.user_attrs.get(keys.CANDIDATE_ID)
+        if h and cid and not t.user_attrs.get(keys.SKIP):
+            out.setdefault(h, cid)
+    return out
+
+
+def claim(study: optuna.Study, worker: str, budget: int | None,
+          code_hash: str | None = None) -> tuple[int, str] | None:
     """Claim the next candidate id through the study (atomic across workers and machines).
 
     The study numbers trials; the first ``budget`` distinct candidates win, a claim past
@@ -143,7 +154,16 @@ def claim(study: optuna.Study, worker: str, budget: int | None) -> tuple[int, st
     trial.set_user_attr(keys.CANDIDATE_ID, cid)
     trial.set_user_attr(keys.WORKER, worker)
     trial.set_user_attr(keys.HEARTBEAT, time.time())
+    if code_hash:
+        trial.set_user_attr(keys.CODE_HASH, code_hash)
     return trial.number, cid
+
+
+def release(study: optuna.Study, number: int) -> None:
+    """Give a claim back: the trial is closed as skipped and is not a candidate."""
+    trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+    study._storage.set_trial_user_attr(trial._trial_id, keys.SKIP, True)
+    study.tell(number, state=optuna.trial.TrialState.FAIL)
 
 
 def claimed_ids(study: optuna.Study) -> set[str]:
