@@ -137,17 +137,18 @@ def identifiability(
     space: Space, source: str, fitted_model: HybridModel, *,
     overrides: dict[str, Any] | None = None, factors: Sequence[float] = (0.5, 2.0),
     remove: bool = True, retrain: bool = True, points: int = 41, rise: float = 1.0,
-    pinned_tol: float = 0.1, moves_factor: float = 2.0, moves_floor: float = 0.002,
+    pinned_tol: float = 0.1, moves_factor: float = 1.0, moves_floor: float = 0.002,
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Profiles and the capacity test for every physical parameter of ``fitted_model``.
 
     A parameter is *pinned* when the validation loss rises by ``rise`` (relative) within
-    ``pinned_tol`` (relative) of its fitted value. It *moves with capacity* when
-    retraining with the closures' widths scaled by ``factors`` shifts it by more than
-    ``moves_factor`` times the precision its profile gives (``rel_width``), and by more
-    than ``moves_floor`` (relative): the network's size changes the physics more than
-    the data allow. ``overrides`` go to every retraining (pass those the fitted model was
+    ``pinned_tol`` (relative) of its fitted value. It *moves with capacity* when its
+    fitted values at the closures' original widths and at widths scaled by ``factors``
+    spread (max - min, relative) over more than ``moves_factor`` times the precision its
+    profile gives (``rel_width``: the half-width of the range where the loss stays below
+    ``1 + rise`` times its minimum) and more than ``moves_floor``: the network's size
+    changes the physics by more than the data allow. ``overrides`` go to every retraining (pass those the fitted model was
     trained with, so that only capacity differs). The closure-free retrain is reported
     (``capacity_shift["none"]``) but does not decide: removing a useful closure moves
     every parameter that must then stand in for the missing physics.
@@ -179,14 +180,14 @@ def identifiability(
         moved = {label: (c["parameters"][name] - p) / ref
                  for label, c in report["capacity"].items()
                  if c["status"] == "ok" and name in c["parameters"]}
-        resized = [abs(v) for k, v in moved.items() if k != "none"]
+        resized = [0.0] + [v for k, v in moved.items() if k != "none"]
         info["capacity_shift"] = moved
-        info["moves"] = max(resized) if resized else 0.0
+        info["moves"] = max(resized) - min(resized)
         info["pinned"] = bool(info["rel_width"] <= pinned_tol
                               and not info["interval_hits_bounds"])
         limit = max(moves_factor * info["rel_width"], moves_floor)
         info["moves_limit"] = limit
-        info["moves_with_capacity"] = bool(resized and max(resized) > limit)
+        info["moves_with_capacity"] = bool(info["moves"] > limit)
         if info["moves_with_capacity"]:
             verdict = "confounded with the closure"
         elif not info["pinned"]:
@@ -203,7 +204,7 @@ def format_identifiability(report: dict[str, Any]) -> str:
     """A plain-text table of the report, for the terminal and for prompts."""
     lines = [f"validation nMSE at the fitted values: {report['val_nmse']:.4g}"]
     head = (f"{'parameter':<14}{'value':>11}{'+-1% dL/L':>11}{'L<2L* range':>24}"
-            f"{'moves':>9}  verdict")
+            f"{'spread':>9}  verdict")
     lines.append(head)
     for name, i in report["parameters"].items():
         sens = i["rel_sensitivity_1pct"]
