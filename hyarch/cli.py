@@ -49,6 +49,8 @@ def cmd_evaluate(args) -> int:
     if not path.is_file():
         return _usage(f"candidate file {args.file!r} does not exist")
     overrides = {"seed": args.seed} if args.seed is not None else {}
+    if args.tune:
+        return _evaluate_tuned(args, space, path, overrides)
     out = evaluate_source(space, path.read_text(), filename=str(path),
                           device=resolve_device(args.device), overrides=overrides)
     if args.json:
@@ -56,6 +58,31 @@ def cmd_evaluate(args) -> int:
     else:
         print_evaluation(out.result, title=f"{path} on {space.name}")
     return EXIT_OK if out.result["status"] == "ok" else EXIT_FAILED
+
+
+def _evaluate_tuned(args, space, path, overrides) -> int:
+    from rich.console import Console
+
+    from hyarch.ranking.tune import tune
+
+    console = Console(stderr=True)
+    res = tune(space, path.read_text(), args.tune, device=resolve_device(args.device),
+               overrides=overrides, progress=console.print)
+    record = {**res.tuned, "tuning": {
+        "trials": res.trials, "pruned": res.pruned, "settings": res.settings,
+        "untuned_val_nmse": res.untuned.get("metrics", {}).get("val", {}).get("nmse"),
+        "tuned_val_nmse": res.tuned.get("metrics", {}).get("val", {}).get("nmse")}}
+    if args.json:
+        print(json.dumps(record, indent=2))
+    else:
+        from hyarch.report.console import print_evaluation
+
+        print_evaluation(res.tuned, title=f"{path} on {space.name}, tuned")
+        t = record["tuning"]
+        Console().print(f"tuning: {t['trials']} trials ({t['pruned']} pruned); val nmse"
+                        f" {t['untuned_val_nmse']:.3g} untuned -> {t['tuned_val_nmse']:.3g} tuned;"
+                        f" settings {t['settings']}")
+    return EXIT_OK if res.tuned["status"] == "ok" else EXIT_FAILED
 
 
 def cmd_validate(args) -> int:
@@ -98,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="candidate Python file defining class Model(HybridModel)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--tune", type=int, metavar="N", default=0,
+                   help="tune the training settings over N Optuna trials (with pruning)")
     _device_arg(p)
     p.set_defaults(func=cmd_evaluate)
 

@@ -1,0 +1,41 @@
+"""--tune: an inner single-objective study with pruning over training settings."""
+
+from __future__ import annotations
+
+import math
+
+from hyarch.ranking.tune import scale_widths, tune
+from hyarch.spaces.loader import load_space
+from tests.search_fixtures import write_space
+
+HYBRID = '''import torch
+from hyarch import Closure, HybridModel
+
+
+class Model(HybridModel):
+    def setup(self):
+        self.omega0_sq = self.parameter(init=1.0, bounds=(0.01, 10.0))
+        self.g = Closure(inputs=("theta", "omega"), hidden=(8, 8))
+
+    def derivatives(self, t, s, u):
+        return {"theta": s.omega, "omega": -self.omega0_sq * torch.sin(s.theta) + self.g(s)}
+'''
+
+
+def test_scale_widths_rewrites_every_hidden_tuple():
+    src = "a = Closure(inputs=('x',), hidden=(64, 32))\nb = Closure(inputs=('y',), hidden=(3,))"
+    assert "hidden=(32, 16)" in scale_widths(src, 0.5)
+    assert "hidden=(6,)" in scale_widths(src, 2.0)
+
+
+def test_tune_never_returns_worse_than_untuned(tmp_path):
+    space = load_space(write_space(tmp_path))
+    res = tune(space, HYBRID, 4, seed=0)
+    assert res.trials == 4
+    untuned = res.untuned["metrics"]["val"]["nmse"]
+    tuned = res.tuned["metrics"]["val"]["nmse"]
+    assert math.isfinite(tuned) and tuned <= untuned
+    if res.settings:  # tuned settings are what produced the tuned result
+        assert set(res.settings) <= {"lr", "lr_physical", "regularizers", "width_scale"}
+    if "width_scale" in res.settings and res.settings["width_scale"] != 1.0:
+        assert "hidden=(8, 8)" not in res.source
