@@ -110,8 +110,9 @@ def test_mutated_csv_space_loads_or_says_why(tmp_path, doc):
 def test_mutated_simulator_space_builds_or_says_why(doc):
     try:
         spec = parse_spec(_dump(doc), "sim.yaml")
-        opts = spec.data.simulator.options if spec.data.simulator else {}
-        if any(isinstance(v, int) and v > 500 for v in opts.values()):
+        sim = spec.data.simulator
+        sizes = [*sim.trajectories.values(), sim.count or 0, (sim.ood or {}).get("trajectories")]
+        if any(isinstance(v, (int, float)) and v > 500 for v in sizes):
             return  # a user may ask for a long simulation; that is not a crash
         build_splits(spec)
     except SpaceError:

@@ -7,6 +7,7 @@ would be valid.
 from __future__ import annotations
 
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -309,3 +310,16 @@ def test_hypothesis_terms_are_checked(tmp_path):
     e = error(write(tmp_path, text, long_csv()))
     assert "line 11: hypotheses.v.0.parameters" in str(e) and "init 5 is not a number" in str(e)
     assert "line 12: hypotheses.v.1.expr" in str(e) and "not a Python expression" in str(e)
+
+
+def test_absurd_simulator_parameters_fail_instead_of_hanging(tmp_path):
+    text = ("name: s\nstates: {theta: {}, omega: {}}\n"
+            "data: {simulator: {name: damped_pendulum, options: {points: 6},"
+            " trajectories: {train: 2, val: 1}}}\n"
+            "truth: {omega0_sq: 1.0e+300, alpha: 0.2}\n")
+    with warnings.catch_warnings():  # numpy overflows on the way; the answer is an error
+        warnings.simplefilter("ignore", RuntimeWarning)
+        e = error(write(tmp_path, text))
+    assert "too stiff or too long" in str(e)
+    e = error(write(tmp_path, text.replace("points: 6", "points: 6, dt: 1.0e+300")))
+    assert "dt must be a positive number" in str(e)

@@ -257,8 +257,8 @@ def _simulated_groups(spec: SpaceSpec) -> dict[str, list[Simulated]]:
                 f" or data.simulator.parameters (given: {', '.join(params) or 'none'})",
                 field="data.simulator.parameters") from None
         except Exception as e:  # options come from the user: any failure is their input's
-            raise SpaceError(f"simulator {sim.name!r} failed with these options:"
-                             f" {type(e).__name__}: {e}", field="data.simulator.options") from None
+            raise SpaceError(f"simulator {sim.name!r} failed with these parameters and options:"
+                             f" {type(e).__name__}: {e}", field="data.simulator") from None
         return _add_noise(items, sim.noise, rng)
 
     groups: dict[str, list[Simulated]] = {}

@@ -25,7 +25,7 @@ class SimulatorData(Strict):
     seed: int = 0
     trajectories: dict[str, int] = {"train": 25, "val": 25, "test": 25}
     # with splits.by: initial_condition, how many to simulate before splitting them
-    count: int | None = Field(None, ge=2)
+    count: int | None = Field(None, ge=2, le=100_000)
     ood: dict[str, Any] | None = None  # {trajectories: N, options: {...}} simulated apart
 
     @field_validator("trajectories")
@@ -34,8 +34,8 @@ class SimulatorData(Strict):
         unknown = set(v) - {"train", "val", "test", "ood"}
         if unknown:
             raise ValueError(f"unknown split(s) {sorted(unknown)}; valid: train, val, test, ood")
-        if any(n < 1 for n in v.values()):
-            raise ValueError("each split needs at least one trajectory")
+        if any(n < 1 or n > 100_000 for n in v.values()):
+            raise ValueError("each split needs from 1 to 100000 trajectories")
         return v
 
     @field_validator("ood")

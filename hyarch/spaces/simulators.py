@@ -26,9 +26,46 @@ class Simulated:
 SimFn = Callable[[dict[str, float], int, np.random.Generator, dict[str, Any]], list[Simulated]]
 
 
+MAX_POINTS = 100_000
+
+
+def _grid(options: dict[str, Any], points: int, dt: float) -> np.ndarray:
+    """The sampling grid from ``options`` (points, dt), refusing what cannot be simulated:
+    an adaptive solver asked for a horizon of 1e300 would run forever, not fail."""
+    n, h = options.get("points", points), options.get("dt", dt)
+    if isinstance(n, bool) or not isinstance(n, (int, float)) or n != int(n) \
+            or not 2 <= n <= MAX_POINTS:
+        raise ValueError(f"points must be an integer from 2 to {MAX_POINTS}, got {n!r}")
+    if isinstance(h, bool) or not isinstance(h, (int, float)) or not math.isfinite(h) \
+            or not 0 < h <= 1e4:
+        raise ValueError(f"dt must be a positive number up to 1e4, got {h!r}")
+    return np.arange(int(n)) * float(h)
+
+
+MAX_EVALUATIONS = 200_000
+
+
+class _Budget:
+    """Counts right-hand-side evaluations and stops a solve that will not finish.
+
+    Absurd parameters (omega0_sq = 1e300) make an adaptive solver take ever smaller steps
+    and never return; past the budget the simulation fails with a message instead.
+    """
+
+    def __init__(self, f, limit: int = MAX_EVALUATIONS):
+        self.f, self.left = f, limit
+
+    def __call__(self, *args):
+        self.left -= 1
+        if self.left < 0:
+            raise RuntimeError("the simulation is too stiff or too long (over"
+                               f" {MAX_EVALUATIONS} solver steps); check the parameters")
+        return self.f(*args)
+
+
 def _solve(f, y0, t, **kw) -> np.ndarray:
-    sol = solve_ivp(f, (t[0], t[-1]), y0, t_eval=t, method="DOP853", rtol=1e-10, atol=1e-10,
-                    **kw)
+    sol = solve_ivp(_Budget(f), (t[0], t[-1]), y0, t_eval=t, method="DOP853", rtol=1e-10,
+                    atol=1e-10, **kw)
     if not sol.success:
         raise RuntimeError(f"simulation failed: {sol.message}")
     return sol.y.T
@@ -39,10 +76,8 @@ def damped_pendulum(p, n, rng, options) -> list[Simulated]:
     alpha theta' = 0; initial state a random direction scaled to radius U(1.3, 2.3);
     40 points at dt = 0.5."""
     w2, alpha = p["omega0_sq"], p["alpha"]
-    points = int(options.get("points", 40))
-    dt = float(options.get("dt", 0.5))
+    t = _grid(options, 40, 0.5)
     lo, hi = options.get("radius", (1.3, 2.3))
-    t = np.arange(points) * dt
     out = []
     for _ in range(n):
         d = rng.normal(size=2)
@@ -62,12 +97,13 @@ def _segments(f, y0: np.ndarray, t: np.ndarray, policy, rtol: float = 1e-9) -> t
     N, S = y0.shape
     ys = [y0]
     us = []
+    budget = _Budget(f)
     for k in range(len(t)):
         u = np.asarray(policy(k, np.stack(ys, axis=1)), dtype=float).reshape(N, -1)
         us.append(u)
         if k == len(t) - 1:
             break
-        sol = solve_ivp(lambda tt, y, u=u: f(tt, y.reshape(N, S), u).reshape(-1),
+        sol = solve_ivp(lambda tt, y, u=u: budget(tt, y.reshape(N, S), u).reshape(-1),
                         (t[k], t[k + 1]), ys[-1].reshape(-1), method="DOP853", rtol=rtol,
                         atol=rtol * 1e-2)
         if not sol.success:
@@ -85,8 +121,8 @@ def lotka_volterra(p, n, rng, options) -> list[Simulated]:
     """Predator-prey with logistic prey growth (the term the prior lacks):
     dx/dt = alpha x (1 - x/K) - beta x y, dy/dt = delta x y - gamma y."""
     a, K, b, d, g = p["alpha"], p["K"], p["beta"], p["delta"], p["gamma"]
-    points, dt = int(options.get("points", 41)), float(options.get("dt", 0.5))
-    t = np.arange(points) * dt
+    t = _grid(options, 41, 0.5)
+    points = len(t)
     y0 = np.stack([_uniform(rng, options.get("prey0", (1.0, 4.0)), n),
                    _uniform(rng, options.get("predator0", (0.5, 2.5)), n)], axis=1)
 
@@ -111,7 +147,9 @@ def lung_cancer(p, n, rng, options) -> list[Simulated]:
     bigger tumours get treated more (time-varying confounding)."""
     rho, K, bc, ar = p["rho"], p["K"], p["beta_c"], p["alpha_r"]
     br = p.get("beta_r", ar / 10.0)
-    days = int(options.get("days", 60))
+    days = options.get("days", 60)
+    if isinstance(days, bool) or not isinstance(days, int) or not 2 <= days <= 10_000:
+        raise ValueError(f"days must be an integer from 2 to 10000, got {days!r}")
     gamma = float(options.get("gamma", 10.0))
     d_max = float(options.get("d_max", 13.0))
     chemo_dose, radio_dose = float(options.get("chemo_dose", 5.0)), float(options.get("radio_dose", 2.0))
@@ -142,8 +180,7 @@ def seir(p, n, rng, options) -> list[Simulated]:
     lacks): beta(t) = beta0 (1 - eta lockdown(t)). Fractions of the population; the
     lockdown starts on a sample day in ``start`` and, when ``duration`` is given, lifts."""
     b0, eta, sigma, gam = p["beta0"], p["eta"], p["sigma"], p["gamma"]
-    points, dt = int(options.get("points", 61)), float(options.get("dt", 2.0))
-    t = np.arange(points) * dt
+    t = _grid(options, 61, 2.0)
     i0 = _uniform(rng, options.get("infected0", (1e-3, 1e-2)), n)
     y0 = np.stack([1 - 2 * i0, i0, i0, np.zeros(n)], axis=1)
     start = _uniform(rng, options.get("start", (16.0, 50.0)), n)
@@ -171,11 +208,13 @@ def reaction_diffusion(p, n, rng, options) -> list[Simulated]:
     du/dt = a lap(u) + u - u^3 - k - v, dv/dt = b lap(v) + u - v; [-1, 1]^2 domain, smooth
     random initial fields. The prior lacks the constant k."""
     a, b, k = p["a"], p["b"], p["k"]
-    size = int(options.get("grid", 16))
-    points, dt = int(options.get("points", 26)), float(options.get("dt", 0.1))
+    size = options.get("grid", 16)
+    if isinstance(size, bool) or not isinstance(size, int) or not 4 <= size <= 256:
+        raise ValueError(f"grid must be an integer from 4 to 256, got {size!r}")
+    t = _grid(options, 26, 0.1)
+    points = len(t)
     amp = options.get("amplitude", (0.5, 1.0))
     dx = 2.0 / size
-    t = np.arange(points) * dt
     freq = np.fft.fftfreq(size, d=dx)
     k2 = freq[:, None] ** 2 + freq[None, :] ** 2
     smooth = np.exp(-k2 / (2 * float(options.get("bandwidth", 1.0)) ** 2))
@@ -194,7 +233,7 @@ def reaction_diffusion(p, n, rng, options) -> list[Simulated]:
         dv = b * _laplacian(v, dx) + u - v
         return np.stack([du, dv], axis=1).reshape(-1)
 
-    sol = solve_ivp(f, (t[0], t[-1]), f0.reshape(-1), t_eval=t, method="RK45", rtol=1e-8,
+    sol = solve_ivp(_Budget(f), (t[0], t[-1]), f0.reshape(-1), t_eval=t, method="RK45", rtol=1e-8,
                     atol=1e-10)
     if not sol.success:
         raise RuntimeError(f"simulation failed: {sol.message}")
