@@ -87,6 +87,8 @@ class Feedback:
     rejected: tuple[PoolEntry, ...] = ()  # rejected by the reviewer, with the reason
     notes: tuple[str, ...] = ()  # the reviewer's general notes
     distilled: tuple[dict[str, Any], ...] = ()  # closure distillations, as evidence
+    # new hypothesis terms from good distillations: {state, name, expr, parameters, ...}
+    grammar: tuple[dict[str, Any], ...] = ()
 
 
 class Proposer(ABC):

@@ -80,6 +80,7 @@ class SearchConfig:
     seed: int = 0
     timeout: float | None = None  # per candidate; default from the space's training budget
     memory_mb: int = 6144
+    distill: bool = True  # distil trained closures; good ones become new candidates
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -204,8 +205,10 @@ class Session:
             elif entry.status == "failed":
                 failures.append(entry)
         failures.sort(key=lambda e: e.id, reverse=True)
+        evidence, grammar = self._distillations()
         return Feedback(round=round_no, pool=tuple(pool), failures=tuple(failures[:FAILURES_SHOWN]),
-                        rejected=tuple(rejected), notes=tuple(self.run.general_notes()))
+                        rejected=tuple(rejected), notes=tuple(self.run.general_notes()),
+                        distilled=tuple(evidence), grammar=tuple(grammar))
 
     def _claim(self, code_hash: str | None = None) -> tuple[int, str] | None:
         """Claim a fresh candidate id through the study (atomic across workers), or None
@@ -272,6 +275,7 @@ class Session:
         cfg = self.cfg
         run = self.run
         self._numbers: dict[str, int] = {}
+        self._distilled: list[Proposal] = []
         hashes: dict[str, str] = {}
         tokens, cost = self._usage_so_far()
         self._sync_from_study()
@@ -325,7 +329,10 @@ class Session:
                     fb = self.feedback(round_no)
                     self.progress(f"round {round_no}: proposing {want} candidate(s) with"
                                   f" {self.proposer.name}")
-                    for prop in self.proposer.propose(self.space, fb, want):
+                    queued, self._distilled = self._distilled[:want], self._distilled[want:]
+                    proposals = queued + (self.proposer.propose(self.space, fb, want - len(queued))
+                                          if want > len(queued) else [])
+                    for prop in proposals:
                         tokens += int(prop.usage.get("total_tokens") or 0)
                         cost += float(prop.usage.get("cost") or 0.0)
                         admitted = self._admit(prop, round_no, hashes)
@@ -509,13 +516,54 @@ class Session:
                                           rec.result)
             self.proposer.observe(prop, entry)
 
+    def _keep_distillation(self, cid: str, entries: list[dict[str, Any]]) -> None:
+        """Save what the closures distilled to; a good one is next round's candidate."""
+        from hyarch.runs import atomic_write
+
+        atomic_write(self.run.candidate_dir(cid) / "distill.json",
+                     json.dumps(entries, indent=2, default=str))
+        seen = set()
+        for e in entries:
+            src = e.get("source")
+            if src and src not in seen:
+                seen.add(src)
+                self._distilled.append(Proposal(src, "distill", parents=(cid,)))
+                self.progress(f"  {cid}: closure {e.get('closure')} distils to"
+                              f" {e.get('expression')} (explains {e.get('explained', 0):.3f});"
+                              " queued as a mechanistic candidate")
+
+    def _distillations(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Compact evidence for prompts, and grammar terms for the offline proposer."""
+        evidence, grammar = [], []
+        for rec in self.run.candidates():
+            p = rec.path / "distill.json"
+            if not p.is_file() or rec.status != "ok":
+                continue
+            try:
+                entries = json.loads(p.read_text())
+            except json.JSONDecodeError:
+                continue
+            for e in entries:
+                evidence.append({"candidate": rec.id, "closure": e.get("closure"),
+                                 "state": e.get("state"), "expression": e.get("expression"),
+                                 "explained_on_validation": e.get("explained")})
+            try:
+                from hyarch.distill import grammar_terms
+
+                for state, terms in grammar_terms(entries).items():
+                    grammar += [{"state": state, **t} for t in terms]
+            except ImportError:
+                pass
+        return evidence[-8:], grammar
+
     def _evaluate(self, pool, pending, round_no, hashes, interrupted):
         futures: dict[Future, tuple[str, Proposal | None]] = {}
         for cid, prop in pending:
             rec = self.run.read_candidate(cid)
             fut = pool.submit(run_candidate, self.space_path, rec.source,
                               filename=f"{cid}/model.py", limits=self.limits,
-                              device=self.cfg.device, overrides=self.cfg.overrides)
+                              device=self.cfg.device, overrides=self.cfg.overrides,
+                              distill=self.cfg.distill)
             futures[fut] = (cid, prop)
         finished = []
         remaining = set(futures)
@@ -526,10 +574,13 @@ class Session:
                 try:
                     res = fut.result()
                     result, weights = res.result, res.weights
+                    extra = res.extra
                 except Exception as e:  # the harness itself failed: still a failed candidate
                     from hyarch.evaluate import failed
 
-                    result, weights = failed(f"evaluation harness error: {e}"), None
+                    result, weights, extra = failed(f"evaluation harness error: {e}"), None, {}
+                if extra.get("distilled"):
+                    self._keep_distillation(cid, extra["distilled"])
                 entry = self._finish(cid, prop, result, weights)
                 finished.append((cid, prop, entry))
                 self.progress(self._candidate_line(cid, result))

@@ -19,6 +19,7 @@ import optuna
 
 from hyarch.agent.base import Feedback, PoolEntry, Proposal, Proposer
 from hyarch.spaces.loader import builtin_dir
+from hyarch.spaces.schema import Term
 from hyarch.spaces.space import Space
 
 NONE = "none"
@@ -66,14 +67,27 @@ class OfflineProposer(Proposer):
         self._trials: dict[int, optuna.trial.Trial] = {}
         self._seen: set[tuple] = set()
         self._seeded = False
+        self._extra: list[dict[str, Any]] = []  # distilled terms added to the grammar
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(builtin_dir("prompts"))),
                                  undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
         self._template = env.get_template("offline_candidate.py.j2")
 
     # -- the structural choices ---------------------------------------------------------
+    def _terms(self, space: Space) -> dict[str, list]:
+        """The space's hypotheses plus terms distilled from trained closures."""
+        terms = {state: list(ts) for state, ts in space.spec.hypotheses.items()}
+        for extra in self._extra:
+            names = {t.name for t in terms.get(extra["state"], [])}
+            if extra["name"] not in names:
+                terms.setdefault(extra["state"], []).append(Term(
+                    name=extra["name"], expr=extra["expr"],
+                    parameters=extra.get("parameters", {}),
+                    description=extra.get("description", "")))
+        return terms
+
     def _grammar(self, space: Space) -> dict[str, list]:
         g: dict[str, list] = {}
-        for state, terms in space.spec.hypotheses.items():
+        for state, terms in self._terms(space).items():
             for term in terms:
                 g[f"term:{state}:{term.name}"] = [False, True]
         for i, site in enumerate(space.spec.closures):
@@ -113,6 +127,8 @@ class OfflineProposer(Proposer):
         self._seeded = self._seeded or bool(entries)
 
     def propose(self, space: Space, feedback: Feedback, n: int) -> list[Proposal]:
+        known = {(e["state"], e["name"]) for e in self._extra}
+        self._extra += [g for g in feedback.grammar if (g["state"], g["name"]) not in known]
         study = self._study_for(space)
         grammar = self._grammar(space)
         if not self._seeded:
@@ -186,7 +202,7 @@ class OfflineProposer(Proposer):
         known = set(declared)
         params, closures, parts = [], [], {}
         desc = []
-        for state, terms in space.spec.hypotheses.items():
+        for state, terms in self._terms(space).items():
             for term in terms:
                 if not choices.get(f"term:{state}:{term.name}"):
                     continue

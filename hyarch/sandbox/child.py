@@ -70,14 +70,28 @@ def main() -> int:
 
         scratch = os.path.realpath(tempfile.gettempdir())
         guard = _install_guard(roots, scratch if job.get("scratch") else "")
+        distill = None
+        if job.get("distill"):
+            try:
+                from hyarch.distill import distill_candidate as distill
+            except ImportError:  # pysindy/scikit-learn not installed: no distillation
+                distill = None
         guard["active"] = True
         try:
             out = evaluate_source(space, job["source"], filename=job.get("filename", "model.py"),
                                   device=job.get("device", "cpu"),
                                   overrides=job.get("overrides") or {})
+            reply = {"result": out.result}
+            if (distill is not None and out.model is not None
+                    and out.result.get("status") == "ok" and out.model.closures()):
+                try:  # what did the networks learn? (train/val states only)
+                    entries = distill(space, job["source"], out.model)
+                    reply["distilled"] = [{k: v for k, v in e.items() if k != "library"}
+                                          for e in entries]
+                except Exception as e:  # noqa: BLE001 - distillation is a bonus, never fatal
+                    reply["distill_error"] = f"{type(e).__name__}: {e}"
         finally:
             guard["active"] = False
-        reply = {"result": out.result}
         if out.model is not None and out.result.get("status") == "ok":
             buf = io.BytesIO()
             torch.save({k: v.detach().cpu() for k, v in out.model.state_dict().items()}, buf)

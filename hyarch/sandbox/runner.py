@@ -62,7 +62,7 @@ def _fail(reason: str, seconds: float, **kw) -> SandboxResult:
 
 def run_candidate(
     space_path: str | Path, source: str, *, filename: str = "model.py", limits: Limits = Limits(),
-    device: str = "cpu", overrides: dict[str, Any] | None = None,
+    device: str = "cpu", overrides: dict[str, Any] | None = None, distill: bool = False,
 ) -> SandboxResult:
     """Static checks, then train and score ``source`` in a child process."""
     start = time.perf_counter()
@@ -72,16 +72,17 @@ def run_candidate(
         return _fail(str(e), time.perf_counter() - start)
     scratch = tempfile.TemporaryDirectory(prefix="hyarch-sandbox-")
     try:
-        return _run(space_path, source, filename, limits, device, overrides, scratch.name, start)
+        return _run(space_path, source, filename, limits, device, overrides, scratch.name, start,
+                    distill)
     finally:
         scratch.cleanup()
 
 
-def _run(space_path, source, filename, limits, device, overrides, scratch, start):
+def _run(space_path, source, filename, limits, device, overrides, scratch, start, distill):
     read_fd, write_fd = os.pipe()
     job = {"space": str(space_path), "source": source, "filename": filename,
            "device": device, "overrides": overrides or {}, "threads": limits.threads,
-           "result_fd": write_fd, "scratch": scratch}
+           "result_fd": write_fd, "scratch": scratch, "distill": distill}
     env = clean_env(limits.threads)
     env.update(TMPDIR=scratch, TORCHINDUCTOR_CACHE_DIR=os.path.join(scratch, "inductor"))
 
@@ -152,7 +153,8 @@ def _run(space_path, source, filename, limits, device, overrides, scratch, start
         result["reason"] = (f"the candidate exceeded the {limits.memory_mb} MB memory limit"
                             f" ({reason[:200]})")
     weights = base64.b64decode(reply["weights"]) if reply.get("weights") else None
-    return SandboxResult(result, weights, seconds, proc.returncode, stderr)
+    extra = {k: reply[k] for k in ("distilled", "distill_error") if k in reply}
+    return SandboxResult(result, weights, seconds, proc.returncode, stderr, extra)
 
 
 _LIVE: set[subprocess.Popen] = set()
