@@ -254,10 +254,13 @@ def replace_closure(source: str, model: HybridModel, closure: str,
     # existing parameters start at the hybrid's fitted values, plus what the closure absorbed
     fitted = model.physical_values()
     specs = model.parameter_specs
+    shifts: dict[str, list[float]] = {}
     for part in parts:
         d = part if isinstance(part, dict) else part.to_dict()
         for p, c in d["shifts"].items():
-            fitted[p] = fitted[p] + c
+            shifts.setdefault(p, []).append(c)
+    for p, cs in shifts.items():  # a parameter in several states: one shift, seen in each
+        fitted[p] = fitted[p] + sum(cs) / len(cs)
     for name, call in _parameters(setup).items():
         if name in fitted:
             spec = specs[name]
