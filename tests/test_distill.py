@@ -240,6 +240,38 @@ def test_derivatives_without_a_dict_literal_get_a_wrapper(pendulum):
                                rtol=1e-4, atol=1e-5)
 
 
+def test_closure_feeding_two_states_is_replaced_in_both(pendulum):
+    class Both(HybridModel):
+        def setup(self):
+            self.omega0_sq = self.parameter(init=1.0, bounds=(0.01, 10.0))
+            self.correction = Formula(inputs=("theta", "omega"), hidden=(4,))
+            self.correction.formula = lambda th, om: -0.2 * om - 0.1 * torch.sin(th)
+
+        def derivatives(self, t, s, u):
+            g = self.correction(s)
+            return {"theta": s.omega + 0.5 * g,
+                    "omega": -self.omega0_sq * torch.sin(s.theta) + g}
+
+    source = APHYNITY.replace(
+        """        return {
+            "theta": s.omega,
+            "omega": -self.omega0_sq * torch.sin(s.theta) + self.correction(s.theta, s.omega),
+        }""",
+        """        g = self.correction(s)
+        return {"theta": s.omega + 0.5 * g,
+                "omega": -self.omega0_sq * torch.sin(s.theta) + g}""")
+    model = make_factory(Both, pendulum.states, pendulum.inputs, pendulum.scales())()
+    model.set_physical({"omega0_sq": W2 - 0.1})
+    entries = distill_candidate(pendulum, source, model)
+    assert [e["state"] for e in entries] == ["theta", "omega"]
+    assert entries[0]["source"] == entries[1]["source"] and not entries[0]["in_place"]
+    assert entries[1]["shifts"] == {"omega0_sq": pytest.approx(0.1, rel=1e-4)}
+    new = build(pendulum, entries[0]["source"])
+    assert new.physical_values()["omega0_sq"] == pytest.approx(W2, rel=1e-4)
+    torch.testing.assert_close(field_at(new, pendulum), field_at(model, pendulum),
+                               rtol=1e-4, atol=1e-5)
+
+
 def test_a_poor_distillation_writes_no_candidate(pendulum):
     model = exact_model(pendulum, lambda th, om: torch.sign(torch.sin(7 * th)) * 0.3)
     (entry,) = distill_candidate(pendulum, APHYNITY, model, degree=1, min_explained=0.95)
