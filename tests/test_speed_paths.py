@@ -197,3 +197,20 @@ def test_config_rejects_bad_speed_settings():
         TrainConfig(window_batch=0)
     with pytest.raises(ValueError, match="min_delta"):
         TrainConfig(min_delta=1.5)
+
+
+def test_own_adam_matches_torch_adam_exactly():
+    from hyarch.core.train import _Adam
+
+    torch.manual_seed(0)
+    a = [torch.nn.Parameter(torch.randn(3, 4)), torch.nn.Parameter(torch.randn(2))]
+    b = [torch.nn.Parameter(x.detach().clone()) for x in a]
+    ours = _Adam([{"params": a[:1], "lr": 0.05}, {"params": a[1:], "lr": 5e-3}])
+    ref = torch.optim.Adam([{"params": b[:1], "lr": 0.05}, {"params": b[1:], "lr": 5e-3}])
+    for _ in range(30):
+        for ps, opt in ((a, ours), (b, ref)):
+            opt.zero_grad()
+            ((ps[0].sin() ** 2).sum() + (ps[1] ** 3).sum()).backward()
+            opt.step()
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-7)

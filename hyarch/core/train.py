@@ -61,6 +61,9 @@ class TrainConfig:
     # to bring the parameters into the next width's basin, later stages go on training
     stage_patience: int = 25
     stage_gain: float = 0.05
+    # a longer window whose first loss is within this factor of the previous width's best
+    # is already fitted (errors grow with the width when parameters are off): skip it
+    stage_skip: float = 2.0
     # candidates with networks fit random mini-batches of this many windows per iteration
     # (their cost grows with the batch; a network-free candidate's barely does)
     window_batch: int = 256
@@ -156,6 +159,44 @@ def _extract(model: HybridModel, factory: Factory, index: int) -> HybridModel:
     return one.to(next(model.parameters(), torch.zeros(())).device)
 
 
+class _Adam:
+    """Adam (Kingma and Ba; the same update as ``torch.optim.Adam`` with its defaults).
+
+    Why not torch's: the first ``torch.optim`` optimizer built in a process imports
+    ``torch._dynamo``, seconds of start-up that every sandboxed candidate would pay, on top
+    of a training of a few seconds. Same interface as far as training uses it:
+    ``param_groups`` (with ``lr``), ``zero_grad`` and ``step``.
+    """
+
+    def __init__(self, groups: list[dict], betas=(0.9, 0.999), eps: float = 1e-8) -> None:
+        self.param_groups = [dict(g, params=list(g["params"])) for g in groups]
+        self.betas, self.eps = betas, eps
+        self.state: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.t = 0
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for g in self.param_groups:
+            for p in g["params"]:
+                p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.t += 1
+        b1, b2 = self.betas
+        c1 = 1 - b1 ** self.t
+        c2 = math.sqrt(1 - b2 ** self.t)
+        for g in self.param_groups:
+            for p in g["params"]:
+                if p.grad is None:
+                    continue
+                m, v = self.state.get(id(p)) or self.state.setdefault(
+                    id(p), (torch.zeros_like(p), torch.zeros_like(p)))
+                m.lerp_(p.grad, 1 - b1)
+                v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                denom = (v.sqrt() / c2).add_(self.eps)
+                p.addcdiv_(m, denom, value=-g["lr"] / c1)
+
+
 def _optimizer(model: HybridModel, cfg: TrainConfig, scale: float = 1.0):
     groups = []
     if model.physical_raw_parameters():
@@ -164,7 +205,7 @@ def _optimizer(model: HybridModel, cfg: TrainConfig, scale: float = 1.0):
         groups.append({"params": model.neural_parameters(), "lr": cfg.lr * scale})
     if not groups:
         return None
-    return torch.optim.Adam(groups)
+    return _Adam(groups)
 
 
 class _Trainer:
@@ -267,10 +308,11 @@ def fit(
     max_batch = cfg.max_windows
     if model.neural_parameters():
         max_batch = min(max_batch, cfg.window_batch)
+    prev_best = math.inf
     for width in sorted(w for w in cfg.windows if w < train.length - 1):
         windows = train.windows(width)
         best, ref, since = math.inf, math.inf, 0
-        for _ in range(cfg.stage_iters):
+        for k in range(cfg.stage_iters):
             batch = windows
             if windows.n > max_batch:
                 idx = torch.randperm(windows.n, device=device)[:max_batch]
@@ -285,6 +327,8 @@ def fit(
             alive = alive & torch.isfinite(traj)
             cur = float(traj[alive].min()) if bool(alive.any()) else math.inf
             best = min(best, cur)
+            if k == 0 and math.isfinite(prev_best) and cur <= cfg.stage_skip * prev_best:
+                break
             if best < ref * (1 - cfg.stage_gain):
                 ref, since = best, 0
             else:
@@ -292,6 +336,7 @@ def fit(
             if since >= cfg.stage_patience or tr.out_of_time():
                 break
         tr.log((f"window{width}", iterations, best, math.nan))
+        prev_best = best
         if tr.out_of_time():
             break
 
