@@ -323,3 +323,11 @@ def test_absurd_simulator_parameters_fail_instead_of_hanging(tmp_path):
     assert "too stiff or too long" in str(e)
     e = error(write(tmp_path, text.replace("points: 6", "points: 6, dt: 1.0e+300")))
     assert "dt must be a positive number" in str(e)
+
+
+def test_simulated_data_cannot_be_split_by_a_csv_column(tmp_path):
+    text = ("name: s\nstates: {theta: {}, omega: {}}\n"
+            "data: {simulator: {name: damped_pendulum, trajectories: {train: 2, val: 1}}}\n"
+            "truth: {omega0_sq: 1.0, alpha: 0.2}\nsplits: {by: column}\n")
+    e = error(write(tmp_path, text))
+    assert e.field == "splits.by" and "is for CSV data" in str(e)

@@ -247,6 +247,11 @@ def _simulated_groups(spec: SpaceSpec) -> dict[str, list[Simulated]]:
     except ValueError as e:
         raise SpaceError(str(e), field="data.simulator.name") from None
     params = {**spec.truth, **sim.parameters}
+    if spec.splits.by in ("time", "column"):
+        raise SpaceError(
+            f"splits.by: {spec.splits.by} is for CSV data; simulated data is split by"
+            " trajectory (counts in data.simulator.trajectories, OOD in data.simulator.ood)"
+            " or by initial_condition", field="splits.by")
 
     def run(n: int, rng, options: dict) -> list[Simulated]:
         try:
@@ -417,6 +422,9 @@ def _csv_groups(spec: SpaceSpec, space_path: Path | None) -> dict[str, list[Simu
 def _split_csv(spec, trajs, path) -> dict[str, list[Simulated]]:
     by = spec.splits.by
     fr = spec.splits.fractions
+    if by == "simulator":
+        raise SpaceError("splits.by: simulator is for simulated data; split a CSV by"
+                         " trajectory, time, initial_condition or column", field="splits.by")
     groups: dict[str, list[Simulated]] = {k: [] for k in fr}
     if by == "column" or spec.data.csv.split:
         if not spec.data.csv.split:
