@@ -42,7 +42,10 @@ def test_offline_search_fills_the_budget_and_records_every_candidate(offline_run
     assert len(ids) == 4 and summary.candidates == 4
     for rec in run.candidates():
         assert rec.finished, rec.id
-        assert rec.meta["proposer"] == "offline"
+        assert rec.meta["proposer"] in ("offline", "distill")
+        if rec.meta["proposer"] == "distill":  # a trained closure, distilled to terms
+            assert rec.meta["parents"] and (run.candidate_dir(rec.meta["parents"][0])
+                                            / "distill.json").is_file()
         assert rec.meta["code_hash"]
     # the first round holds the prior alone and the APHYNITY-style hybrid
     first = [run.read_candidate(i).meta["choices"] for i in ids[:2]]

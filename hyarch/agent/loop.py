@@ -297,7 +297,7 @@ class Session:
             self._numbers[cid] = run.read_candidate(cid).meta.get("trial")
             pending.append((cid, None))
         if hasattr(self.proposer, "warm_start"):
-            self.proposer.warm_start(self.space, [e for e, _ in entries if e.status != "pending"])
+            self.proposer.warm_start(self.space, [e for e, _ in entries])
         if entries:
             self.progress(f"resuming {run.path}: {sum(1 for e, _ in entries if e.status != 'pending')}"
                           f" finished, {len(pending)} to re-evaluate")

@@ -119,6 +119,9 @@ class OfflineProposer(Proposer):
             params = {k: v for k, v in e.choices.items() if k in grammar}
             if len(params) != len(grammar):
                 continue
+            self._seen.add(tuple(sorted(params.items())))
+            if e.status == "pending":  # to be evaluated again: seen, but no value yet
+                continue
             dists = {k: optuna.distributions.CategoricalDistribution(grammar[k]) for k in params}
             value = FAILED_VALUE if e.verdict == "rejected" else self.objective(e)
             study.add_trial(optuna.trial.create_trial(params=params, distributions=dists,
