@@ -42,6 +42,20 @@ budget: {{candidates: 4, per_round: 2}}
 """
 
 
+HYBRID = '''import torch
+from hyarch import Closure, HybridModel
+
+
+class Model(HybridModel):
+    def setup(self):
+        self.omega0_sq = self.parameter(init=1.0, bounds=(0.01, 10.0))
+        self.g = Closure(inputs=("theta", "omega"), hidden=(8, 8))
+
+    def derivatives(self, t, s, u):
+        return {"theta": s.omega, "omega": -self.omega0_sq * torch.sin(s.theta) + self.g(s)}
+'''
+
+
 def write_space(tmp_path: Path) -> Path:
     path = tmp_path / "tiny_search.yaml"
     path.write_text(textwrap.dedent(SPACE))

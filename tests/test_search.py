@@ -16,7 +16,7 @@ import pytest
 from hyarch.agent.loop import SearchConfig, SearchError, Session
 from hyarch.ranking.study import open_study, recorded_ids
 from hyarch.runs import Run
-from tests.search_fixtures import FRICTION, write_space
+from tests.search_fixtures import FRICTION, HYBRID, write_space
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -134,19 +134,7 @@ def test_resume_needs_a_run(tmp_path):
 
 GOOD_REPLY = "Here is a better model.\n```python\n" + FRICTION.read_text() + "```\n"
 BROKEN_REPLY = "```python\nimport torch\nclass Model(HybridModel:\n    pass\n```"
-HYBRID_REPLY = """```python
-import torch
-from hyarch import Closure, HybridModel
-
-
-class Model(HybridModel):
-    def setup(self):
-        self.omega0_sq = self.parameter(init=1.0, bounds=(0.01, 10.0))
-        self.g = Closure(inputs=("theta", "omega"), hidden=(8, 8))
-
-    def derivatives(self, t, s, u):
-        return {"theta": s.omega, "omega": -self.omega0_sq * torch.sin(s.theta) + self.g(s)}
-```"""
+HYBRID_REPLY = "```python\n" + HYBRID + "```"
 
 
 def test_llm_search_feeds_errors_and_parameters_back(tmp_path, monkeypatch):

@@ -6,20 +6,7 @@ import math
 
 from hyarch.ranking.tune import scale_widths, tune
 from hyarch.spaces.loader import load_space
-from tests.search_fixtures import write_space
-
-HYBRID = '''import torch
-from hyarch import Closure, HybridModel
-
-
-class Model(HybridModel):
-    def setup(self):
-        self.omega0_sq = self.parameter(init=1.0, bounds=(0.01, 10.0))
-        self.g = Closure(inputs=("theta", "omega"), hidden=(8, 8))
-
-    def derivatives(self, t, s, u):
-        return {"theta": s.omega, "omega": -self.omega0_sq * torch.sin(s.theta) + self.g(s)}
-'''
+from tests.search_fixtures import HYBRID, write_space
 
 
 def test_scale_widths_rewrites_every_hidden_tuple():
