@@ -54,6 +54,9 @@ def register(sub) -> None:
     p.add_argument("run", help="run folder")
     p.add_argument("id", nargs="?", help="candidate id (default: the best)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--identifiability", action="store_true",
+                   help="profile each physical parameter and retrain with other closure"
+                        " capacities (minutes); saved to identifiability.json")
     p.set_defaults(func=cmd_show)
 
 
@@ -230,7 +233,38 @@ def cmd_show(args) -> int:
     v = run.verdicts().get(rec.id)
     if v:
         c.print(f"review: {v.get('verdict') or '-'}; notes: {'; '.join(v.get('notes', []))}")
-    for extra in ("fit.png", "distill.json", "identifiability.json"):
-        if (rec.path / extra).is_file():
-            c.print(f"{extra}: {rec.path / extra}")
+    _show_mechanisms(run, rec, c, compute=args.identifiability)
+    if (rec.path / "fit.png").is_file():
+        c.print(f"fit plot: {rec.path / 'fit.png'}")
     return EXIT_OK
+
+
+def _show_mechanisms(run, rec, c, compute: bool) -> None:
+    """What the closures distilled to, and which parameters the data pin down."""
+    dpath, ipath = rec.path / "distill.json", rec.path / "identifiability.json"
+    try:
+        from hyarch.distill import format_distillation, format_identifiability, identifiability
+    except ImportError:
+        return
+    if dpath.is_file():
+        c.print("[bold]closures distilled[/] (on validation states)")
+        entries = json.loads(dpath.read_text())
+        for e in entries:
+            e.setdefault("library", [])
+        c.print(format_distillation(entries), markup=False)
+    if compute and rec.status == "ok":
+        from hyarch.report.replay import ReplayError, load_run_space, load_trained
+        from hyarch.runs import atomic_write
+
+        try:
+            space = load_run_space(run)
+            model = load_trained(rec, space)
+        except ReplayError as e:
+            c.print(f"[red]identifiability not computed[/]: {e}")
+            return
+        c.print("computing identifiability (profiles and capacity retraining)...")
+        report = identifiability(space, rec.source, model)
+        atomic_write(ipath, json.dumps(report, indent=2, default=str))
+    if ipath.is_file():
+        c.print("[bold]identifiability[/]")
+        c.print(format_identifiability(json.loads(ipath.read_text())), markup=False)

@@ -86,8 +86,7 @@ def main() -> int:
                     and out.result.get("status") == "ok" and out.model.closures()):
                 try:  # what did the networks learn? (train/val states only)
                     entries = distill(space, job["source"], out.model)
-                    reply["distilled"] = [{k: v for k, v in e.items() if k != "library"}
-                                          for e in entries]
+                    reply["distilled"] = entries
                 except Exception as e:  # noqa: BLE001 - distillation is a bonus, never fatal
                     reply["distill_error"] = f"{type(e).__name__}: {e}"
         finally:
