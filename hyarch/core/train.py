@@ -218,13 +218,16 @@ class _Trainer:
         self.history: list[tuple[str, int, float, float]] = []
         self.stamps: list[float] = []
         self.start = time.perf_counter()
+        self.monitor = None
         self.regularized = bool(model.closures()) and any(
             w > 0 for w in cfg.regularizers.values()
         )
 
-    def log(self, entry: tuple[str, int, float, float]) -> None:
+    def log(self, entry: tuple[str, int, float, float], replica: int = 0) -> None:
         self.history.append(entry)
         self.stamps.append(time.perf_counter() - self.start)
+        if self.monitor is not None:
+            self.monitor(entry, self.model, replica)
 
     def out_of_time(self) -> bool:
         return time.perf_counter() > self.deadline
@@ -279,8 +282,14 @@ def fit(
     cfg: TrainConfig = TrainConfig(),
     *,
     progress: Callable[[str], None] | None = None,
+    monitor: Callable[[tuple, HybridModel, int], None] | None = None,
 ) -> FitResult:
-    """Train a candidate built by ``factory(replicas=R)`` on ``train``, select on ``val``."""
+    """Train a candidate built by ``factory(replicas=R)`` on ``train``, select on ``val``.
+
+    ``monitor(entry, model, replica)``, if given, sees every history entry with the model
+    as it is then (during the windows, R replicas, ``replica`` the best on the windows):
+    benchmarks use it to time when a quality target is first met.
+    """
     start = time.perf_counter()
     deadline = start + cfg.max_seconds
     torch.manual_seed(cfg.seed)
@@ -297,6 +306,7 @@ def fit(
         _diversify(model, cfg.seed)
     tr = _Trainer(model, cfg, scales, deadline)
     tr.start = start
+    tr.monitor = monitor
     iterations = 0
     alive = torch.ones(R, dtype=torch.bool, device=device)
     n_nan = 0
@@ -308,7 +318,7 @@ def fit(
     max_batch = cfg.max_windows
     if model.neural_parameters():
         max_batch = min(max_batch, cfg.window_batch)
-    prev_best = math.inf
+    prev_best, lead = math.inf, 0
     for width in sorted(w for w in cfg.windows if w < train.length - 1):
         windows = train.windows(width)
         best, ref, since = math.inf, math.inf, 0
@@ -325,7 +335,9 @@ def fit(
                     raise TrainingError("training diverged: the loss is NaN or infinite")
                 continue
             alive = alive & torch.isfinite(traj)
-            cur = float(traj[alive].min()) if bool(alive.any()) else math.inf
+            masked = torch.where(alive, traj, torch.full_like(traj, math.inf))
+            cur = float(masked.min())
+            lead = int(masked.argmin())
             best = min(best, cur)
             if k == 0 and math.isfinite(prev_best) and cur <= cfg.stage_skip * prev_best:
                 break
@@ -335,7 +347,7 @@ def fit(
                 since += 1
             if since >= cfg.stage_patience or tr.out_of_time():
                 break
-        tr.log((f"window{width}", iterations, best, math.nan))
+        tr.log((f"window{width}", iterations, best, math.nan), lead)
         prev_best = best
         if tr.out_of_time():
             break
@@ -502,6 +514,7 @@ def _lbfgs(model, tr: _Trainer, train, cfg: TrainConfig, best_val: float,
             failed = True
             break
         v = val_loss()
+        tr.log(("lbfgs-chunk", done, cur, v))
         if v < best_val:
             best_val, best_state = v, copy.deepcopy(model.state_dict())
         if cur > prev * (1 - 1e-3) or cur == 0.0:
