@@ -113,3 +113,22 @@ def test_a_dead_workers_trial_does_not_stay_running(tmp_path):
     states = {t.number: t.state for t in study.get_trials()}
     assert states[trial.number] == optuna.trial.TrialState.FAIL
     assert states[fresh.number] == optuna.trial.TrialState.RUNNING
+
+
+def test_constraints_use_optunas_api_and_rank_infeasible_last():
+    from hyarch.ranking.study import Objectives, constraint_values, record
+
+    obj = Objectives(closure_share_cap=0.3, plausible=(("alpha", 0.0, 1.0),))
+    ok = {"status": "ok", "metrics": {"val": {"nmse": 1e-3}}, "closure_share": 0.1,
+          "n_neural_params": 10, "parameters": {"alpha": 0.5}}
+    bad = {**ok, "metrics": {"val": {"nmse": 1e-4}}, "closure_share": 0.5,
+           "parameters": {"alpha": 3.0}}
+    cons = constraint_values(bad, obj)
+    assert cons["closure_share_cap"] == pytest.approx(0.2)
+    assert cons["plausible:alpha"] == pytest.approx(2.0)
+    assert all(v <= 0 for v in constraint_values(ok, obj).values())
+    study = optuna.create_study(directions=["minimize"] * 3)
+    record(study, "c0001", {}, ok, obj)
+    record(study, "c0002", {}, bad, obj)  # better fit, but infeasible
+    assert study.trials[1].constraints["plausible:alpha"] == pytest.approx(2.0)
+    assert pareto_ids(study) == ["c0001"]

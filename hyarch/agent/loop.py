@@ -145,9 +145,11 @@ class Session:
         self.minutes = cfg.minutes or spec.budget.minutes
         self.max_tokens = cfg.tokens or spec.budget.tokens
         self.max_cost = cfg.cost or spec.budget.cost
-        self.objectives = Objectives(regularizer=spec.objectives.regularizer,
-                                     complexity=spec.objectives.complexity,
-                                     closure_share_cap=spec.objectives.closure_share_cap)
+        self.objectives = Objectives(
+            regularizer=spec.objectives.regularizer, complexity=spec.objectives.complexity,
+            closure_share_cap=spec.objectives.closure_share_cap,
+            plausible=tuple((k, float(lo), float(hi))
+                            for k, (lo, hi) in spec.objectives.plausible.items()))
         timeout = cfg.timeout or (cfg.overrides.get("max_seconds") or
                                   spec.training.max_seconds) * 1.5 + 60
         self.limits = Limits(timeout=timeout, memory_mb=cfg.memory_mb, threads=1)
@@ -508,6 +510,31 @@ class Session:
             return cid, entry
         return cid, None
 
+    def _upload_artifacts(self, cid: str, number: int | None) -> None:
+        """The candidate's files as Optuna artifacts of its (still running) trial, for
+        optuna-dashboard; a finished trial cannot take artifacts any more."""
+        if number is None:
+            return
+        try:
+            import optuna
+            from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+            frozen = next((t for t in self.study.get_trials(deepcopy=False)
+                           if t.number == number and t.state == TrialState.RUNNING), None)
+            if frozen is None:
+                return
+            trial = optuna.Trial(self.study, frozen._trial_id)
+            root = self.run.path / "artifacts"
+            root.mkdir(exist_ok=True)
+            store = FileSystemArtifactStore(str(root))
+            for name in ("model.py", "metrics.json"):
+                path = self.run.candidate_dir(cid) / name
+                if path.is_file():
+                    upload_artifact(artifact_store=store, file_path=str(path),
+                                    study_or_trial=trial, storage=self.study._storage)
+        except Exception:  # artifacts are a convenience: never fail a candidate for them
+            pass
+
     def _observe_existing(self, prop: Proposal, cid: str) -> None:
         rec_dir = self.run.candidate_dir(cid)
         if (rec_dir / "metrics.json").is_file():
@@ -596,8 +623,9 @@ class Session:
         run.update_meta(cid, status=result.get("status"), finished=time.time())
         run.write_result(cid, result)
         rec = run.read_candidate(cid)
-        tell(self.study, self._numbers.get(cid, rec.meta.get("trial")), cid, rec.meta,
-             rec.source, result, self.objectives)
+        number = self._numbers.get(cid, rec.meta.get("trial"))
+        self._upload_artifacts(cid, number)
+        tell(self.study, number, cid, rec.meta, rec.source, result, self.objectives)
         entry = PoolEntry.from_result(cid, rec.source, rec.meta, result,
                                       run.verdicts().get(cid))
         if prop is not None:

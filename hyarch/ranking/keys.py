@@ -14,7 +14,6 @@ STATUS = "status"
 REASON = "reason"
 WORKER = "worker"
 HEARTBEAT = "heartbeat"
-CONSTRAINTS = "constraints"
 VERDICT = "verdict"
 NOTE = "note"
 OBJECTIVES = "objectives"  # study attr: names of the objective values, in order

@@ -6,8 +6,9 @@ The rule (lower is better):
             + 0.02 * physical parameters
 
 so a model that fits as well with less network (and fewer parameters) ranks first:
-"don't learn what you already know". Candidates over the closure-share cap, and
-candidates a reviewer rejected, come after the rest; pinned ones are marked.
+"don't learn what you already know". Infeasible candidates (closure share over its cap,
+a parameter outside its plausible range: Optuna constraints) and candidates a reviewer
+rejected come after the rest; pinned ones are marked.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from hyarch.ranking.study import Objectives, objective_values
+from hyarch.ranking.study import Objectives, feasible, objective_values
 from hyarch.runs import CandidateRecord, Run
 
 W_SHARE, W_NEURAL, W_PHYSICAL = 1.0, 0.1, 0.02
@@ -80,9 +81,8 @@ def leaderboard(run: Run, obj: Objectives = Objectives()) -> list[Row]:
 
     def key(row: Row):
         rejected = row.verdict == "rejected"
-        over_cap = (obj.closure_share_cap is not None and row.record.result is not None
-                    and float(row.record.result.get("closure_share") or 0) > obj.closure_share_cap)
-        return (row.score is None, rejected, over_cap,
+        infeasible = row.record.result is not None and not feasible(row.record.result, obj)
+        return (row.score is None, rejected, infeasible,
                 row.score if row.score is not None else math.inf, row.id)
 
     return sorted(rows, key=key)

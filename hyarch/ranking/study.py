@@ -54,6 +54,7 @@ class Objectives:
     regularizer: str = "closure_share"
     complexity: str = "n_neural_params"
     closure_share_cap: float | None = None
+    plausible: tuple[tuple[str, float, float], ...] = ()  # (parameter, lo, hi)
 
 
 def objective_values(result: dict[str, Any], obj: Objectives = Objectives()) -> list[float] | None:
@@ -72,13 +73,25 @@ def objective_values(result: dict[str, Any], obj: Objectives = Objectives()) -> 
     return [float(val), reg, cplx]
 
 
-def constraint_values(result: dict[str, Any], space_truth_bounds=None,
-                      obj: Objectives = Objectives()) -> list[float]:
-    """<= 0 means satisfied: closure share under its cap."""
-    out = []
+def constraint_values(result: dict[str, Any], obj: Objectives = Objectives()
+                      ) -> dict[str, float]:
+    """Optuna constraints (feasible when every value is <= 0): the closure share under its
+    cap, each physical parameter inside its plausible range (relative distance outside)."""
+    out: dict[str, float] = {}
+    if result.get("status") != "ok":
+        return out
     if obj.closure_share_cap is not None:
-        out.append(float(result.get("closure_share") or 0.0) - obj.closure_share_cap)
+        out["closure_share_cap"] = float(result.get("closure_share") or 0.0) - obj.closure_share_cap
+    params = result.get("parameters") or {}
+    for name, lo, hi in obj.plausible:
+        if name in params:
+            v = float(params[name])
+            out[f"plausible:{name}"] = max(lo - v, v - hi) / max(hi - lo, 1e-12)
     return out
+
+
+def feasible(result: dict[str, Any], obj: Objectives = Objectives()) -> bool:
+    return all(v <= 0 for v in constraint_values(result, obj).values())
 
 
 def recorded_ids(study: optuna.Study) -> dict[str, optuna.trial.FrozenTrial]:
@@ -108,13 +121,12 @@ def record(study: optuna.Study, cid: str, meta: dict[str, Any], result: dict[str
     if source is not None:
         attrs[keys.SOURCE] = source
     values = objective_values(result, obj)
-    cons = constraint_values(result, obj=obj)
-    if cons:
-        attrs[keys.CONSTRAINTS] = cons
+    cons = constraint_values(result, obj)
     if values is None:
         trial = optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs=attrs)
     else:
-        trial = optuna.trial.create_trial(values=values, user_attrs=attrs)
+        trial = optuna.trial.create_trial(values=values, user_attrs=attrs,
+                                          constraints=cons or None)
     study.add_trial(trial)
     known.add(cid)
     return True
@@ -188,14 +200,15 @@ def tell(study: optuna.Study, number: int | None, cid: str, meta: dict[str, Any]
         keys.SOURCE: source, keys.RESULT: shareable(result), keys.WORKER: meta.get("worker"),
     }
     values = objective_values(result, obj)
-    cons = constraint_values(result, obj=obj)
-    if cons:
-        attrs[keys.CONSTRAINTS] = cons
+    cons = constraint_values(result, obj)
     if number is not None:
         trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
         if trial is not None and trial.state == optuna.trial.TrialState.RUNNING:
             for k, v in attrs.items():
                 study._storage.set_trial_user_attr(trial._trial_id, k, v)
+            live = optuna.Trial(study, trial._trial_id)
+            for k, v in cons.items():
+                live.set_constraint(k, v)
             try:
                 if values is None:
                     study.tell(number, state=optuna.trial.TrialState.FAIL)
@@ -213,7 +226,8 @@ def tell(study: optuna.Study, number: int | None, cid: str, meta: dict[str, Any]
         study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL,
                                                   user_attrs=attrs))
     else:
-        study.add_trial(optuna.trial.create_trial(values=values, user_attrs=attrs))
+        study.add_trial(optuna.trial.create_trial(values=values, user_attrs=attrs,
+                                                  constraints=cons or None))
 
 
 def heartbeat(study: optuna.Study, numbers: list[int]) -> None:

@@ -191,6 +191,8 @@ class Objectives(Strict):
     regularizer: str = "closure_share"
     complexity: Literal["n_neural_params", "none"] = "n_neural_params"
     closure_share_cap: float | None = None
+    # plausible range per physical parameter: outside it a candidate is infeasible
+    plausible: dict[str, tuple[float, float]] = {}
 
 
 class Budget(Strict):
