@@ -48,6 +48,8 @@ from hyarch.spaces.space import Space
 
 DUPLICATE_ELSEWHERE: Any = object()  # _admit: the code is another worker's candidate
 HEARTBEAT_S = 10.0
+# a closure that supplies less of the derivative than this learned nothing worth distilling
+MIN_SHARE_TO_DISTILL = 0.02
 STALE_AFTER_S = 120.0
 POOL_SIZE = 8
 FAILURES_SHOWN = 4
@@ -606,7 +608,8 @@ class Session:
                     from hyarch.evaluate import failed
 
                     result, weights, extra = failed(f"evaluation harness error: {e}"), None, {}
-                if extra.get("distilled"):
+                if (extra.get("distilled")
+                        and float(result.get("closure_share") or 0.0) >= MIN_SHARE_TO_DISTILL):
                     self._keep_distillation(cid, extra["distilled"])
                 entry = self._finish(cid, prop, result, weights)
                 finished.append((cid, prop, entry))
