@@ -339,6 +339,8 @@ def fit(
             cur = float(masked.min())
             lead = int(masked.argmin())
             best = min(best, cur)
+            if monitor is not None and (k + 1) % cfg.eval_every == 0:
+                monitor((f"window{width}", iterations, cur, math.nan), model, lead)
             if k == 0 and math.isfinite(prev_best) and cur <= cfg.stage_skip * prev_best:
                 break
             if best < ref * (1 - cfg.stage_gain):
