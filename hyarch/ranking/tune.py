@@ -20,6 +20,8 @@ import optuna
 from hyarch.evaluate import evaluate_source
 from hyarch.spaces.space import Space
 
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
 _HIDDEN = re.compile(r"hidden\s*=\s*\(([\d\s,]+)\)")
 
 
