@@ -62,8 +62,8 @@ class TrainConfig:
     stage_patience: int = 25
     stage_gain: float = 0.05
     # a longer window whose first loss is within this factor of the previous width's best
-    # is already fitted (errors grow with the width when parameters are off): skip it
-    stage_skip: float = 2.0
+    # is already fitted (its errors grow with the width when parameters are off): skip it
+    stage_skip: float = 1.25
     # candidates with networks fit random mini-batches of this many windows per iteration
     # (their cost grows with the batch; a network-free candidate's barely does)
     window_batch: int = 256
