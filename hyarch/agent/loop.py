@@ -50,6 +50,8 @@ DUPLICATE_ELSEWHERE: Any = object()  # _admit: the code is another worker's cand
 HEARTBEAT_S = 10.0
 # a closure that supplies less of the derivative than this learned nothing worth distilling
 MIN_SHARE_TO_DISTILL = 0.02
+MAX_DISTILLED_TERMS = 4
+MAX_DISTILLED_PER_ROUND = 1
 STALE_AFTER_S = 120.0
 POOL_SIZE = 8
 FAILURES_SHOWN = 4
@@ -333,7 +335,9 @@ class Session:
                     fb = self.feedback(round_no)
                     self.progress(f"round {round_no}: proposing {want} candidate(s) with"
                                   f" {self.proposer.name}")
-                    queued, self._distilled = self._distilled[:want], self._distilled[want:]
+                    # at most one distilled candidate a round: the proposer keeps exploring
+                    take = min(want, MAX_DISTILLED_PER_ROUND)
+                    queued, self._distilled = self._distilled[:take], self._distilled[take:]
                     proposals = queued + (self.proposer.propose(self.space, fb, want - len(queued))
                                           if want > len(queued) else [])
                     for prop in proposals:
@@ -554,6 +558,8 @@ class Session:
         seen = set()
         for e in entries:
             src = e.get("source")
+            if len(e.get("terms") or ()) > MAX_DISTILLED_TERMS:
+                continue  # a long sum of terms is a curve fit, not a mechanism
             if src and src not in seen:
                 seen.add(src)
                 self._distilled.append(Proposal(src, "distill", parents=(cid,)))
