@@ -3,10 +3,11 @@
 The rule (lower is better):
 
     score = log10(val nmse) + 1.0 * closure_share + 0.3 * log10(1 + neural params)
-            + 0.02 * physical parameters
+            + 0.3 * physical parameters
 
 so a model that fits as well with less network (and fewer parameters) ranks first, and a
-network of a few thousand weights must buy about a decade of validation error to win:
+network of a few thousand weights must buy about a decade of validation error, and each
+physical parameter a factor of two, to win:
 "don't learn what you already know". Infeasible candidates (closure share over its cap,
 a parameter outside its plausible range: Optuna constraints) and candidates a reviewer
 rejected come after the rest; pinned ones are marked.
@@ -21,7 +22,7 @@ from typing import Any
 from hyarch.ranking.study import Objectives, feasible, objective_values
 from hyarch.runs import CandidateRecord, Run
 
-W_SHARE, W_NEURAL, W_PHYSICAL = 1.0, 0.3, 0.02
+W_SHARE, W_NEURAL, W_PHYSICAL = 1.0, 0.3, 0.3
 
 
 @dataclass(frozen=True)
