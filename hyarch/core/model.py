@@ -22,6 +22,11 @@ class ContractError(Exception):
     """A candidate does not satisfy the contract (names, shapes, declarations)."""
 
 
+class UnknownName(ContractError, AttributeError):
+    """``s.foo`` for a state (or input) the space does not declare. Also an
+    AttributeError, so ``hasattr(s, "foo")`` and ``getattr(s, "foo", default)`` work."""
+
+
 class Named:
     """Tensors addressed by name: ``s.theta`` or ``s["theta"]``.
 
@@ -40,7 +45,7 @@ class Named:
         try:
             return self._values[name]
         except KeyError:
-            raise ContractError(
+            raise UnknownName(
                 f"unknown {self._kind} {name!r}; valid names: {', '.join(self._values) or '(none)'}"
             ) from None
 
