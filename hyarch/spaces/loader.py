@@ -22,9 +22,14 @@ def builtin_dir(kind: str) -> Path:
     here = Path(__file__).resolve().parents[2] / kind
     if here.is_dir():
         return here
-    from importlib.resources import files
+    import importlib.util
 
-    return Path(str(files(f"hyarch.{kind}")))
+    # an installed wheel ships them as data packages without __init__.py (namespace
+    # packages), so ask the import system where the folder is
+    spec = importlib.util.find_spec(f"hyarch.{kind}")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"hyarch.{kind} is not installed with the package")
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def builtin_spaces() -> dict[str, Path]:
