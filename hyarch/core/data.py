@@ -28,7 +28,7 @@ class Trajectories:
     @classmethod
     def from_arrays(
         cls, t, y, u=None, *, states, inputs=(), ids=None, shapes=None
-    ) -> "Trajectories":
+    ) -> Trajectories:
         y = torch.as_tensor(y, dtype=torch.get_default_dtype())
         if y.ndim == 2:
             y = y.unsqueeze(0)
@@ -53,13 +53,13 @@ class Trajectories:
     def length(self) -> int:
         return self.y.shape[1]
 
-    def to(self, device) -> "Trajectories":
+    def to(self, device) -> Trajectories:
         return replace(
             self, t=self.t.to(device), y=self.y.to(device), mask=self.mask.to(device),
             u=None if self.u is None else self.u.to(device),
         )
 
-    def select(self, index) -> "Trajectories":
+    def select(self, index) -> Trajectories:
         index = torch.as_tensor(index, dtype=torch.long)
         return replace(
             self, t=self.t[index], y=self.y[index], mask=self.mask[index],
@@ -70,7 +70,7 @@ class Trajectories:
     def y0(self) -> torch.Tensor:
         return self.y[:, 0]
 
-    def windows(self, width: int) -> "Trajectories":
+    def windows(self, width: int) -> Trajectories:
         """Every sub-trajectory of ``width`` steps, starting at every observed point.
 
         The short-window curriculum fits these: from each observed state, predict a few

@@ -68,14 +68,14 @@ class Points:
     u: torch.Tensor | None  # (N, I)
 
     @classmethod
-    def from_rollout(cls, pred: torch.Tensor, data: Trajectories) -> "Points":
+    def from_rollout(cls, pred: torch.Tensor, data: Trajectories) -> Points:
         lead = pred.shape[:-3]
         B, T, S = pred.shape[-3:]
         y = pred.detach().reshape(*lead, B * T, S)
         u = None if data.u is None else data.u.reshape(B * T, -1)
         return cls(data.t.reshape(B * T), y, u)
 
-    def subsample(self, max_points: int) -> "Points":
+    def subsample(self, max_points: int) -> Points:
         """An evenly strided subset of at most ``max_points`` points (all if fewer)."""
         n = self.t.shape[0]
         if n <= max_points:

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from hyarch.core.closure import Closure
 
 
 class ContractError(Exception):
@@ -264,7 +268,7 @@ class HybridModel(nn.Module):
                 raw = torch.tensor([spec.to_raw(float(x)) for x in vs], dtype=self._raw[name].dtype)
                 self._raw[name].copy_(raw.to(self._raw[name].device))
 
-    def closures(self) -> list["Closure"]:
+    def closures(self) -> list[Closure]:
         from hyarch.core.closure import Closure
 
         return [m for m in self.modules() if isinstance(m, Closure)]
