@@ -68,7 +68,7 @@ class TrainConfig:
     # (their cost grows with the batch; a network-free candidate's barely does)
     window_batch: int = 256
     # a validation loss counts as better when it gains at least this much (relative)
-    min_delta: float = 1e-3
+    min_delta: float = 1e-2  # a gain under 1% per `patience` iterations is a plateau
     # full-horizon Adam ramps its learning rate up over these iterations, so that a fresh
     # optimizer's first sign-like steps do not throw away what the windows found
     warmup: int = 25
@@ -425,6 +425,7 @@ def _adam_full(model, tr: _Trainer, train, cfg: TrainConfig, best_val: float, va
     # since: iterations since the last validation gain (stops at ``patience``);
     # plateau: the same since the last gain or decay (decays at ``patience // 4``)
     lr_scale, since, plateau, decays = 1.0, 0, 0, 0
+    ref = best_val  # the validation loss the last real gain was measured from
     opt = _optimizer(model, cfg, lr_scale)
     base_lrs = [grp["lr"] for grp in opt.param_groups]
 
@@ -459,9 +460,11 @@ def _adam_full(model, tr: _Trainer, train, cfg: TrainConfig, best_val: float, va
         if (it + 1) % cfg.eval_every == 0:
             v = val_loss()
             tr.log(("full", done + iterations, last_train, v))
-            if v < best_val * (1 - cfg.min_delta):
-                best_val, since, plateau = v, 0, 0
+            if v < best_val:  # keep the best weights on any gain...
+                best_val = v
                 best_state = copy.deepcopy(model.state_dict())
+            if v < ref * (1 - cfg.min_delta):  # ...but only a real gain resets the clocks
+                ref, since, plateau = v, 0, 0
             else:
                 since += cfg.eval_every
                 plateau += cfg.eval_every
