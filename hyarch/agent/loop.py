@@ -308,8 +308,9 @@ class Session:
             self.progress(f"resuming {run.path}: {sum(1 for e, _ in entries if e.status != 'pending')}"
                           f" finished, {len(pending)} to re-evaluate")
         best = self._best_score()
-        stale_rounds = 0
+        stale = 0  # finished candidates since the best score last improved
         stopped = "budget"
+        self._inflight: dict[Future, tuple[str, Proposal | None]] = {}
         pool = ThreadPoolExecutor(max_workers=max(cfg.workers, 1))
         interrupted = threading.Event()
         stop_beat = threading.Event()
@@ -329,7 +330,8 @@ class Session:
                 self._sync_from_study()
                 round_no += 1
                 claimed = len(claimed_ids(self.study))
-                want = min(self.per_round, self.budget - claimed) if not pending else 0
+                busy = len(self._inflight) >= max(cfg.workers, 1)
+                want = min(self.per_round, self.budget - claimed) if not (pending or busy) else 0
                 to_repair: list[tuple[str, Proposal, PoolEntry]] = []
                 if want > 0:
                     fb = self.feedback(round_no)
@@ -353,21 +355,34 @@ class Session:
                             pending.append((cid, prop))
                         else:  # failed before training; counted against the budget
                             to_repair.append((cid, prop, early))
-                if not pending and not to_repair:
+                if not pending and not to_repair and not self._inflight:
                     if want <= 0:
                         stopped = "budget"
                         break
-                    stale_rounds += 1
-                    if stale_rounds >= self.patience:
+                    stale += self.per_round
+                    if stale >= self.patience * self.per_round:
                         stopped = "no new proposals"
                         break
                     continue
-                # evaluate, then repair failures (bounded attempts, within the budget)
-                while pending or to_repair:
-                    if pending:
-                        finished = self._evaluate(pool, pending, round_no, hashes, interrupted)
-                        pending = []
-                        to_repair += [f for f in finished if f[2].status == "failed"]
+                # evaluate (returning as soon as a worker is free, so that the next
+                # proposals keep every worker busy; all at the end of the budget), then
+                # repair failures (bounded attempts, within the budget)
+                n_done = 0
+                workers = max(cfg.workers, 1)
+                budget_left = len(claimed_ids(self.study)) < self.budget
+                while True:
+                    busy = len(self._inflight) >= workers
+                    if pending or busy:
+                        finished = self._evaluate(pool, pending, drain=False)
+                    elif self._inflight and not budget_left and not to_repair:
+                        finished = self._evaluate(pool, [], drain=True)
+                    elif to_repair:
+                        finished = []
+                    else:
+                        break
+                    pending = []
+                    n_done += len(finished)
+                    to_repair += [f for f in finished if f[2].status == "failed"]
                     repairs, to_repair = to_repair, []
                     for cid, prop, entry in repairs:
                         if prop is None or not prop.source:
@@ -392,14 +407,19 @@ class Session:
                             pending.append((fcid, fix))
                         else:
                             to_repair.append((fcid, fix, early))
+                    if (not pending and not to_repair
+                            and len(self._inflight) < workers and budget_left):
+                        break  # a worker is free and the budget is not spent: propose more
                 new_best = self._best_score()
                 if new_best is not None and (best is None or new_best < best - 1e-9):
-                    best, stale_rounds = new_best, 0
+                    best, stale = new_best, 0
                 else:
-                    stale_rounds += 1
-                self.progress(self._status_line(round_no, start, tokens, cost))
-                if stale_rounds >= self.patience:
-                    stopped = f"no improvement for {self.patience} rounds"
+                    stale += n_done
+                if n_done:
+                    self.progress(self._status_line(round_no, start, tokens, cost))
+                if stale >= self.patience * self.per_round:
+                    stopped = (f"no improvement in {stale} candidates"
+                               f" ({self.patience} rounds' worth)")
                     break
                 if (cfg.review_every and self.review is not None
                         and round_no % cfg.review_every == 0
@@ -591,21 +611,24 @@ class Session:
                 pass
         return evidence[-8:], grammar
 
-    def _evaluate(self, pool, pending, round_no, hashes, interrupted):
-        futures: dict[Future, tuple[str, Proposal | None]] = {}
+    def _evaluate(self, pool, pending, *, drain: bool = False):
+        """Submit ``pending`` and return what finished: once a worker is free (the loop then
+        proposes more), or once everything in flight is done when ``drain``."""
         for cid, prop in pending:
             rec = self.run.read_candidate(cid)
             fut = pool.submit(run_candidate, self.space_path, rec.source,
                               filename=f"{cid}/model.py", limits=self.limits,
                               device=self.cfg.device, overrides=self.cfg.overrides,
                               distill=self.cfg.distill)
-            futures[fut] = (cid, prop)
+            self._inflight[fut] = (cid, prop)
         finished = []
-        remaining = set(futures)
-        while remaining:
-            done_set, remaining = wait(remaining, timeout=0.5, return_when=FIRST_COMPLETED)
+        workers = max(self.cfg.workers, 1)
+        if pending and not drain and len(self._inflight) < workers:
+            return finished  # a worker is still free: propose more first
+        while self._inflight:
+            done_set, _ = wait(set(self._inflight), timeout=0.5, return_when=FIRST_COMPLETED)
             for fut in done_set:
-                cid, prop = futures[fut]
+                cid, prop = self._inflight.pop(fut)
                 try:
                     res = fut.result()
                     result, weights = res.result, res.weights
@@ -620,6 +643,8 @@ class Session:
                 entry = self._finish(cid, prop, result, weights)
                 finished.append((cid, prop, entry))
                 self.progress(self._candidate_line(cid, result))
+            if finished and not drain and len(self._inflight) < workers:
+                break
         return finished
 
     def _finish(self, cid: str, prop: Proposal | None, result: dict, weights: bytes | None
