@@ -150,7 +150,7 @@ def _register_extras() -> None:
     if EXTRA_COMMANDS:
         return
     for mod in ("hyarch.agent.commands", "hyarch.spaces.commands", "hyarch.review.commands",
-                "hyarch.report.commands", "hyarch.ranking.commands", "hyarch.distill.commands"):
+                "hyarch.report.commands", "hyarch.ranking.commands", "hyarch.distill_cli"):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as e:

@@ -1,4 +1,7 @@
-"""``hyarch distill SPACE FILE``: train a candidate, distil its closures, check identifiability."""
+"""``hyarch distill SPACE FILE``: train a candidate, distil its closures, check identifiability.
+
+Kept outside the ``hyarch.distill`` package so that registering the command does not
+import torch and PySINDy: ``hyarch --help`` stays fast."""
 
 from __future__ import annotations
 
