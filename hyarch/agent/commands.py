@@ -97,20 +97,13 @@ def cmd_search(args) -> int:
             console.print("[yellow]review is not available in this build[/]")
     session = Session(cfg, progress=console.print, review=review)
     install_sigterm_as_interrupt()
+    from hyarch.agent.llm import LLMConfigError
+
     try:
-        if session.proposer is None:
-            pass
         summary = session.run_search()
-    except (SearchError, SpaceError) as e:
+    except (SearchError, SpaceError, LLMConfigError) as e:
         print(f"hyarch: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except Exception as e:
-        from hyarch.agent.llm import LLMConfigError  # noqa: F401 - may not exist in a build
-
-        if type(e).__name__ == "LLMConfigError":
-            print(f"hyarch: error: {e}", file=sys.stderr)
-            return EXIT_USAGE
-        raise
     proposer = session.proposer.name if session.proposer else "?"
     if proposer == "offline":
         console.print("[dim]no LLM configured: used the offline structural search[/]")
