@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import urllib.request
 
 import pytest
 
-from hyarch.report.demo import make_demo_run
 from hyarch.runs import Run
+from tests.review_fixtures import demo_copy
 
 pytest.importorskip("optuna_dashboard")
 
@@ -28,16 +27,6 @@ from hyarch.review.serve import (  # noqa: E402
     review_study,
     trials_by_candidate,
 )
-
-
-def demo_copy(factory, name: str) -> Run:
-    """A fresh copy of one tiny demo run, trained once per test session (seconds)."""
-    base = factory.getbasetemp() / "hyarch_demo_run"
-    if not (base / "candidates" / "c0004" / "metrics.json").is_file():
-        make_demo_run(base, None)
-    dst = factory.mktemp(name) / "run"
-    shutil.copytree(base, dst)
-    return Run(dst)
 
 
 def get(url: str, deadline_s: float = 20.0) -> bytes:
