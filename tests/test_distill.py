@@ -51,8 +51,7 @@ class Formula(Closure):
 
     formula = staticmethod(lambda theta, omega: -0.2 * omega)
 
-    def net(self, x):
-        x = x * self.in_scale
+    def net(self, x):  # Closure.net takes the raw inputs (their scaling is in its layers)
         return self.formula(x[..., 0], x[..., 1]).unsqueeze(-1)
 
 

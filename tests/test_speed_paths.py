@@ -103,6 +103,40 @@ def test_cached_parameters_change_nothing_and_keep_gradients():
     torch.testing.assert_close(model.omega_sq, torch.ones(2, 1))
 
 
+@pytest.mark.parametrize("replicas", [1, 3])
+def test_prepared_closure_layers_give_the_same_field_and_gradients(replicas):
+    """A rollout builds each Closure's layers once (input scaling folded into the first
+    weight): same outputs and gradients as the per-call path, weights updates still seen."""
+    torch.manual_seed(0)
+    model = Hybrid(("x", "v"), replicas=replicas, scales={"x": 2.0, "v": 0.5})
+    for p in model.parameters():
+        torch.nn.init.normal_(p)
+    t = torch.linspace(0, 2, 9)
+    data = Trajectories.from_arrays(t, oscillator(t), states=("x", "v"))
+    y0 = data.y0().expand(replicas, -1, -1) if replicas > 1 else data.y0()
+    prepared = rollout(model, data)
+    plain = integrate(model.vector_field, y0, data.t)  # no cache: layers built per call
+    torch.testing.assert_close(prepared, plain, rtol=1e-5, atol=1e-6)
+    params = model.neural_parameters()
+    for a, b in zip(torch.autograd.grad(prepared.square().sum(), params),
+                    torch.autograd.grad(plain.square().sum(), params), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    # the scale is really applied: x / scale through the first layer by hand
+    g = model.g
+    x = torch.stack([y0[..., 0], y0[..., 1]], -1) / torch.tensor([2.0, 0.5])
+    w, b = g.weights[0], g.biases[0]
+    h = torch.tanh(x @ w[0] + b[0] if replicas == 1 else torch.baddbmm(b.unsqueeze(1), x, w))
+    w2, b2 = g.weights[1], g.biases[1]
+    out = h @ w2[0] + b2[0] if replicas == 1 else torch.baddbmm(b2.unsqueeze(1), h, w2)
+    torch.testing.assert_close(g(y0[..., 0], y0[..., 1]), out.squeeze(-1), rtol=1e-5, atol=1e-6)
+    assert g._layers is None  # nothing cached outside a rollout
+    with torch.no_grad():
+        for p in params:
+            p.add_(0.1)
+    torch.testing.assert_close(rollout(model, data), integrate(model.vector_field, y0, data.t),
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_fast_stack_and_its_errors_match_the_general_path():
     model = Oscillator(("x", "v"))
     y = torch.randn(5, 2)
@@ -161,21 +195,37 @@ def _data(n: int = 6) -> tuple[Trajectories, Trajectories]:
     return data.select(range(n)), data.select(range(n, 2 * n))
 
 
-def test_network_free_candidates_go_straight_to_lbfgs_and_find_the_parameter():
+def test_network_free_candidates_are_fitted_by_gauss_newton():
+    """Levenberg-Marquardt on the windows and the full horizon: no Adam, a few steps."""
     train, val = _data()
 
     def factory(replicas=1):
         return Oscillator(("x", "v"), replicas=replicas)
 
     res = fit(factory, train, val, TrainConfig(windows=(2, 4), restarts=2, stage_iters=60))
+    assert res.stopped == "gauss-newton converged"
+    assert not any(h[0] in ("full", "lbfgs") for h in res.history)  # no Adam, no L-BFGS
+    assert res.iterations < 40  # Adam needs hundreds
+    assert abs(res.model.physical_values()["omega_sq"] - 2.5) / 2.5 < 1e-4
+    assert len(res.history_seconds) == len(res.history)
+    assert list(res.history_seconds) == sorted(res.history_seconds)
+
+
+def test_without_gauss_newton_network_free_candidates_go_straight_to_lbfgs():
+    train, val = _data()
+
+    def factory(replicas=1):
+        return Oscillator(("x", "v"), replicas=replicas)
+
+    res = fit(factory, train, val, TrainConfig(windows=(2, 4), restarts=2, stage_iters=60,
+                                               gauss_newton=False))
     assert res.stopped == "lbfgs converged"
     assert not any(h[0] == "full" for h in res.history)  # no full-horizon Adam at all
     assert abs(res.model.physical_values()["omega_sq"] - 2.5) / 2.5 < 1e-3
-    assert len(res.history_seconds) == len(res.history)
-    assert list(res.history_seconds) == sorted(res.history_seconds)
     # the old schedule is still there when asked for
     res2 = fit(factory, train, val, TrainConfig(windows=(2,), restarts=1, stage_iters=30,
-                                                final_iters=20, lbfgs="never"))
+                                                final_iters=20, lbfgs="never",
+                                                gauss_newton=False))
     assert any(h[0] == "full" for h in res2.history)
 
 

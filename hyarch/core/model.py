@@ -212,15 +212,20 @@ class HybridModel(nn.Module):
 
         Inside the block ``self.omega0_sq`` is a plain instance attribute holding the
         bounded value (still differentiable with respect to the raw parameter), so the
-        hundreds of derivative calls of a rollout skip the sigmoid and the lookup.
+        hundreds of derivative calls of a rollout skip the sigmoid and the lookup; every
+        Closure's layers are prepared once the same way.
         Re-entrant; the values are dropped on exit, so an optimizer step is never missed.
         """
+        closures = contextlib.ExitStack()
         if self._cache_depth == 0:
             for name in self._specs:
                 self.__dict__[name] = self._physical_value(name)
+            for c in self.closures():  # their layers too, scaling folded in
+                closures.enter_context(c.prepared())
         self.__dict__["_cache_depth"] = self._cache_depth + 1
         try:
-            yield self
+            with closures:
+                yield self
         finally:
             self.__dict__["_cache_depth"] -= 1
             if self._cache_depth == 0:

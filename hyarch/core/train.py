@@ -23,6 +23,7 @@ import torch
 
 from hyarch.core.data import Trajectories, state_scales
 from hyarch.core.fields import Points, field_parts, rollout
+from hyarch.core.gauss_newton import GaussNewtonError, LevenbergMarquardt, fit_least_squares
 from hyarch.core.metrics import normalised_mse
 from hyarch.core.model import ContractError, HybridModel
 from hyarch.core.rollout import check_method
@@ -79,6 +80,11 @@ class TrainConfig:
     lbfgs_first: bool = True
     # L-BFGS stops when a chunk of this many iterations gains less than 0.1%
     lbfgs_chunk: int = 10
+    # network-free candidates with 1-30 physical parameters are least-squares problems:
+    # Levenberg-Marquardt (finite-difference Jacobians, every replica at once) fits the
+    # windows and the full horizon in a few iterations each; Adam and L-BFGS if it fails
+    gauss_newton: bool = True
+    gauss_newton_iters: int = 50  # per window stage and on the full horizon
 
     def __post_init__(self):
         check_method(self.method)
@@ -319,7 +325,17 @@ def fit(
     if model.neural_parameters():
         max_batch = min(max_batch, cfg.window_batch)
     prev_best, lead = math.inf, 0
-    for width in sorted(w for w in cfg.windows if w < train.length - 1):
+    widths = sorted(w for w in cfg.windows if w < train.length - 1)
+    gauss_newton = (cfg.gauss_newton and not model.neural_parameters()
+                    and 0 < len(model.parameter_specs) <= 30)
+    if gauss_newton:
+        try:
+            iterations, lead = _gauss_newton_windows(model, tr, train, cfg, widths, alive)
+            widths = []
+        except GaussNewtonError as exc:  # the first-order path below takes over
+            gauss_newton = False
+            tr.log((f"gauss-newton failed: {exc}", iterations, math.nan, math.nan))
+    for width in widths:
         windows = train.windows(width)
         best, ref, since = math.inf, math.inf, 0
         for k in range(cfg.stage_iters):
@@ -379,10 +395,20 @@ def fit(
     )
     stopped = "iterations"
 
-    # A network-free candidate with few parameters: L-BFGS on the full horizon does in a
-    # few dozen evaluations what Adam does in hundreds; Adam only if it does not help.
+    # A network-free candidate with few parameters: Levenberg-Marquardt (or L-BFGS) on the
+    # full horizon does in a few evaluations what Adam does in hundreds; Adam only if it
+    # does not help.
     lbfgs_done = False
-    if use_lbfgs and cfg.lbfgs_first and not model.neural_parameters() and not tr.out_of_time():
+    if gauss_newton and not tr.out_of_time():
+        try:
+            best_val, n = _gauss_newton_full(model, tr, train, cfg, best_val, val_loss)
+            iterations += n
+            lbfgs_done, use_lbfgs = True, False
+            stopped = "gauss-newton converged"
+        except GaussNewtonError as exc:
+            tr.log((f"gauss-newton failed: {exc}", iterations, math.nan, best_val))
+    if (use_lbfgs and cfg.lbfgs_first and not lbfgs_done and not model.neural_parameters()
+            and not tr.out_of_time()):
         best_val, n, lbfgs_done = _lbfgs(model, tr, train, cfg, best_val, val_loss)
         iterations += n
         tr.log(("lbfgs", iterations, math.nan, best_val))
@@ -527,3 +553,70 @@ def _lbfgs(model, tr: _Trainer, train, cfg: TrainConfig, best_val: float,
         prev = cur
     model.load_state_dict(best_state)
     return best_val, done, not failed
+
+
+def _gauss_newton_windows(model, tr: _Trainer, train, cfg: TrainConfig, widths,
+                          alive) -> tuple[int, int]:
+    """The window curriculum by Levenberg-Marquardt, every replica at once.
+
+    Same stage rules as Adam's: a width whose first loss is within ``stage_skip`` of the
+    previous width's best is skipped. Returns (iterations, the leading replica).
+    """
+    lm = LevenbergMarquardt(model, tr.scales, method=cfg.method, substeps=cfg.substeps)
+    iterations, lead, prev_best = 0, 0, math.inf
+
+    def best_of(losses):
+        masked = torch.where(alive, losses, torch.full_like(losses, math.inf))
+        return float(masked.min()), int(masked.argmin())
+
+    for width in widths:
+        windows = train.windows(width)
+        if windows.n > cfg.max_windows:
+            windows = windows.select(torch.randperm(windows.n)[:cfg.max_windows])
+        first = lm.losses(windows)
+        cur, lead = best_of(first)
+        if not math.isfinite(cur):
+            raise GaussNewtonError("no replica has a finite loss on the windows")
+        if math.isfinite(prev_best) and cur <= cfg.stage_skip * prev_best:
+            tr.log((f"window{width}", iterations, cur, math.nan), lead)
+            prev_best = cur
+            continue
+
+        steps = [iterations]
+
+        def on_step(losses, width=width, steps=steps):
+            nonlocal lead
+            steps[0] += 1
+            best, lead = best_of(losses)
+            tr.log((f"window{width}", steps[0], best, math.nan), lead)
+
+        losses, n = fit_least_squares(lm, windows, alive, max_iters=cfg.gauss_newton_iters,
+                                      out_of_time=tr.out_of_time, on_step=on_step,
+                                      start=first)
+        iterations += n
+        prev_best, lead = best_of(losses)
+        if tr.out_of_time():
+            break
+    return iterations, lead
+
+
+def _gauss_newton_full(model, tr: _Trainer, train, cfg: TrainConfig, best_val: float,
+                       val_loss) -> tuple[float, int]:
+    """Levenberg-Marquardt on the full horizon; the best weights on validation are kept."""
+    lm = LevenbergMarquardt(model, tr.scales, method=cfg.method, substeps=cfg.substeps)
+    alive = torch.ones(model.replicas, dtype=torch.bool, device=tr.scales.device)
+    best_state = copy.deepcopy(model.state_dict())
+    done = [0]
+
+    def on_step(losses):
+        nonlocal best_val, best_state
+        done[0] += 1
+        v = val_loss()
+        tr.log(("gauss-newton", done[0], float(losses[0]), v))
+        if v < best_val:
+            best_val, best_state = v, copy.deepcopy(model.state_dict())
+
+    _losses, n = fit_least_squares(lm, train, alive, max_iters=cfg.gauss_newton_iters,
+                                   tol=1e-5, out_of_time=tr.out_of_time, on_step=on_step)
+    model.load_state_dict(best_state)
+    return best_val, n

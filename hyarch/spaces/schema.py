@@ -163,6 +163,7 @@ class Training(Strict):
     patience: int = Field(200, ge=1)
     restarts: int = Field(4, ge=1)
     lbfgs: Literal["auto", "always", "never"] = "auto"
+    gauss_newton: bool = True
     regularizers: dict[str, float] = {"closure_norm": 1e-3}
     adaptive: bool = False
     max_seconds: float = Field(600.0, gt=0)

@@ -68,6 +68,7 @@ class Space:
             method=t.method, substeps=t.substeps, lr=t.lr, lr_physical=t.lr_physical,
             windows=tuple(t.windows), stage_iters=t.stage_iters, final_iters=t.final_iters,
             patience=t.patience, restarts=t.restarts, lbfgs=t.lbfgs,
+            gauss_newton=t.gauss_newton,
             regularizers=dict(t.regularizers), adaptive=t.adaptive,
             max_seconds=t.max_seconds, seed=t.seed,
         )
