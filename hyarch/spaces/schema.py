@@ -160,7 +160,7 @@ class Training(Strict):
     windows: tuple[int, ...] = (2, 4, 8, 16)
     stage_iters: int = Field(300, ge=0)
     final_iters: int = Field(1500, ge=0)
-    patience: int = Field(200, ge=1)
+    patience: int = Field(100, ge=1)
     restarts: int = Field(4, ge=1)
     lbfgs: Literal["auto", "always", "never"] = "auto"
     gauss_newton: bool = True
