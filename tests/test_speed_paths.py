@@ -264,3 +264,33 @@ def test_own_adam_matches_torch_adam_exactly():
             opt.step()
     for x, y in zip(a, b, strict=True):
         torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-7)
+
+
+def test_full_horizon_stopping_rule_on_a_scripted_validation_curve():
+    """Stops ``patience`` iterations after the last real (``min_delta``) gain; after the
+    warm-up the phase is measured from where it stands, so a full horizon that first costs
+    validation (the usual jump from the windows) still gets to improve."""
+    from hyarch.core.data import state_scales
+    from hyarch.core.train import _adam_full, _Trainer
+
+    train, _ = _data()
+    cfg = TrainConfig(final_iters=1000, patience=20, min_delta=0.05, eval_every=2, warmup=4)
+
+    def run(curve):
+        model = Hybrid(("x", "v"))
+        tr = _Trainer(model, cfg, state_scales(train), deadline=math.inf)
+        values = iter(curve)
+        return _adam_full(model, tr, train, cfg, 0.1, lambda: next(values), 0)
+
+    # validation jumps from the windows' 0.1 to 1.0, then falls 3% per check (a 5% gain
+    # every second check) to 0.0098 at check 152, then stays flat: the phase runs through
+    # the descent and stops 10 checks (patience 20) after its last real gain
+    descent = [1.0 * 0.97 ** k for k in range(152)]
+    best, n, why = run(descent + [descent[-1]] * 40)
+    assert why == "early stopping"
+    assert 2 * 151 + 20 <= n <= 2 * 152 + 20
+    assert best == pytest.approx(descent[-1])
+    # a phase that never recovers from the jump stops after warm-up + patience, and the
+    # windows' weights (validation 0.1) are what it keeps
+    best, n, why = run([1.0] * 200)
+    assert why == "early stopping" and n == 4 + 20 and best == 0.1

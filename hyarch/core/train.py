@@ -462,6 +462,7 @@ def _adam_full(model, tr: _Trainer, train, cfg: TrainConfig, best_val: float, va
     # plateau: the same since the last gain or decay (decays at ``decay_patience``)
     lr_scale, since, plateau, decays = 1.0, 0, 0, 0
     ref = best_val  # the validation loss the last real gain was measured from
+    settled = False  # past the warm-up's first check
     opt = _optimizer(model, cfg, lr_scale)
     base_lrs = [grp["lr"] for grp in opt.param_groups]
 
@@ -501,9 +502,15 @@ def _adam_full(model, tr: _Trainer, train, cfg: TrainConfig, best_val: float, va
                 best_state = copy.deepcopy(model.state_dict())
             if v < ref * (1 - cfg.min_delta):  # ...but only a real gain resets the clocks
                 ref, since, plateau = v, 0, 0
+            elif not settled and it + 1 >= cfg.warmup:
+                # the first check after the warm-up: the jump from windows to the full
+                # horizon often costs validation first; the phase is measured against
+                # where it stands now, not against the windows' weights (still kept)
+                ref, since, plateau = v, 0, 0
             else:
                 since += cfg.eval_every
                 plateau += cfg.eval_every
+            settled = settled or it + 1 >= cfg.warmup
             if since >= cfg.patience:
                 stopped = "early stopping"
                 break
