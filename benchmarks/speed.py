@@ -3,6 +3,7 @@
     python benchmarks/speed.py            # the full run (about 20 minutes on 2 busy cores)
     python benchmarks/speed.py --quick    # shorter budgets, fewer sizes (a few minutes)
     python benchmarks/speed.py --only fit --budget 120
+    python benchmarks/speed.py --quick --device cuda   # the same jobs on a GPU, named
 
 Everything runs in one process with ``torch.set_num_threads(1)``, so that the ratios are
 measured on the same machine at the same time. Three ways to train the same model:
@@ -32,7 +33,7 @@ import argparse
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -50,6 +51,7 @@ from hyarch.core.model import HybridModel  # noqa: E402
 from hyarch.core.train import TrainConfig, fit  # noqa: E402
 
 FRICTION = ROOT / "search_spaces" / "damped_pendulum" / "friction.py"
+DEVICE = torch.device("cpu")  # --device; every job's model and data live there
 HYBRID = '''
 import torch
 from hyarch import Closure, HybridModel
@@ -147,7 +149,8 @@ def plain_train(kind: str, train: Trajectories, val: Trajectories, *, hidden: in
     import torchdiffeq
 
     torch.manual_seed(0)
-    model = PlainPendulum(hidden)
+    train, val = train.to(DEVICE), val.to(DEVICE)
+    model = PlainPendulum(hidden).to(DEVICE)
     scales = state_scales(train)
     t = train.t[0]
     groups = [{"params": [p for n, p in model.named_parameters() if not n.startswith("net")],
@@ -218,7 +221,9 @@ def hyarch_train(source: str, space, cfg: TrainConfig, target, val_target=None) 
     """hyarch's ``fit``; its ``monitor`` checks the target at every history entry."""
     cls = load_model_class(source, "<bench>")
     factory = make_factory(cls, space.states, space.inputs, space.scales(), space.shapes)
-    scales = state_scales(space.train)
+    cfg = replace(cfg, device=str(DEVICE))
+    train, val_data = space.train.to(DEVICE), space.val.to(DEVICE)
+    scales = state_scales(train)
     run = Run("hyarch")
 
     class View:  # what ``target`` reads: one replica's omega0_sq
@@ -233,7 +238,7 @@ def hyarch_train(source: str, space, cfg: TrainConfig, target, val_target=None) 
             if not math.isnan(entry[3]):  # fit measured it already
                 return entry[3]
             with torch.no_grad():
-                loss = normalised_mse(rollout(model, space.val), space.val, scales)
+                loss = normalised_mse(rollout(model, val_data), val_data, scales)
             return float(loss.reshape(-1)[replica])
 
         if val_target is None and math.isnan(run.seconds_to_touch):
@@ -244,7 +249,7 @@ def hyarch_train(source: str, space, cfg: TrainConfig, target, val_target=None) 
             run.seconds_to_target = time.perf_counter() - start
 
     start = time.perf_counter()
-    res = fit(factory, space.train, space.val, cfg, monitor=monitor)
+    res = fit(factory, train, val_data, cfg, monitor=monitor)
     run.seconds = time.perf_counter() - start
     run.iterations = res.iterations
     values = res.model.physical_values()
@@ -360,11 +365,18 @@ def _diffusion_data(N: int, B: int = 8, T: int = 40) -> Trajectories:
     return Trajectories.from_arrays(t, y, states=("u",), shapes={"u": (N,)})
 
 
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def _ms_per_iter(step, reps: int) -> float:
     step()  # warm-up
+    _sync()
     start = time.perf_counter()
     for _ in range(reps):
         step()
+    _sync()
     return 1000 * (time.perf_counter() - start) / reps
 
 
@@ -372,6 +384,7 @@ def _iteration_costs(model: HybridModel, data: Trajectories, reps: int, dopri: b
     """ms per iteration: hyarch rk4, plain torchdiffeq rk4 and (optionally) dopri5."""
     import torchdiffeq
 
+    model, data = model.to(DEVICE), data.to(DEVICE)
     scales = state_scales(data)
     params = list(model.parameters())
 
@@ -435,10 +448,16 @@ def main(argv=None) -> None:
     p.add_argument("--only", choices=("fit", "true", "hybrid", "scaling"), default=None,
                    help="fit = true + hybrid")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 (all three methods)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: this torch build has no CUDA device")
+    name = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "cpu"
     budget = args.budget or (90.0 if args.quick else 300.0)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), device cpu,"
+    print(f"torch {torch.__version__}, {args.threads} thread(s), device {DEVICE} ({name}),"
           f" baseline budget {budget:g} s", flush=True)
     if args.only in (None, "fit", "true", "hybrid"):
         fit_jobs(budget, args.quick, args.only or "fit")
