@@ -10,7 +10,7 @@ from hyarch import Closure, ContractError, HybridModel
 from hyarch.core.data import Trajectories
 from hyarch.core.fields import rollout
 from hyarch.core.metrics import normalised_mse
-from hyarch.core.train import TrainConfig, fit
+from hyarch.core.train import TrainConfig, TrainingError, fit
 
 
 class Decay(HybridModel):
@@ -126,6 +126,22 @@ def test_a_model_with_nothing_to_fit_is_a_contract_error():
     with pytest.raises(ContractError, match="nothing to fit"):
         fit(lambda replicas=1: Fixed(("x",), replicas=replicas), train, train,
             TrainConfig(restarts=1))
+
+
+def test_a_candidate_that_blows_up_at_once_says_so():
+    """Not one finite step from any restart: the reason names the windows and the cause."""
+    class Explosive(HybridModel):
+        def setup(self):
+            self.k = self.parameter(init=3.0, bounds=(0.01, 10.0))
+
+        def derivatives(self, t, s, u):
+            return {"x": self.k * torch.exp(1e4 * s.x ** 2)}  # inf after one step
+
+    train = decay_data([1.0, 2.0, -1.5])
+    for gauss_newton in (True, False):
+        with pytest.raises(TrainingError, match="from the first step on windows of 2 steps"):
+            fit(lambda replicas=1: Explosive(("x",), replicas=replicas), train, train,
+                TrainConfig(windows=(2, 4), restarts=2, gauss_newton=gauss_newton))
 
 
 def test_bad_training_options_name_the_choices():

@@ -356,6 +356,12 @@ def fit(
             if traj is None:
                 n_nan += 1
                 if n_nan > 5:
+                    if iterations == n_nan:  # not one finite step, from any start
+                        raise TrainingError(
+                            f"training diverged: the loss is NaN or infinite from the first"
+                            f" step on windows of {width} steps, for every restart: the"
+                            f" equations blow up from the initial parameters (check the"
+                            f" signs, bounds and initial values)")
                     raise TrainingError("training diverged: the loss is NaN or infinite")
                 continue
             alive = alive & torch.isfinite(traj)
