@@ -87,11 +87,15 @@ class LevenbergMarquardt:
         wide[idx + 1, idx] += h
         y0 = data.y0()
         y0 = y0.expand(((P + 1) * R, *y0.shape))
+        # a parameter broadcasts against a state (wide, trajectories, *state shape): one
+        # trailing 1 per axis when every state has the same shape (grid states included)
+        shapes = set(model.state_shapes)
+        trail = (1,) * (1 + (len(next(iter(shapes))) if len(shapes) == 1 else 0))
         try:
             with torch.no_grad(), model.cached_parameters():
                 for j, name in enumerate(self.names):
                     value = model.parameter_specs[name].from_raw(wide[:, j].reshape(-1))
-                    model.__dict__[name] = value.reshape(-1, 1)
+                    model.__dict__[name] = value.reshape(-1, *trail)
                 pred = integrate(model.vector_field, y0, data.t, data.u,
                                  method=self.method, substeps=self.substeps)
                 if pred.shape != (*y0.shape[:-1], data.length, y0.shape[-1]):
