@@ -4,9 +4,10 @@
     python benchmarks/candidates.py runs/speed
     python benchmarks/candidates.py runs/speed --retrain   # the same candidates, this code
 
-Prints one row per candidate (``seconds`` is what its sandboxed evaluation took: training
-and scoring, from ``metrics.json``) and the medians over all candidates, the ones that
-trained, the hybrids and the network-free ones, as Markdown.
+Prints one row per candidate (``seconds`` is what its evaluation took inside the sandbox:
+training and scoring, from ``metrics.json``; ``wall`` the whole sandboxed evaluation, with
+the child process's start, imports, checks and distillation) and the medians over all
+candidates, the ones that trained, the hybrids and the network-free ones, as Markdown.
 
 ``--retrain`` evaluates every candidate of the run again with the code checked out now
 (``hyarch evaluate``, one thread, ``--workers`` at a time, like the search's workers) and
@@ -81,7 +82,7 @@ def main(argv=None) -> None:
     if args.retrain:
         retrain(run, args.workers)
         return
-    rows, every, ok, hybrid, free = [], [], [], [], []
+    rows, every, ok, hybrid, free, walls = [], [], [], [], [], []
     for rec in run.finished():
         res = rec.result or {}
         seconds = res.get("seconds")
@@ -93,20 +94,24 @@ def main(argv=None) -> None:
         rows.append([rec.id, rec.proposer, rec.status, "-" if neural is None else neural,
                      training.get("stopped") or (res.get("reason") or "")[:40],
                      training.get("iterations", "-"),
-                     "-" if val is None else f"{val:.2f}", f"{seconds:.1f}"])
+                     "-" if val is None else f"{val:.2f}", f"{seconds:.1f}",
+                     "-" if res.get("wall_seconds") is None else f"{res['wall_seconds']:.1f}"])
         every.append(seconds)
+        if res.get("wall_seconds") is not None:
+            walls.append(res["wall_seconds"])
         if rec.status == "ok":
             ok.append(seconds)
             (hybrid if neural else free).append(seconds)
     header = ["candidate", "proposer", "status", "neural params", "stopped", "iterations",
-              "val log10 nMSE", "seconds"]
+              "val log10 nMSE", "seconds", "wall"]
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")
     for r in rows:
         print("| " + " | ".join(str(c) for c in r) + " |")
     print(f"\nmedian seconds per candidate: all {_median(every)} ({len(every)}),"
           f" trained {_median(ok)} ({len(ok)}), hybrids {_median(hybrid)} ({len(hybrid)}),"
-          f" network-free {_median(free)} ({len(free)})")
+          f" network-free {_median(free)} ({len(free)});"
+          f" wall (with the sandbox's process start) {_median(walls)} ({len(walls)})")
 
 
 if __name__ == "__main__":

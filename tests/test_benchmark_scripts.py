@@ -25,6 +25,8 @@ def _load(name: str):
 
 def test_candidates_table_and_medians_come_from_the_runs_records(tmp_path_factory, capsys):
     run = demo_copy(tmp_path_factory, "bench")
+    for i, rec in enumerate(run.finished()):  # as a search records them (the demo has none)
+        run.write_result(rec.id, {**rec.result, "wall_seconds": rec.result["seconds"] + 2 + i})
     _load("candidates").main([str(run.path)])
     out = capsys.readouterr().out
     records = [r for r in run.finished() if r.result.get("seconds") is not None]
@@ -37,6 +39,8 @@ def test_candidates_table_and_medians_come_from_the_runs_records(tmp_path_factor
                if r.status == "ok" and r.result.get("n_neural_params")]
     if hybrids:
         assert f"hybrids {statistics.median(hybrids):.1f} s ({len(hybrids)})" in out
+    walls = [r.result["wall_seconds"] for r in records]
+    assert f"wall (with the sandbox's process start) {statistics.median(walls):.1f} s" in out
 
 
 def test_speed_benchmark_refuses_a_missing_cuda_device_plainly(capsys):

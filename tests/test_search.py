@@ -47,6 +47,8 @@ def test_offline_search_fills_the_budget_and_records_every_candidate(offline_run
             assert rec.meta["parents"] and (run.candidate_dir(rec.meta["parents"][0])
                                             / "distill.json").is_file()
         assert rec.meta["code_hash"]
+        # the whole sandboxed evaluation (process start included) beside its own part
+        assert rec.result["wall_seconds"] >= rec.result["seconds"] > 0
     # the first round holds the prior alone and the APHYNITY-style hybrid
     first = [run.read_candidate(i).meta["choices"] for i in ids[:2]]
     assert not any(v is True for v in first[0].values() if isinstance(v, bool))

@@ -644,6 +644,9 @@ class Session:
                     res = fut.result()
                     result, weights = res.result, res.weights
                     extra = res.extra
+                    # the whole sandboxed evaluation: process start, imports, checks,
+                    # training, scoring, distillation (``seconds`` is its own part)
+                    result["wall_seconds"] = round(res.seconds, 3)
                 except Exception as e:  # the harness itself failed: still a failed candidate
                     from hyarch.evaluate import failed
 
