@@ -5,12 +5,17 @@ Keep this file small; fixtures for one topic belong in that topic's test file.
 
 from __future__ import annotations
 
+import os
+import tempfile
 import textwrap
 
 import pytest
 import torch
 
 torch.set_num_threads(1)
+# simulated data is cached between processes (hyarch/spaces/loader.py): a fresh folder per
+# test session, so that no test reads what another session (or the user) left behind
+os.environ.setdefault("HYARCH_CACHE", tempfile.mkdtemp(prefix="hyarch-test-cache-"))
 
 # A pendulum space small enough to train in about a second: few short trajectories and a
 # training schedule of a few dozen iterations.

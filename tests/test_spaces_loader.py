@@ -331,3 +331,30 @@ def test_simulated_data_cannot_be_split_by_a_csv_column(tmp_path):
             "truth: {omega0_sq: 1.0, alpha: 0.2}\nsplits: {by: column}\n")
     e = error(write(tmp_path, text))
     assert e.field == "splits.by" and "is for CSV data" in str(e)
+
+
+def test_simulated_data_is_cached_between_loads_and_keyed_by_the_spec(tiny_space_path,
+                                                                     tmp_path, monkeypatch):
+    """The second load reads what the first simulated (the same numbers); a different seed
+    is a different entry; a broken entry is simulated again; ``off`` writes nothing."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HYARCH_CACHE", str(cache))
+    first = load_space(tiny_space_path)
+    files = list(cache.glob("*.pkl"))
+    assert len(files) == 1
+    again = load_space(tiny_space_path)
+    for name in first.splits:
+        assert torch.equal(first.splits[name].y, again.splits[name].y)
+    tiny_space_path.write_text(tiny_space_path.read_text().replace("seed: 0", "seed: 1"))
+    reseeded = load_space(tiny_space_path)
+    assert len(list(cache.glob("*.pkl"))) == 2
+    assert not torch.equal(reseeded.splits["train"].y, first.splits["train"].y)
+    tiny_space_path.write_text(tiny_space_path.read_text().replace("seed: 1", "seed: 0"))
+    files[0].write_bytes(b"not a pickle")
+    broken = load_space(tiny_space_path)
+    assert torch.equal(broken.splits["train"].y, first.splits["train"].y)
+    monkeypatch.setenv("HYARCH_CACHE", "off")
+    for f in cache.glob("*.pkl"):
+        f.unlink()
+    assert torch.equal(load_space(tiny_space_path).splits["val"].y, first.splits["val"].y)
+    assert not list(cache.glob("*.pkl"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -245,12 +246,65 @@ def build_splits(spec: SpaceSpec, path: Path | None = None) -> dict[str, Traject
     return out
 
 
+def _cache_file(spec: SpaceSpec, fn) -> Path | None:
+    """Where the simulated trajectories of ``spec`` are kept between processes.
+
+    Simulating a space's data (100 trajectories through scipy's solver at tight tolerances)
+    takes about a second, paid by every sandboxed candidate of a search; the result depends
+    only on the data section, the truth, the split rule, the states and the simulator's
+    code, which make the key. ``HYARCH_CACHE=off`` turns it off; the folder is
+    ``$HYARCH_CACHE`` or ``~/.cache/hyarch/data``.
+    """
+    import hashlib
+    import inspect
+    import json
+    import sys
+
+    where = os.environ.get("HYARCH_CACHE", "")
+    if where.lower() in ("off", "0", "no", "false"):
+        return None
+    try:
+        code = inspect.getsource(sys.modules[fn.__module__])
+    except (OSError, TypeError, KeyError):
+        return None  # a simulator without source: no key to trust
+    key = json.dumps([spec.data.model_dump(mode="json"), spec.truth,
+                      spec.splits.model_dump(mode="json"), list(spec.states), code],
+                     sort_keys=True, default=str)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+    root = Path(where) if where else Path.home() / ".cache" / "hyarch" / "data"
+    return root / f"{digest}.pkl"
+
+
 def _simulated_groups(spec: SpaceSpec) -> dict[str, list[Simulated]]:
+    import pickle
+
     sim = spec.data.simulator
     try:
         fn = get_simulator(sim.name)
     except ValueError as e:
         raise SpaceError(str(e), field="data.simulator.name") from None
+    cache = _cache_file(spec, fn)
+    if cache is not None and cache.is_file():
+        try:
+            with open(cache, "rb") as fh:
+                return pickle.load(fh)
+        except Exception:  # noqa: BLE001 - a broken cache file is simulated again
+            pass
+    groups = _simulate(spec, fn)
+    if cache is not None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+            with open(tmp, "wb") as fh:
+                pickle.dump(groups, fh)
+            os.replace(tmp, cache)  # atomic: parallel workers never read half a file
+        except OSError:
+            pass  # a read-only home: simulate every time
+    return groups
+
+
+def _simulate(spec: SpaceSpec, fn) -> dict[str, list[Simulated]]:
+    sim = spec.data.simulator
     params = {**spec.truth, **sim.parameters}
     if spec.splits.by in ("time", "column"):
         raise SpaceError(
