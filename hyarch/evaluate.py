@@ -30,6 +30,24 @@ class Outcome:
     fit: FitResult | None = None
 
 
+# a closure that supplies less of the derivative than this learned nothing worth distilling
+MIN_SHARE_TO_DISTILL = 0.02
+# nor does the closure of a candidate that does not fit (validation nMSE above 1%): what it
+# learned is a patch over a wrong model, and its distilled terms (often large cancelling
+# coefficients) make unstable mechanistic candidates
+MAX_NMSE_TO_DISTILL = 1e-2
+
+
+def worth_distilling(result: dict[str, Any]) -> bool:
+    """A closure that did real work (its share) in a candidate that fits (validation).
+
+    The sandbox skips distilling the others (about a second each) and the search keeps
+    only these."""
+    val = ((result.get("metrics") or {}).get("val") or {}).get("nmse")
+    return (float(result.get("closure_share") or 0.0) >= MIN_SHARE_TO_DISTILL
+            and val is not None and float(val) <= MAX_NMSE_TO_DISTILL)
+
+
 def failed(reason: str, seconds: float = 0.0, **extra) -> dict[str, Any]:
     return {
         "status": "failed", "reason": reason, "parameters": {}, "param_rel_error": {},

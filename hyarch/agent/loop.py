@@ -26,6 +26,7 @@ from typing import Any
 from optuna.trial import TrialState
 
 from hyarch.agent.base import Feedback, PoolEntry, Proposal, Proposer
+from hyarch.evaluate import worth_distilling
 from hyarch.ranking import keys
 from hyarch.ranking.leaderboard import leaderboard
 from hyarch.ranking.study import (
@@ -48,24 +49,11 @@ from hyarch.spaces.space import Space
 
 DUPLICATE_ELSEWHERE: Any = object()  # _admit: the code is another worker's candidate
 HEARTBEAT_S = 10.0
-# a closure that supplies less of the derivative than this learned nothing worth distilling
-MIN_SHARE_TO_DISTILL = 0.02
-# nor does the closure of a candidate that does not fit (validation nMSE above 1%): what it
-# learned is a patch over a wrong model, and its distilled terms (often large cancelling
-# coefficients) make unstable mechanistic candidates
-MAX_NMSE_TO_DISTILL = 1e-2
 MAX_DISTILLED_TERMS = 4
 MAX_DISTILLED_PER_ROUND = 1
 STALE_AFTER_S = 120.0
 POOL_SIZE = 8
 FAILURES_SHOWN = 4
-
-
-def _worth_distilling(result: dict) -> bool:
-    """A closure that did real work (its share) in a candidate that fits (validation)."""
-    val = ((result.get("metrics") or {}).get("val") or {}).get("nmse")
-    return (float(result.get("closure_share") or 0.0) >= MIN_SHARE_TO_DISTILL
-            and val is not None and float(val) <= MAX_NMSE_TO_DISTILL)
 
 
 class SearchError(Exception):
@@ -651,7 +639,7 @@ class Session:
                     from hyarch.evaluate import failed
 
                     result, weights, extra = failed(f"evaluation harness error: {e}"), None, {}
-                if extra.get("distilled") and _worth_distilling(result):
+                if extra.get("distilled") and worth_distilling(result):
                     self._keep_distillation(cid, extra["distilled"])
                 entry = self._finish(cid, prop, result, weights)
                 finished.append((cid, prop, entry))

@@ -56,7 +56,7 @@ def main() -> int:
         import torch
 
         torch.set_num_threads(int(job.get("threads", 1)))
-        from hyarch.evaluate import evaluate_source, failed
+        from hyarch.evaluate import evaluate_source, failed, worth_distilling
         from hyarch.spaces.loader import load_space
 
         space = load_space(job["space"])
@@ -83,7 +83,8 @@ def main() -> int:
                                   overrides=job.get("overrides") or {})
             reply = {"result": out.result}
             if (distill is not None and out.model is not None
-                    and out.result.get("status") == "ok" and out.model.closures()):
+                    and out.result.get("status") == "ok" and out.model.closures()
+                    and worth_distilling(out.result)):
                 try:  # what did the networks learn? (train/val states only)
                     entries = distill(space, job["source"], out.model)
                     reply["distilled"] = entries
