@@ -33,6 +33,10 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 from hyarch.runs import load_run  # noqa: E402
 
 
+def _val_log10(result: dict) -> float | None:
+    return ((result.get("metrics") or {}).get("val") or {}).get("log10_nmse")
+
+
 def _median(xs: list[float]) -> str:
     return f"{statistics.median(xs):.1f} s" if xs else "-"
 
@@ -58,8 +62,7 @@ def retrain(run, workers: int) -> None:
     before, after = [], []
     for rec, new in zip(recs, again, strict=True):
         old_s, new_s = rec.result.get("seconds"), new.get("seconds")
-        val = lambda r: ((r.get("metrics") or {}).get("val") or {}).get("log10_nmse")  # noqa: E731
-        ov, nv = val(rec.result), val(new)
+        ov, nv = _val_log10(rec.result), _val_log10(new)
         print(f"| {rec.id} | {rec.result.get('n_neural_params')} | {old_s:.1f} |"
               f" {'-' if new_s is None else f'{new_s:.1f}'} |"
               f" {'-' if not new_s else f'{old_s / new_s:.1f}x'} |"
@@ -90,7 +93,7 @@ def main(argv=None) -> None:
             continue
         training = res.get("training") or {}
         neural = res.get("n_neural_params")
-        val = ((res.get("metrics") or {}).get("val") or {}).get("log10_nmse")
+        val = _val_log10(res)
         rows.append([rec.id, rec.proposer, rec.status, "-" if neural is None else neural,
                      training.get("stopped") or (res.get("reason") or "")[:40],
                      training.get("iterations", "-"),

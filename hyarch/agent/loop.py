@@ -26,7 +26,6 @@ from typing import Any
 from optuna.trial import TrialState
 
 from hyarch.agent.base import Feedback, PoolEntry, Proposal, Proposer
-from hyarch.evaluate import worth_distilling
 from hyarch.ranking import keys
 from hyarch.ranking.leaderboard import leaderboard
 from hyarch.ranking.study import (
@@ -639,7 +638,7 @@ class Session:
                     from hyarch.evaluate import failed
 
                     result, weights, extra = failed(f"evaluation harness error: {e}"), None, {}
-                if extra.get("distilled") and worth_distilling(result):
+                if extra.get("distilled"):  # the sandbox distils only what is worth_distilling
                     self._keep_distillation(cid, extra["distilled"])
                 entry = self._finish(cid, prop, result, weights)
                 finished.append((cid, prop, entry))

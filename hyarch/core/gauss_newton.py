@@ -122,9 +122,9 @@ class LevenbergMarquardt:
         """
         fit_data = data
         R, P = self.model.replicas, len(self.names)
-        per_window = max(1, data.y[:, 1:].numel())
-        if data.n > 1 and R * P * per_window > MAX_JACOBIAN:
-            keep = max(1, int(MAX_JACOBIAN / (R * P * per_window / data.n)))
+        residuals = max(1, data.y[:, 1:].numel())  # per replica, all windows
+        if data.n > 1 and R * P * residuals > MAX_JACOBIAN:
+            keep = max(1, int(MAX_JACOBIAN / (R * P * residuals / data.n)))
             fit_data = data.select(torch.randperm(data.n)[:keep])
         r, J = self.jacobian(fit_data)
         ok = torch.isfinite(r).all(-1) & torch.isfinite(J).all(-1).all(-1) & alive

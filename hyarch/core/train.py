@@ -348,7 +348,7 @@ def fit(
         best, ref, since, smooth, smooth_best = math.inf, math.inf, 0, math.inf, math.inf
         for k in range(cfg.stage_iters):
             batch = windows
-            if windows.n > max_batch:
+            if sampled:
                 idx = torch.randperm(windows.n, device=device)[:max_batch]
                 batch = windows.select(idx.cpu())
             traj = tr.step(opt, batch, alive)
@@ -365,9 +365,7 @@ def fit(
                     raise TrainingError("training diverged: the loss is NaN or infinite")
                 continue
             alive = alive & torch.isfinite(traj)
-            masked = torch.where(alive, traj, torch.full_like(traj, math.inf))
-            cur = float(masked.min())
-            lead = int(masked.argmin())
+            cur, lead = _best_alive(traj, alive)
             best = min(best, cur)
             smooth = cur if not (sampled and math.isfinite(smooth)) else smooth + 0.1 * (cur - smooth)
             smooth_best = min(smooth_best, smooth)
@@ -414,25 +412,25 @@ def fit(
     # A network-free candidate with few parameters: Levenberg-Marquardt (or L-BFGS) on the
     # full horizon does in a few evaluations what Adam does in hundreds; Adam only if it
     # does not help.
-    lbfgs_done = False
+    solved = False  # a second-order method converged: no Adam
     if gauss_newton and not tr.out_of_time():
         try:
             best_val, n = _gauss_newton_full(model, tr, train, cfg, best_val, val_loss)
             iterations += n
-            lbfgs_done, use_lbfgs = True, False
+            solved = True
             stopped = "gauss-newton converged"
         except GaussNewtonError as exc:
             tr.log((f"gauss-newton failed: {exc}", iterations, math.nan, best_val))
-    if (use_lbfgs and cfg.lbfgs_first and not lbfgs_done and not model.neural_parameters()
+    if (use_lbfgs and cfg.lbfgs_first and not solved and not model.neural_parameters()
             and not tr.out_of_time()):
-        best_val, n, lbfgs_done = _lbfgs(model, tr, train, cfg, best_val, val_loss)
+        best_val, n, solved = _lbfgs(model, tr, train, cfg, best_val, val_loss)
         iterations += n
         tr.log(("lbfgs", iterations, math.nan, best_val))
-        if lbfgs_done:
+        if solved:
             stopped = "lbfgs converged"
 
     # Phase 2: full horizon Adam, early stopping on validation, best weights restored.
-    if not lbfgs_done:
+    if not solved:
         best_val, n, stopped = _adam_full(model, tr, train, cfg, best_val, val_loss, iterations)
         iterations += n
 
@@ -578,6 +576,12 @@ def _lbfgs(model, tr: _Trainer, train, cfg: TrainConfig, best_val: float,
     return best_val, done, not failed
 
 
+def _best_alive(losses: torch.Tensor, alive: torch.Tensor) -> tuple[float, int]:
+    """The lowest loss among live replicas, and which replica it is."""
+    masked = torch.where(alive, losses, torch.full_like(losses, math.inf))
+    return float(masked.min()), int(masked.argmin())
+
+
 def _gauss_newton_windows(model, tr: _Trainer, train, cfg: TrainConfig, widths,
                           alive) -> tuple[int, int]:
     """The window curriculum by Levenberg-Marquardt, every replica at once.
@@ -587,17 +591,12 @@ def _gauss_newton_windows(model, tr: _Trainer, train, cfg: TrainConfig, widths,
     """
     lm = LevenbergMarquardt(model, tr.scales, method=cfg.method, substeps=cfg.substeps)
     iterations, lead, prev_best = 0, 0, math.inf
-
-    def best_of(losses):
-        masked = torch.where(alive, losses, torch.full_like(losses, math.inf))
-        return float(masked.min()), int(masked.argmin())
-
     for width in widths:
         windows = train.windows(width)
         if windows.n > cfg.max_windows:
             windows = windows.select(torch.randperm(windows.n)[:cfg.max_windows])
         first = lm.losses(windows)
-        cur, lead = best_of(first)
+        cur, lead = _best_alive(first, alive)
         if not math.isfinite(cur):
             raise GaussNewtonError("no replica has a finite loss on the windows")
         if math.isfinite(prev_best) and cur <= cfg.stage_skip * prev_best:
@@ -605,19 +604,16 @@ def _gauss_newton_windows(model, tr: _Trainer, train, cfg: TrainConfig, widths,
             prev_best = cur
             continue
 
-        steps = [iterations]
+        def on_step(losses, stage=f"window{width}"):
+            nonlocal iterations, lead
+            iterations += 1
+            best, lead = _best_alive(losses, alive)
+            tr.log((stage, iterations, best, math.nan), lead)
 
-        def on_step(losses, width=width, steps=steps):
-            nonlocal lead
-            steps[0] += 1
-            best, lead = best_of(losses)
-            tr.log((f"window{width}", steps[0], best, math.nan), lead)
-
-        losses, n = fit_least_squares(lm, windows, alive, max_iters=cfg.gauss_newton_iters,
-                                      out_of_time=tr.out_of_time, on_step=on_step,
-                                      start=first)
-        iterations += n
-        prev_best, lead = best_of(losses)
+        losses, _n = fit_least_squares(lm, windows, alive, max_iters=cfg.gauss_newton_iters,
+                                       out_of_time=tr.out_of_time, on_step=on_step,
+                                       start=first)
+        prev_best, lead = _best_alive(losses, alive)
         if tr.out_of_time():
             break
     return iterations, lead
@@ -629,13 +625,13 @@ def _gauss_newton_full(model, tr: _Trainer, train, cfg: TrainConfig, best_val: f
     lm = LevenbergMarquardt(model, tr.scales, method=cfg.method, substeps=cfg.substeps)
     alive = torch.ones(model.replicas, dtype=torch.bool, device=tr.scales.device)
     best_state = copy.deepcopy(model.state_dict())
-    done = [0]
+    done = 0
 
     def on_step(losses):
-        nonlocal best_val, best_state
-        done[0] += 1
+        nonlocal best_val, best_state, done
+        done += 1
         v = val_loss()
-        tr.log(("gauss-newton", done[0], float(losses[0]), v))
+        tr.log(("gauss-newton", done, float(losses[0]), v))
         if v < best_val:
             best_val, best_state = v, copy.deepcopy(model.state_dict())
 

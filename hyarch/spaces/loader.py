@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import inspect
+import json
 import math
 import os
+import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -255,11 +260,6 @@ def _cache_file(spec: SpaceSpec, fn) -> Path | None:
     code, which make the key. ``HYARCH_CACHE=off`` turns it off; the folder is
     ``$HYARCH_CACHE`` or ``~/.cache/hyarch/data``.
     """
-    import hashlib
-    import inspect
-    import json
-    import sys
-
     where = os.environ.get("HYARCH_CACHE", "")
     if where.lower() in ("off", "0", "no", "false"):
         return None
@@ -276,8 +276,6 @@ def _cache_file(spec: SpaceSpec, fn) -> Path | None:
 
 
 def _simulated_groups(spec: SpaceSpec) -> dict[str, list[Simulated]]:
-    import pickle
-
     sim = spec.data.simulator
     try:
         fn = get_simulator(sim.name)
