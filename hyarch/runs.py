@@ -172,6 +172,31 @@ class Run:
         atomic_write(self.candidate_dir(cid) / "metrics.json",
                      json.dumps(result, indent=2, default=str))
 
+    def write_predictions(self, cid: str, arrays: dict[str, Any]) -> None:
+        """What the candidate predicted on each split (``<split>.full`` and
+        ``<split>.reduced``): reports and review plot these and never run its code."""
+        import io
+
+        import numpy as np
+
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **{k.replace(".", "__"): np.asarray(v, dtype=np.float64)
+                                    for k, v in arrays.items()})
+        atomic_write(self.candidate_dir(cid) / "predictions.npz", buf.getvalue())
+
+    def read_predictions(self, cid: str) -> dict[str, Any]:
+        """The arrays ``write_predictions`` stored ({} when there are none)."""
+        import numpy as np
+
+        p = self.candidate_dir(cid) / "predictions.npz"
+        if not p.is_file():
+            return {}
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                return {k.replace("__", "."): z[k] for k in z.files}
+        except (OSError, ValueError, KeyError):
+            return {}
+
     def read_candidate(self, cid: str) -> CandidateRecord:
         d = self.candidate_dir(cid)
         if not (d / "meta.json").is_file():

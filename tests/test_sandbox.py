@@ -40,12 +40,14 @@ def test_code_hash_ignores_comments_and_docstrings():
     assert code_hash(GOOD.replace("0.5", "0.6")) != code_hash(GOOD)
 
 
-def test_environment_has_no_secrets(monkeypatch):
+def test_environment_is_an_allow_list(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
     monkeypatch.setenv("HF_TOKEN", "tok")
-    env = clean_env(1)
-    assert "OPENAI_API_KEY" not in env and "HF_TOKEN" not in env
-    assert env["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:p@h/db")
+    monkeypatch.setenv("SOMETHING_HARMLESS_LOOKING", "x")
+    env = clean_env(1, "/tmp")
+    assert not {"OPENAI_API_KEY", "HF_TOKEN", "DATABASE_URL", "SOMETHING_HARMLESS_LOOKING"} & set(env)
+    assert env["OMP_NUM_THREADS"] == "1" and env["HOME"] == "/tmp"
 
 
 @pytest.mark.parametrize("source, reason", [
@@ -54,12 +56,9 @@ def test_environment_has_no_secrets(monkeypatch):
      "NaN or infinite"),
     (GOOD.replace('"theta": s.omega,', ""), "missing derivative for state(s) 'theta'"),
     (GOOD.replace('"theta": s.omega,', '"theta": torch.stack([s.omega, s.omega], -1),'), "has shape"),
-    # passes the static checks; the runtime guard refuses the write
-    ("import numpy\n" + _with_setup(
-        "numpy.lib.format.open_memmap('/tmp/hyarch-evil.npy', mode='w+', shape=(2,))"),
-     "writing"),
+    # passes the static checks; the operating system refuses the read (no /etc in the view)
     ("import numpy\n" + _with_setup("numpy.lib.npyio.DataSource(None).open('/etc/hostname')"),
-     "not allowed"),
+     "FileNotFoundError"),
 ])
 def test_runtime_failures_become_failed_candidates(space_path, source, reason):
     res = run_candidate(space_path, source, limits=Limits(timeout=120))

@@ -614,10 +614,10 @@ class Session:
         proposes more), or once everything in flight is done when ``drain``."""
         for cid, prop in pending:
             rec = self.run.read_candidate(cid)
-            fut = pool.submit(run_candidate, self.space_path, rec.source,
+            fut = pool.submit(run_candidate, self.space, rec.source,
                               filename=f"{cid}/model.py", limits=self.limits,
                               device=self.cfg.device, overrides=self.cfg.overrides,
-                              distill=self.cfg.distill)
+                              post={"distill": {}} if self.cfg.distill else None)
             self._inflight[fut] = (cid, prop)
         finished = []
         workers = max(self.cfg.workers, 1)
@@ -631,6 +631,8 @@ class Session:
                     res = fut.result()
                     result, weights = res.result, res.weights
                     extra = res.extra
+                    if res.predictions:
+                        self.run.write_predictions(cid, res.predictions)
                     # the whole sandboxed evaluation: process start, imports, checks,
                     # training, scoring, distillation (``seconds`` is its own part)
                     result["wall_seconds"] = round(res.seconds, 3)
@@ -638,7 +640,7 @@ class Session:
                     from hyarch.evaluate import failed
 
                     result, weights, extra = failed(f"evaluation harness error: {e}"), None, {}
-                if extra.get("distilled"):  # the sandbox distils only what is worth_distilling
+                if extra.get("distilled"):  # the child distils only what is worth distilling
                     self._keep_distillation(cid, extra["distilled"])
                 entry = self._finish(cid, prop, result, weights)
                 finished.append((cid, prop, entry))

@@ -1,7 +1,9 @@
 """Cheap static checks on candidate code before anything runs it.
 
 They catch the common failures (syntax, forbidden imports, no Model class) with a clear
-reason in milliseconds; the child process's runtime guard and limits catch the rest.
+reason in milliseconds, so that an LLM gets a useful message at once. They are a filter,
+not the security boundary: the operating system's isolation of the child process is
+(see ``hyarch.sandbox.isolation``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,13 @@ import io
 import tokenize
 
 ALLOWED_IMPORTS = ("torch", "math", "numpy", "hyarch")
+# imports are matched on the full dotted name: ``hyarch.evaluate`` is not ``hyarch``
+ALLOWED_MODULES = frozenset({
+    "torch", "torch.nn", "torch.nn.functional", "torch.nn.init", "torch.special",
+    "torch.linalg", "math", "numpy", "hyarch",
+})
+# the candidate contract: the only names a candidate may take from hyarch
+CONTRACT_NAMES = frozenset({"HybridModel", "Closure", "ContractError"})
 FORBIDDEN_NAMES = {
     "open", "exec", "eval", "compile", "__import__", "input", "breakpoint", "globals",
     "locals", "vars", "getattr", "setattr", "delattr", "memoryview",
@@ -44,7 +53,26 @@ def check_source(source: str, filename: str = "model.py") -> ast.Module:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 raise CheckError(f"line {node.lineno}: relative imports are not allowed")
-            _allowed(node.module or "", node.lineno)
+            module = node.module or ""
+            for alias in node.names:
+                full = f"{module}.{alias.name}"
+                if module == "hyarch":
+                    if alias.name not in CONTRACT_NAMES:
+                        raise CheckError(
+                            f"line {node.lineno}: 'from hyarch import {alias.name}' is not"
+                            f" allowed; a candidate may import only"
+                            f" {', '.join(sorted(CONTRACT_NAMES))} from hyarch")
+                elif full in ALLOWED_MODULES:
+                    continue
+                elif alias.name in FORBIDDEN_ATTRS or alias.name in FORBIDDEN_NAMES or (
+                        alias.name.startswith("_")):
+                    raise CheckError(f"line {node.lineno}: 'from {module} import"
+                                     f" {alias.name}' is not allowed in a candidate")
+            _allowed(module, node.lineno)
+        elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+              and node.value.id == "hyarch" and node.attr not in CONTRACT_NAMES):
+            raise CheckError(f"line {node.lineno}: hyarch.{node.attr} is not part of the"
+                             f" candidate contract ({', '.join(sorted(CONTRACT_NAMES))})")
         elif isinstance(node, ast.Name) and node.id in FORBIDDEN_NAMES:
             raise CheckError(f"line {node.lineno}: {node.id}() is not allowed in a candidate")
         elif isinstance(node, ast.Attribute) and node.attr in FORBIDDEN_ATTRS:
@@ -59,11 +87,10 @@ def check_source(source: str, filename: str = "model.py") -> ast.Module:
 
 
 def _allowed(module: str, line: int) -> None:
-    root = module.split(".")[0]
-    if root not in ALLOWED_IMPORTS:
+    if module not in ALLOWED_MODULES:
         raise CheckError(
             f"line {line}: import of {module!r} is not allowed; candidates may import only"
-            f" {', '.join(ALLOWED_IMPORTS)}"
+            f" {', '.join(sorted(ALLOWED_MODULES))}"
         )
 
 

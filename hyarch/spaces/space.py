@@ -22,6 +22,8 @@ class Space:
     spec: SpaceSpec
     path: Path | None
     splits: dict[str, Trajectories]
+    # the sandboxed child fits on part of the training split but keeps the loss's units
+    fixed_scales: dict[str, float] | None = None
 
     @property
     def name(self) -> str:
@@ -51,7 +53,19 @@ class Space:
     def val(self) -> Trajectories:
         return self.splits["val"]
 
+    def fit_and_selection(self) -> tuple[Trajectories, Trajectories]:
+        """The training split cut into the part a candidate fits and the part it stops on.
+
+        Candidates are ranked on ``val``, which training never sees, so early stopping and
+        best-weight selection need observations of their own: every fifth training
+        trajectory (at least one), or with a single training trajectory its last fifth
+        (at least three points), starting from the observation at the cut.
+        """
+        return selection_split(self.train)
+
     def scales(self) -> dict[str, float]:
+        if self.fixed_scales is not None:
+            return dict(self.fixed_scales)
         return named_scales(self.train)
 
     def prior_path(self) -> Path | None:
@@ -74,3 +88,29 @@ class Space:
         )
         kw.update({k: v for k, v in overrides.items() if v is not None})
         return TrainConfig(**kw)
+
+
+SELECTION_SHARE = 0.2
+
+
+def selection_split(train: Trajectories) -> tuple[Trajectories, Trajectories]:
+    """(fit, selection): see ``Space.fit_and_selection``."""
+    n, T = train.n, train.length
+    if n >= 2:
+        k = max(1, round(n * SELECTION_SHARE))
+        # evenly spread over the split, so that the selection is not one corner of it
+        sel = sorted({min(n - 1, int((i + 0.5) * n / k)) for i in range(k)})
+        fit = [i for i in range(n) if i not in sel]
+        return train.select(fit), train.select(sel)
+    cut = min(max(2, T - max(3, round(T * SELECTION_SHARE))), T - 2)
+    if cut < 2:
+        raise ValueError(f"a single training trajectory of {T} points is too short to hold"
+                         " out a selection part (at least 5 points are needed)")
+    return _time_slice(train, 0, cut + 1), _time_slice(train, cut, T)
+
+
+def _time_slice(tr: Trajectories, a: int, b: int) -> Trajectories:
+    from dataclasses import replace
+
+    return replace(tr, t=tr.t[:, a:b], y=tr.y[:, a:b], mask=tr.mask[:, a:b],
+                   u=None if tr.u is None else tr.u[:, a:b])

@@ -1,0 +1,16 @@
+"""Which trained closures are worth distilling (about a second each)."""
+
+from __future__ import annotations
+
+# a closure that supplies less of the derivative than this learned nothing worth distilling
+MIN_SHARE_TO_DISTILL = 0.02
+# nor does the closure of a candidate that does not fit (selection nMSE above 1%): what it
+# learned is a patch over a wrong model, and its distilled terms (often large cancelling
+# coefficients) make unstable mechanistic candidates
+MAX_NMSE_TO_DISTILL = 1e-2
+
+
+def worth_distilling(closure_share: float | None, nmse: float | None) -> bool:
+    """A closure that did real work (its share) in a candidate that fits."""
+    return (float(closure_share or 0.0) >= MIN_SHARE_TO_DISTILL
+            and nmse is not None and float(nmse) <= MAX_NMSE_TO_DISTILL)

@@ -1,0 +1,202 @@
+"""What the child does with a job: build the candidate, train it, predict, report claims.
+
+This module runs where candidate code runs (in the isolated child, or in the caller's
+process with ``--no-sandbox``). It sees the training split and a selection split for
+early stopping; of every split it is scored on it sees only initial states, time grids
+and inputs. It returns predictions; the parent computes every score from them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+import traceback
+from typing import Any
+
+import numpy as np
+import torch
+
+from hyarch.core.candidate import check_forward, load_model_class, make_factory
+from hyarch.core.data import Trajectories
+from hyarch.core.fields import reduced, rollout
+from hyarch.core.model import ContractError
+from hyarch.core.regularizers import Context, closure_norm, closure_share, decorrelation, sensitivity
+from hyarch.core.train import TrainingError, fit
+
+# regularizers that need the model, computed on the child's own rollout of the validation
+# starts (no observation needed); ``reduced_fit`` needs the data and is computed by the parent
+MODEL_REGULARIZERS = {"closure_norm": closure_norm, "decorrelation": decorrelation,
+                      "sensitivity": sensitivity}
+
+
+def traj_to_job(tr: Trajectories, *, starts_only: bool = False) -> dict[str, Any]:
+    """A split as plain tensors; with ``starts_only`` the observations after the first
+    point are zeroed: the child gets initial states, grids, inputs and the mask only."""
+    y = tr.y.detach().cpu()
+    if starts_only:
+        y = torch.zeros_like(y)
+        y[:, 0] = tr.y[:, 0]
+    return {"t": tr.t.detach().cpu(), "y": y, "mask": tr.mask.detach().cpu(),
+            "u": None if tr.u is None else tr.u.detach().cpu(),
+            "state_names": list(tr.state_names), "input_names": list(tr.input_names),
+            "ids": list(tr.ids), "state_shapes": [list(s) for s in tr.state_shapes]}
+
+
+def traj_from_job(d: dict[str, Any]) -> Trajectories:
+    return Trajectories(d["t"], d["y"], d["mask"], d["u"], tuple(d["state_names"]),
+                        tuple(d["input_names"]), tuple(d["ids"]),
+                        tuple(tuple(s) for s in d["state_shapes"]))
+
+
+def child_space(job: dict[str, Any]):
+    """The space as the child sees it: no truth, no data source, and splits ``train`` (the
+    fitting part) and ``val`` (the selection split used for early stopping)."""
+    from hyarch.spaces.schema import SpaceSpec
+    from hyarch.spaces.space import Space
+
+    spec = SpaceSpec.model_validate(json.loads(job["spec"]))
+    return Space(spec=spec, path=None,
+                 splits={"train": traj_from_job(job["fit"]), "val": traj_from_job(job["selection"])},
+                 fixed_scales=dict(job["scales"]))
+
+
+def failed_header(reason: str, start: float, **extra) -> dict[str, Any]:
+    return {"status": "failed", "reason": reason,
+            "seconds": round(time.perf_counter() - start, 3), **extra}
+
+
+def _num(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def run_job(job: dict[str, Any], lockdown=None) -> tuple[dict, dict[str, np.ndarray], bytes | None]:
+    """Train and predict. Returns (header, arrays, weights); never raises for the candidate.
+
+    ``lockdown``, if given, is called after everything hyarch needs is imported and before
+    the first line of candidate code runs."""
+    start = time.perf_counter()
+    space = child_space(job)
+    cfg = space.train_config(device=job.get("device", "cpu"), **(job.get("overrides") or {}))
+    filename = job.get("filename", "model.py")
+    requests = {name: traj_from_job(d) for name, d in job["predict"].items()}
+    post = job.get("post") or {}
+    if post.get("distill") or post.get("profile"):
+        import hyarch.distill  # noqa: F401 - imports read files: before the lockdown
+    import torch._dynamo  # noqa: F401 - torch imports it lazily on the first optimizer step
+    if lockdown is not None:
+        lockdown()
+    try:
+        cls = load_model_class(job["source"], filename)
+        factory = make_factory(cls, space.states, space.inputs, space.scales(), space.shapes)
+        model = factory(replicas=1)
+        train = space.train
+        check_forward(model, train.y0(), train.t[:, 0], None if train.u is None else train.u[:, 0])
+        fitted = fit(factory, train, space.val, cfg)
+    except (ContractError, TrainingError) as e:
+        return failed_header(str(e), start), {}, None
+    except SyntaxError as e:
+        return failed_header(f"syntax error at line {e.lineno}: {e.msg}", start), {}, None
+    except MemoryError:
+        return failed_header("the candidate ran out of memory (MemoryError)", start), {}, None
+    except PermissionError as e:
+        return failed_header(f"the sandbox refused an operation: {e} (a candidate may not"
+                             " write files, open sockets, start processes or signal other"
+                             " processes)", start), {}, None
+    except Exception as e:  # the candidate's own bug: report where it happened
+        tb = traceback.extract_tb(e.__traceback__)
+        frames = [f for f in tb if f.filename == filename]
+        where = f" at line {frames[-1].lineno} ({frames[-1].line})" if frames else ""
+        return failed_header(f"{type(e).__name__}{where}: {e}", start,
+                             traceback=traceback.format_exc(limit=8)), {}, None
+    model = fitted.model.cpu()
+    arrays: dict[str, np.ndarray] = {}
+    scales = fitted.scales.cpu()
+    header: dict[str, Any] = {"status": "ok", "reason": None}
+    try:
+        with torch.no_grad():
+            for name, data in requests.items():
+                pred = rollout(model, data, method=cfg.method, substeps=cfg.substeps)
+                arrays[f"{name}.full"] = pred.double().numpy()
+                if model.closures():
+                    with reduced(model):
+                        pred0 = rollout(model, data, method=cfg.method, substeps=cfg.substeps)
+                    arrays[f"{name}.reduced"] = pred0.double().numpy()
+                else:
+                    arrays[f"{name}.reduced"] = arrays[f"{name}.full"]
+        header.update(_claims(model, requests.get("val"), arrays, scales, cfg))
+    except Exception as e:  # noqa: BLE001 - a model that cannot predict fails with why
+        return failed_header(f"prediction failed: {type(e).__name__}: {e}", start), {}, None
+    header["training"] = {
+        "iterations": fitted.iterations, "stopped": fitted.stopped,
+        "train_nmse": _num(fitted.train_loss), "selection_nmse": _num(fitted.val_loss),
+        "seconds": round(fitted.seconds, 3),
+    }
+    header["post"] = _post(post, space, job["source"], model, header)
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+    header["seconds"] = round(time.perf_counter() - start, 3)
+    return header, arrays, buf.getvalue()
+
+
+def _claims(model, val: Trajectories | None, arrays, scales, cfg) -> dict[str, Any]:
+    """What only the model can tell: parameters, size, and the regularizers that compare
+    its full and reduced vector fields along its own validation rollout."""
+    out: dict[str, Any] = {"parameters": {k: _num(v) for k, v in model.physical_values().items()},
+                           "n_neural_params": model.n_neural_params(), "regularizers": {},
+                           "closure_share": 0.0,
+                           "parameter_specs": {
+                               n: {"init": _num(sp.init), "lower": _num(sp.lower),
+                                   "upper": _num(sp.upper), "log": bool(sp.log),
+                                   "unit": str(sp.unit)[:40]}
+                               for n, sp in model.parameter_specs.items()}}
+    if val is None:
+        return out
+    pred = torch.as_tensor(arrays["val.full"], dtype=val.y.dtype)
+    if not bool(torch.isfinite(pred).all()):
+        return out  # the parent reports the divergence
+    ctx = Context(model, val, pred, scales, cfg.method, cfg.substeps)
+    errors = {}
+    for name, fn in MODEL_REGULARIZERS.items():
+        try:
+            with torch.no_grad():
+                out["regularizers"][name] = _num(fn(ctx).reshape(-1)[0])
+        except Exception as e:  # noqa: BLE001 - reported, not fatal
+            out["regularizers"][name] = None
+            errors[name] = str(e)[:300]
+    if errors:
+        out["regularizers"]["errors"] = errors
+    if model.closures():
+        with torch.no_grad():
+            out["closure_share"] = _num(closure_share(ctx).reshape(-1)[0])
+    return out
+
+
+def _post(post: dict, space, source: str, model, header: dict) -> dict[str, Any]:
+    """Post-training steps that need the trained model: distillation, profiles."""
+    out: dict[str, Any] = {}
+    opts = post.get("distill")
+    if opts is not None and model.closures():
+        from hyarch.distill.policy import worth_distilling
+
+        share = header.get("closure_share") or 0.0
+        sel = (header.get("training") or {}).get("selection_nmse")
+        if opts.get("always") or worth_distilling(share, sel):
+            try:
+                from hyarch.distill import distill_candidate
+
+                out["distilled"] = distill_candidate(
+                    space, source, model, **{k: v for k, v in opts.items() if k != "always"})
+            except Exception as e:  # noqa: BLE001 - distillation is a bonus, never fatal
+                out["distill_error"] = f"{type(e).__name__}: {e}"
+    opts = post.get("profile")
+    if opts is not None:
+        try:
+            from hyarch.distill.identifiability import profile
+
+            out["profile"] = profile(model, space, **opts)
+        except Exception as e:  # noqa: BLE001
+            out["profile_error"] = f"{type(e).__name__}: {e}"
+    return out
