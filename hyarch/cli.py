@@ -51,8 +51,12 @@ def cmd_evaluate(args) -> int:
     overrides = {"seed": args.seed} if args.seed is not None else {}
     if args.tune:
         return _evaluate_tuned(args, space, path, overrides)
+    from hyarch.sandbox.runner import Limits
+
     out = evaluate_source(space, path.read_text(), filename=str(path),
-                          device=resolve_device(args.device), overrides=overrides)
+                          device=resolve_device(args.device), overrides=overrides,
+                          limits=Limits(threads=max(1, args.threads)),
+                          sandbox=not args.no_sandbox)
     if args.json:
         print(json.dumps(out.result, indent=2))
     else:
@@ -90,11 +94,24 @@ def cmd_validate(args) -> int:
 
     space = _load(args.space)
     prior_fit = None
+    if space.prior_path() is not None and not args.fit_prior:
+        from hyarch.sandbox.runner import check_candidate
+
+        why = check_candidate(space, space.prior_path().read_text(), str(space.prior_path()))
+        if why is not None:
+            print(f"hyarch: error: {space.prior_path()}: the prior does not satisfy the"
+                  f" candidate contract: {why}", file=sys.stderr)
+            return EXIT_USAGE
     if args.fit_prior and space.prior_path() is not None:
         from hyarch.evaluate import evaluate_source
 
         prior_fit = evaluate_source(space, space.prior_path().read_text(),
                                     filename=str(space.prior_path())).result
+        if prior_fit["status"] != "ok":
+            print(f"hyarch: error: {space.prior_path()}: the prior failed: {prior_fit['reason']}",
+                  file=sys.stderr)
+            print_space_summary(space, prior_fit)
+            return EXIT_FAILED
     print_space_summary(space, prior_fit)
     return EXIT_OK
 
@@ -127,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--tune", type=int, metavar="N", default=0,
                    help="tune the training settings over N Optuna trials (with pruning)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads for the evaluation (default 1, as in a search)")
+    p.add_argument("--no-sandbox", action="store_true",
+                   help="run the candidate in this process, without isolation: only for code"
+                        " you trust (debugging); the search never does this")
     _device_arg(p)
     p.set_defaults(func=cmd_evaluate)
 

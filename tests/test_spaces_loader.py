@@ -131,18 +131,31 @@ def test_prior_that_does_not_exist(tmp_path):
     assert "prior file 'models/prior.py' does not exist" in str(e) and e.line == 9
 
 
-def test_prior_that_breaks_the_contract_is_caught_at_load(tmp_path):
+def test_prior_that_breaks_the_contract_is_caught_by_validate(tmp_path, capsys):
+    """Loading never runs the prior; ``hyarch validate`` checks it in the sandbox."""
+    from hyarch.cli import main
+
     bad = PRIOR.replace('"v": -self.k * s.x + u.f', '"w": -self.k * s.x')
+    path = write(tmp_path, CSV_SPACE + "prior: prior.py\n", long_csv(), **{"prior.py": bad})
+    load_space(path)  # loads: the contract is checked where the code may run
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "prior.py") in err
+    assert "does not satisfy the candidate contract" in err
+    assert "missing derivative for state(s) 'v'" in err
+
+
+def test_prior_with_a_forbidden_import_is_caught_at_load(tmp_path):
+    bad = "import os\n" + PRIOR
     e = error(write(tmp_path, CSV_SPACE + "prior: prior.py\n", long_csv(), **{"prior.py": bad}))
-    assert e.file == str(tmp_path / "prior.py")
-    assert "does not satisfy the candidate contract" in str(e)
-    assert "missing derivative for state(s) 'v'" in str(e)
+    assert e.file == str(tmp_path / "prior.py") and "import of 'os' is not allowed" in str(e)
+    assert e.line == 1
 
 
 def test_prior_with_a_syntax_error_names_its_line(tmp_path):
     bad = PRIOR.replace("return {", "return {{")
     e = error(write(tmp_path, CSV_SPACE + "prior: prior.py\n", long_csv(), **{"prior.py": bad}))
-    assert "not valid Python" in str(e) and e.line == 9
+    assert "syntax error" in str(e) and e.line == 9
 
 
 def test_good_prior_loads(tmp_path):

@@ -20,6 +20,9 @@ bubblewrap, its PID namespace) at the wall-clock limit or when the parent dies.
 
 ``detect()`` says which layers this machine offers; the runner warns once when one is
 missing and uses the strongest combination that works, never nothing without saying so.
+``HYARCH_SANDBOX_NO_BWRAP``, ``HYARCH_SANDBOX_NO_LANDLOCK`` and ``HYARCH_SANDBOX_NO_SECCOMP``
+switch a layer off (tests of the fall-back paths, and the overhead benchmark); the
+runner then says so.
 """
 
 from __future__ import annotations
@@ -113,11 +116,16 @@ def detect() -> Capabilities:
         else:
             notes.append(f"{path} cannot create namespaces on this kernel (user namespaces"
                          " disabled?): candidate code runs without private namespaces")
-    abi = landlock_abi()
-    if not abi:
+    abi = 0 if os.environ.get("HYARCH_SANDBOX_NO_LANDLOCK") else landlock_abi()
+    if os.environ.get("HYARCH_SANDBOX_NO_LANDLOCK"):
+        notes.append("Landlock disabled by HYARCH_SANDBOX_NO_LANDLOCK")
+    elif not abi:
         notes.append("this kernel has no Landlock: file access is limited by namespaces only")
     seccomp = sys.platform == "linux" and _ARCH in _SYSCALLS
-    if not seccomp:
+    if os.environ.get("HYARCH_SANDBOX_NO_SECCOMP"):
+        seccomp = False
+        notes.append("seccomp disabled by HYARCH_SANDBOX_NO_SECCOMP")
+    elif not seccomp:
         notes.append(f"no seccomp filter for {sys.platform}/{_ARCH}: process and socket"
                      " creation are not blocked by the kernel")
     return Capabilities(bwrap, abi, seccomp, tuple(notes))

@@ -166,13 +166,14 @@ def package_dir() -> str:
 def run_candidate(
     space, source: str, *, filename: str = "model.py", limits: Limits = Limits(),
     device: str = "cpu", overrides: dict[str, Any] | None = None,
-    post: dict[str, Any] | None = None, isolation: str = "auto",
+    post: dict[str, Any] | None = None, isolation: str = "auto", check_only: bool = False,
 ) -> SandboxResult:
     """Static checks, then train in the child and score its predictions here.
 
     ``space`` is a ``Space`` (or a name or path, loaded here). ``post`` asks the child for
     post-training steps on the trained model (``{"distill": {...}, "profile": {...}}``);
-    their output comes back in ``extra``."""
+    their output comes back in ``extra``. ``check_only`` builds the model and runs one
+    derivative evaluation (the contract check) without training."""
     if not hasattr(space, "splits"):
         from hyarch.spaces.loader import load_space
 
@@ -187,6 +188,7 @@ def run_candidate(
                              seconds=time.perf_counter() - start)
     job, expected = build_job(space, source, filename=filename, device=device,
                               overrides=overrides, threads=limits.threads, post=post)
+    job["check_only"] = check_only
     if isolation == "none":
         return _in_process(space, job, expected, start)
     _warn_once()
@@ -335,6 +337,10 @@ def _why_no_result(rc: int | None, stderr: str, limits: Limits) -> str:
 def _score(space, reply, seconds, rc, stderr, limits: Limits | None = None) -> SandboxResult:
     from hyarch.sandbox.scoring import score_reply
 
+    if reply.header.get("checked") is True and reply.header.get("status") == "ok":
+        return SandboxResult({"status": "ok", "reason": None, "checked": True}, None, seconds,
+                             rc, stderr)
+
     result = score_reply(space, reply, seconds)
     reason = str(result.get("reason") or "")
     if limits and any(m in reason for m in ("DefaultCPUAllocator", "bad_alloc", "out of memory")):
@@ -428,6 +434,14 @@ def _kill(proc: subprocess.Popen) -> None:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         pass
+
+
+def check_candidate(space, source: str, filename: str = "model.py") -> str | None:
+    """The contract check (build the model, one derivative) in the sandbox: None when it
+    passes, else the reason."""
+    res = run_candidate(space, source, filename=filename, limits=Limits(timeout=120),
+                        check_only=True)
+    return None if res.result.get("status") == "ok" else str(res.result.get("reason"))
 
 
 def run_file(space, path: str | Path, **kw) -> SandboxResult:

@@ -94,6 +94,8 @@ def run_job(job: dict[str, Any], lockdown=None) -> tuple[dict, dict[str, np.ndar
         model = factory(replicas=1)
         train = space.train
         check_forward(model, train.y0(), train.t[:, 0], None if train.u is None else train.u[:, 0])
+        if job.get("check_only"):
+            return {"status": "ok", "reason": None, "checked": True}, {}, None
         fitted = fit(factory, train, space.val, cfg)
     except (ContractError, TrainingError) as e:
         return failed_header(str(e), start), {}, None

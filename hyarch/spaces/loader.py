@@ -161,15 +161,14 @@ def load_space(ref: str | Path) -> Space:
 
 
 def check_prior(space: Space) -> None:
-    """Import the prior and run one derivative on the first training point.
+    """Vet the prior's code statically (syntax, imports, a ``Model`` class), naming the
+    prior file and the line.
 
-    A prior that breaks the contract (wrong state names, shapes, NaN) would make every
-    candidate built on it fail; say so at load time, naming the prior file and the line.
+    Loading a space never runs the prior: it is code like any candidate's, and runs only
+    in the sandbox (``hyarch validate --fit-prior``, or as the search's first candidate),
+    where a contract error (wrong state names, shapes, NaN) fails it with its reason.
     """
-    import traceback
-
-    from hyarch.core.candidate import check_forward, load_model_class, make_factory
-    from hyarch.core.model import ContractError
+    from hyarch.sandbox.checks import CheckError, check_source
 
     path = space.prior_path()
     assert path is not None
@@ -178,21 +177,18 @@ def check_prior(space: Space) -> None:
     except (OSError, UnicodeDecodeError) as e:
         raise SpaceError(f"cannot read the prior: {e}", file=str(path), field="prior") from None
     try:
-        cls = load_model_class(source, str(path))
-        factory = make_factory(cls, space.states, space.inputs, space.scales(), space.shapes)
-        train = space.train
-        check_forward(factory(replicas=1), train.y0(), train.t[:, 0],
-                      None if train.u is None else train.u[:, 0])
-    except SyntaxError as e:
-        raise SpaceError(f"the prior is not valid Python: {e.msg}", file=str(path),
-                         line=e.lineno, field="prior") from None
-    except ContractError as e:
-        raise SpaceError(f"the prior does not satisfy the candidate contract: {e}",
-                         file=str(path), field="prior") from None
-    except Exception as e:
-        frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == str(path)]
-        raise SpaceError(f"the prior raised {type(e).__name__}: {e}", file=str(path),
-                         line=frames[-1].lineno if frames else None, field="prior") from None
+        check_source(source, str(path))
+    except CheckError as e:
+        line = None
+        if str(e).startswith("line "):
+            try:
+                line = int(str(e).split()[1].rstrip(":"))
+            except ValueError:
+                line = None
+        if str(e).startswith("syntax error at line "):
+            line = int(str(e).split()[4].rstrip(":"))
+        raise SpaceError(f"the prior is not a valid candidate: {e}", file=str(path),
+                         line=line, field="prior") from None
 
 
 # -- data -------------------------------------------------------------------------------
