@@ -1,5 +1,8 @@
 """``hyarch distill SPACE FILE``: train a candidate, distil its closures, check identifiability.
 
+The candidate is trained, distilled and profiled in the sandbox (``hyarch.evaluate``), like
+every candidate; this process never runs its code.
+
 Kept outside the ``hyarch.distill`` package so that registering the command does not
 import torch and PySINDy: ``hyarch --help`` stays fast."""
 
@@ -24,6 +27,29 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+def _num(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
+
+
+def _entries(raw: Any) -> list[dict[str, Any]]:
+    """The distillation records the sandboxed child returned (untrusted JSON), keeping
+    those with the fields ``format_distillation`` and ``--out`` read, of the right types."""
+    out = []
+    for d in raw if isinstance(raw, list) else []:
+        if not (isinstance(d, dict) and all(isinstance(d.get(k), str)
+                                            for k in ("closure", "state", "expression"))):
+            continue
+        terms = [t for t in d.get("terms") or [] if isinstance(t, dict)
+                 and isinstance(t.get("kind"), str) and isinstance(t.get("name"), str)
+                 and _num(t.get("coefficient")) is not None]
+        src = d.get("source")
+        out.append({**d, "terms": terms, "r2": _num(d.get("r2")),
+                    "explained": _num(d.get("explained")),
+                    "library": d.get("library") if isinstance(d.get("library"), list) else [],
+                    "source": src if isinstance(src, str) else None})
+    return out
+
+
 def _targets(out: str, entries: list[dict[str, Any]]) -> dict[str, str]:
     sources = {}
     for d in entries:
@@ -37,19 +63,15 @@ def _targets(out: str, entries: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def cmd_distill(args) -> int:
-    import torch
-
     from hyarch.cli import EXIT_FAILED, EXIT_OK, _load, _usage, resolve_device
-    from hyarch.distill import (
-        DistillError,
-        distill_candidate,
-        format_distillation,
-        format_identifiability,
+    from hyarch.distill import format_distillation, format_identifiability
+    from hyarch.distill.identifiability import (
+        IdentifiabilityError,
         identifiability,
+        profile_options,
     )
-    from hyarch.evaluate import evaluate_source
+    from hyarch.evaluate import Limits, evaluate_source
 
-    torch.set_num_threads(max(1, args.threads))
     path = Path(args.file)
     if not path.is_file():
         return _usage(f"candidate file {args.file!r} does not exist")
@@ -63,7 +85,15 @@ def cmd_distill(args) -> int:
         return _usage(f"--set: {e}")
     source = path.read_text()
     device = resolve_device(args.device)
-    out = evaluate_source(space, source, filename=str(path), device=device, overrides=overrides)
+    limits = Limits(threads=max(1, args.threads))
+    # one sandboxed training: the child distils the closures (and profiles the parameters)
+    # on the trained model; this process only reads what it returns
+    post: dict[str, Any] = {"distill": {"always": True, "min_explained": args.min_explained,
+                                        "degree": args.degree}}
+    if args.identifiability:
+        post["profile"] = profile_options(space, overrides, device=device)
+    out = evaluate_source(space, source, filename=str(path), device=device,
+                          overrides=overrides, post=post, limits=limits)
     res = out.result
     if res["status"] != "ok":
         print(f"hyarch: training failed: {res['reason']}", file=sys.stderr)
@@ -71,16 +101,15 @@ def cmd_distill(args) -> int:
     report: dict[str, Any] = {"parameters": res["parameters"],
                               "val_nmse": res["metrics"]["val"]["nmse"]}
     if not args.json:
-        vals = ", ".join(f"{k}={v:.6g}" for k, v in res["parameters"].items())
+        vals = ", ".join(f"{k}={v:.6g}" for k, v in res["parameters"].items()
+                         if v is not None)
         print(f"trained {path} on {space.name}: val nMSE {report['val_nmse']:.4g}; {vals}")
     status = EXIT_OK
-    if out.model.closures():
-        try:
-            entries = distill_candidate(space, source, out.model,
-                                        min_explained=args.min_explained, degree=args.degree)
-        except DistillError as e:
-            print(f"hyarch: cannot distil: {e}", file=sys.stderr)
-            return EXIT_FAILED
+    if out.extra.get("distill_error"):
+        print(f"hyarch: cannot distil: {out.extra['distill_error']}", file=sys.stderr)
+        return EXIT_FAILED
+    entries = _entries(out.extra.get("distilled"))
+    if entries:
         report["distillation"] = entries
         if not args.json:
             print(format_distillation(entries))
@@ -95,8 +124,13 @@ def cmd_distill(args) -> int:
     elif not args.json:
         print("the candidate has no closure: nothing to distil")
     if args.identifiability:
-        ident = identifiability(space, source, out.model, overrides=overrides,
-                                retrain=not args.no_retrain, device=device)
+        try:
+            ident = identifiability(space, source, filename=str(path), overrides=overrides,
+                                    retrain=not args.no_retrain, device=device,
+                                    limits=limits, trained=out)
+        except IdentifiabilityError as e:
+            print(f"hyarch: identifiability not computed: {e}", file=sys.stderr)
+            return EXIT_FAILED
         report["identifiability"] = ident
         if not args.json:
             print(format_identifiability(ident))
@@ -128,7 +162,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="training override, e.g. --set final_iters=300 (repeatable)")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads of the sandboxed training (default 1)")
     p.add_argument("--json", action="store_true", help="print everything as JSON")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available)")
     p.set_defaults(func=cmd_distill)

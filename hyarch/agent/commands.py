@@ -246,17 +246,25 @@ def _show_mechanisms(run, rec, c, compute: bool) -> None:
             e.setdefault("library", [])
         c.print(format_distillation(entries), markup=False)
     if compute and rec.status == "ok":
-        from hyarch.report.replay import ReplayError, load_run_space, load_trained
+        from hyarch.distill.identifiability import IdentifiabilityError
+        from hyarch.report.replay import ReplayError, load_run_space
         from hyarch.runs import atomic_write
 
         try:
             space = load_run_space(run)
-            model = load_trained(rec, space)
         except ReplayError as e:
             c.print(f"[red]identifiability not computed[/]: {e}")
             return
-        c.print("computing identifiability (profiles and capacity retraining)...")
-        report = identifiability(space, rec.source, model)
+        cfg = run.config()
+        overrides = cfg.get("overrides") if isinstance(cfg.get("overrides"), dict) else None
+        c.print("computing identifiability (retraining in the sandbox: profiles and"
+                " capacity variants)...")
+        try:  # every training, the candidate's own included, runs in the sandbox
+            report = identifiability(space, rec.source, filename=f"{rec.id}/model.py",
+                                     overrides=overrides)
+        except (IdentifiabilityError, ValueError, TypeError) as e:  # or bad run overrides
+            c.print(f"[red]identifiability not computed[/]: {e}")
+            return
         atomic_write(ipath, json.dumps(report, indent=2, default=str))
     if ipath.is_file():
         c.print("[bold]identifiability[/]")

@@ -1,6 +1,6 @@
 """Do the data pin down each physical parameter, and does a network absorb it?
 
-Two diagnostics per physical parameter of a trained candidate:
+Two diagnostics per physical parameter of a candidate, trained in the sandbox:
 
 - a profile of the validation loss over the parameter's bounds, the others (closures
   included) held at their fitted values: its gradient and curvature at the fitted value,
@@ -72,9 +72,21 @@ def _interval(values: np.ndarray, losses: np.ndarray, at: float, limit: float):
     return walk(-1), walk(1)
 
 
+def _finite(x: Any) -> float | None:
+    """A finite float, or None (profiles travel as JSON, which has no inf or NaN)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
 def profile(model: HybridModel, space: Space, *, points: int = 41, rise: float = 1.0,
             method: str | None = None, substeps: int | None = None) -> dict[str, Any]:
-    """1-D profiles of the validation loss over each parameter's bounds, others fixed."""
+    """1-D profiles of the validation loss over each parameter's bounds, others fixed.
+
+    Runs where the trained model is: in the sandbox's child (``post={"profile": {...}}``),
+    where ``space.val`` is the selection split. Every number is finite or None, so the
+    result travels as JSON; ``closures`` names the model's closures."""
     from hyarch.core.data import state_scales
 
     cfg = space.train_config()
@@ -86,7 +98,9 @@ def profile(model: HybridModel, space: Space, *, points: int = 41, rise: float =
     scales = state_scales(space.train).double()
     fitted = m.physical_values()
     best = _val_loss(m, val, scales, method, substeps)
-    out: dict[str, Any] = {"val_nmse": best, "parameters": {}}
+    names = [n for n, mod in m.named_modules() if mod in m.closures()]
+    out: dict[str, Any] = {"val_nmse": _finite(best), "parameters": {},
+                           "closures": [n or "closure" for n in names]}
     for name, spec in m.parameter_specs.items():
         p = fitted[name]
 
@@ -100,7 +114,7 @@ def profile(model: HybridModel, space: Space, *, points: int = 41, rise: float =
         lo_h, hi_h = max(p - h, spec.lower), min(p + h, spec.upper)
         l_lo, l_hi = loss_at(lo_h), loss_at(hi_h)
         step = (hi_h - lo_h) / 2
-        gradient = (l_hi - l_lo) / (hi_h - lo_h)
+        gradient = (l_hi - l_lo) / (hi_h - lo_h) if hi_h > lo_h else math.nan
         curvature = (l_hi - 2 * best + l_lo) / step ** 2 if step > 0 else math.nan
         r = 0.01 * (abs(p) if abs(p) > 1e-3 * (spec.upper - spec.lower)
                     else spec.upper - spec.lower)
@@ -114,12 +128,14 @@ def profile(model: HybridModel, space: Space, *, points: int = 41, rise: float =
         width = max(p - lo_i, hi_i - p) / ref
         quad = math.sqrt(2 * rise * best / curvature) / ref if curvature > 0 else math.inf
         out["parameters"][name] = {
-            "value": p, "bounds": [spec.lower, spec.upper],
-            "gradient": gradient, "curvature": curvature, "rel_sensitivity_1pct": rel_sens,
-            "interval": [lo_i, hi_i], "interval_hits_bounds": left is None or right is None,
-            "rel_width": width, "quadratic_rel_width": quad,
-            "profile": {"values": [float(v) for v in values],
-                        "val_nmse": [float(x) if math.isfinite(x) else None for x in losses]},
+            "value": _finite(p), "bounds": [_finite(spec.lower), _finite(spec.upper)],
+            "gradient": _finite(gradient), "curvature": _finite(curvature),
+            "rel_sensitivity_1pct": _finite(rel_sens),
+            "interval": [_finite(lo_i), _finite(hi_i)],
+            "interval_hits_bounds": left is None or right is None,
+            "rel_width": _finite(width), "quadratic_rel_width": _finite(quad),
+            "profile": {"values": [_finite(v) for v in values],
+                        "val_nmse": [_finite(x) for x in losses]},
         }
     return out
 
@@ -133,14 +149,56 @@ def capacity_variants(source: str, factors: Sequence[float] = (0.5, 2.0),
     return out
 
 
+class IdentifiabilityError(Exception):
+    """The candidate could not be trained or profiled, with the reason."""
+
+
+def profile_options(space: Space, overrides: dict[str, Any] | None = None, *,
+                    points: int = 41, rise: float = 1.0, device: str = "cpu") -> dict[str, Any]:
+    """``post={"profile": ...}`` for ``evaluate_source``: the profile integrates the way the
+    candidate was trained (method and substeps after ``overrides``)."""
+    cfg = space.train_config(device=device, **(overrides or {}))
+    return {"points": int(points), "rise": float(rise), "method": cfg.method,
+            "substeps": int(cfg.substeps)}
+
+
+def _checked_profile(raw: Any) -> dict[str, Any]:
+    """The profile the child returned (untrusted JSON), with the fields the verdicts use
+    checked; a parameter with malformed fields is dropped with a note."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("parameters"), dict):
+        raise IdentifiabilityError("the evaluation returned a malformed profile")
+    out: dict[str, Any] = {"val_nmse": _finite(raw.get("val_nmse")), "parameters": {},
+                           "closures": [str(c) for c in raw.get("closures") or []
+                                        if isinstance(c, str)], "notes": []}
+    for name, info in raw["parameters"].items():
+        ok = (isinstance(info, dict) and _finite(info.get("value")) is not None
+              and isinstance(info.get("interval"), list) and len(info["interval"]) == 2)
+        if not ok:
+            out["notes"].append(f"{name}: malformed profile, left out")
+            continue
+        info = dict(info)
+        info["interval_hits_bounds"] = info.get("interval_hits_bounds") is not False
+        out["parameters"][str(name)] = info
+    return out
+
+
 def identifiability(
-    space: Space, source: str, fitted_model: HybridModel, *,
+    space: Space, source: str, *, filename: str = "model.py",
     overrides: dict[str, Any] | None = None, factors: Sequence[float] = (0.5, 2.0),
     remove: bool = True, retrain: bool = True, points: int = 41, rise: float = 1.0,
     pinned_tol: float = 0.1, moves_factor: float = 1.0, moves_floor: float = 0.002,
-    device: str = "cpu",
+    device: str = "cpu", limits=None, sandbox: bool = True, trained=None,
 ) -> dict[str, Any]:
-    """Profiles and the capacity test for every physical parameter of ``fitted_model``.
+    """Profiles and the capacity test for every physical parameter of the candidate
+    ``source``, trained on ``space`` with ``overrides``.
+
+    Every training runs through ``hyarch.evaluate.evaluate_source`` (the sandbox): the
+    candidate itself, whose child also computes the profiles on the trained model
+    (``post={"profile": ...}``; they are taken on the selection split, the part of the
+    training data the child holds out for early stopping), and each capacity variant. Pass
+    ``trained``, the ``SandboxResult`` of an evaluation already made with
+    ``post={"profile": profile_options(...)}``, to skip the first training.
+    IdentifiabilityError when the candidate fails to train or to profile.
 
     A parameter is *pinned* when the validation loss rises by ``rise`` (relative) within
     ``pinned_tol`` (relative) of its fitted value. It *moves with capacity* when its
@@ -148,16 +206,29 @@ def identifiability(
     spread (max - min, relative) over more than ``moves_factor`` times the precision its
     profile gives (``rel_width``: the half-width of the range where the loss stays below
     ``1 + rise`` times its minimum) and more than ``moves_floor``: the network's size
-    changes the physics by more than the data allow. ``overrides`` go to every retraining (pass those the fitted model was
-    trained with, so that only capacity differs). The closure-free retrain is reported
+    changes the physics by more than the data allow. ``overrides`` go to every retraining,
+    so that only capacity differs. The closure-free retrain is reported
     (``capacity_shift["none"]``) but does not decide: removing a useful closure moves
     every parameter that must then stand in for the missing physics.
     """
     from hyarch.evaluate import evaluate_source
 
-    report = profile(fitted_model, space, points=points, rise=rise)
-    report.update({"capacity": {}, "flags": [], "notes": []})
-    has_closures = bool(fitted_model.closures())
+    if trained is None:
+        trained = evaluate_source(
+            space, source, filename=filename, device=device, overrides=overrides,
+            post={"profile": profile_options(space, overrides, points=points, rise=rise,
+                                             device=device)},
+            limits=limits, sandbox=sandbox)
+    res = trained.result
+    if res.get("status") != "ok":
+        raise IdentifiabilityError(f"training failed: {res.get('reason')}")
+    raw = trained.extra.get("profile")
+    if raw is None:
+        why = trained.extra.get("profile_error") or "the evaluation returned no profile"
+        raise IdentifiabilityError(f"profiles failed: {why}")
+    report = _checked_profile(raw)
+    report.update({"split": "selection", "capacity": {}, "flags": []})
+    has_closures = bool(report["closures"])
     variants: dict[str, str] = {}
     if retrain and has_closures:
         try:
@@ -168,7 +239,7 @@ def identifiability(
         report["notes"].append("no closure: the capacity test does not apply")
     for label, src in variants.items():
         res = evaluate_source(space, src, filename=f"<{label}>", device=device,
-                              overrides=overrides).result
+                              overrides=overrides, limits=limits, sandbox=sandbox).result
         report["capacity"][label] = {
             "status": res["status"], "reason": res.get("reason"),
             "parameters": res["parameters"],
@@ -179,14 +250,15 @@ def identifiability(
         ref = abs(p) if abs(p) > 0 else 1.0
         moved = {label: (c["parameters"][name] - p) / ref
                  for label, c in report["capacity"].items()
-                 if c["status"] == "ok" and name in c["parameters"]}
+                 if c["status"] == "ok" and c["parameters"].get(name) is not None}
         resized = [0.0] + [v for k, v in moved.items() if k != "none"]
         info["capacity_shift"] = moved
         info["moves"] = max(resized) - min(resized)
-        info["pinned"] = bool(info["rel_width"] <= pinned_tol
+        width = _finite(info.get("rel_width"))
+        info["pinned"] = bool(width is not None and width <= pinned_tol
                               and not info["interval_hits_bounds"])
-        limit = max(moves_factor * info["rel_width"], moves_floor)
-        info["moves_limit"] = limit
+        limit = max(moves_factor * (width if width is not None else math.inf), moves_floor)
+        info["moves_limit"] = _finite(limit)
         info["moves_with_capacity"] = bool(info["moves"] > limit)
         if info["moves_with_capacity"]:
             verdict = "confounded with the closure"
@@ -202,21 +274,24 @@ def identifiability(
 
 def format_identifiability(report: dict[str, Any]) -> str:
     """A plain-text table of the report, for the terminal and for prompts."""
-    lines = [f"validation nMSE at the fitted values: {report['val_nmse']:.4g}"]
+    def g(x: Any, spec: str) -> str:
+        return "-" if _finite(x) is None else format(float(x), spec)
+
+    where = "selection" if report.get("split") == "selection" else "validation"
+    lines = [f"{where} nMSE at the fitted values: {g(report.get('val_nmse'), '.4g')}"]
     head = (f"{'parameter':<14}{'value':>11}{'+-1% dL/L':>11}{'L<2L* range':>24}"
             f"{'spread':>9}  verdict")
     lines.append(head)
     for name, i in report["parameters"].items():
-        sens = i["rel_sensitivity_1pct"]
-        rng = f"[{i['interval'][0]:.4g}, {i['interval'][1]:.4g}]"
+        lo, hi = (list(i.get("interval") or []) + [None, None])[:2]
+        rng = f"[{g(lo, '.4g')}, {g(hi, '.4g')}]"
         lines.append(
-            f"{name:<14}{i['value']:>11.5g}{('-' if sens is None else f'{sens:.3g}'):>11}"
-            f"{rng:>24}{100 * i.get('moves', 0.0):>8.2f}%  {i.get('verdict', '')}")
+            f"{name:<14}{g(i.get('value'), '.5g'):>11}{g(i.get('rel_sensitivity_1pct'), '.3g'):>11}"
+            f"{rng:>24}{g(100 * (i.get('moves') or 0.0), '.2f'):>8}%  {i.get('verdict', '')}")
     for label, c in report.get("capacity", {}).items():
-        vals = ", ".join(f"{k}={v:.5g}" for k, v in c["parameters"].items())
-        v = c["val_nmse"]
-        lines.append(f"  closures {label}: {c['status']}, val nMSE "
-                     f"{'-' if v is None else f'{v:.3g}'}; {vals}")
+        vals = ", ".join(f"{k}={g(v, '.5g')}" for k, v in (c.get("parameters") or {}).items())
+        lines.append(f"  closures {label}: {c.get('status')}, val nMSE "
+                     f"{g(c.get('val_nmse'), '.3g')}; {vals}")
     for note in report.get("notes", []):
         lines.append(f"  note: {note}")
     return "\n".join(lines)

@@ -107,13 +107,13 @@ def demo_candidates(with_drag: bool = True) -> list[dict[str, Any]]:
 def make_demo_run(path: str | Path, space_ref: str | Path | None = "damped_pendulum", *,
                   overrides: dict[str, Any] | None = None, with_drag: bool = True,
                   study: bool = True) -> Run:
-    """Write a finished demo run at ``path`` (trains 3 or 4 small models on the CPU).
+    """Write a finished demo run at ``path`` (trains 3 or 4 small models on the CPU, each
+    in the sandbox as the search does), with weights, stored predictions and results.
 
     ``space_ref=None`` uses a tiny pendulum space written into the run folder (seconds).
     """
-    import torch
-
     from hyarch.evaluate import evaluate_source
+    from hyarch.runs import atomic_write
     from hyarch.spaces.loader import load_space
 
     if space_ref is None:
@@ -130,8 +130,10 @@ def make_demo_run(path: str | Path, space_ref: str | Path | None = "damped_pendu
         d = run.write_proposal(c["id"], src, meta)
         out = evaluate_source(space, src, filename=str(d / "model.py"),
                               overrides=dict(overrides or {}))
-        if out.model is not None:
-            torch.save(out.model.cpu().state_dict(), d / "weights.pt")
+        if out.weights is not None:  # trained in the sandbox: the weights come back as bytes
+            atomic_write(d / "weights.pt", out.weights)
+        if out.predictions:  # what reports and review plot (they never run candidate code)
+            run.write_predictions(c["id"], out.predictions)
         run.write_result(c["id"], out.result)
     if study:
         record_study(run)

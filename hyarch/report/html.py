@@ -116,7 +116,7 @@ def _params_table(result: dict[str, Any], specs: dict[str, Any], truth: dict[str
 
 
 def _candidate_card(run: Run, row: Row, space, truth: dict[str, float]) -> str:
-    from hyarch.report.replay import ReplayError, parameter_bounds, predictions
+    from hyarch.report.replay import ReplayError, parameter_bounds, stored_predictions
 
     rec = run.read_candidate(row.id)
     res = rec.result or {}
@@ -131,7 +131,7 @@ def _candidate_card(run: Run, row: Row, space, truth: dict[str, float]) -> str:
     if row.notes:
         parts.append("<p>Reviewer: " + _e(" / ".join(row.notes)) + "</p>")
     parts.append(_metrics_table(res, space) if space is not None else "")
-    specs = parameter_bounds(rec, space) if space is not None else {}
+    specs = parameter_bounds(rec)
     parts.append(_params_table(res, specs, truth))
     regs = {k: v for k, v in (res.get("regularizers") or {}).items() if not isinstance(v, dict)}
     if regs:
@@ -139,7 +139,7 @@ def _candidate_card(run: Run, row: Row, space, truth: dict[str, float]) -> str:
             f"{_e(k)} {fmt(v)}" for k, v in regs.items()) + "</p>")
     if space is not None:
         try:
-            preds = predictions(rec, space)
+            preds = stored_predictions(rec, space, run=run)
             fig = plots.trajectories_plot(space, preds, title=row.id)
             parts.append(_img(plots.png_bytes(fig), f"trajectories of {row.id}", "wide"))
         except ReplayError as e:

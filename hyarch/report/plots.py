@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -115,7 +116,8 @@ def progress_plot(rows: list[Row]) -> Figure:
 
 def trajectories_plot(space, preds: dict, title: str = "", n_traj: int = 3) -> Figure:
     """Observed data (dots) against the model's rollout (lines): one row per split, one
-    column per state, a few trajectories each."""
+    column per state, a few trajectories each. ``preds`` maps splits to (B, T, S) arrays
+    (the predictions the evaluation stored)."""
     splits = [s for s in preds if s in space.splits]
     states = list(space.states)
     sizes = [max(1, math.prod(space.shapes.get(n, ()) or (1,))) for n in states]
@@ -124,7 +126,10 @@ def trajectories_plot(space, preds: dict, title: str = "", n_traj: int = 3) -> F
     colours = plt.get_cmap("tab10")
     for i, split in enumerate(splits):
         data = space.splits[split]
-        pred = preds[split].detach().cpu()
+        pred = preds[split]
+        if hasattr(pred, "detach"):  # a tensor
+            pred = pred.detach().cpu().numpy()
+        pred = np.asarray(pred, dtype=float)
         if pred.ndim == 4:  # a replica dimension
             pred = pred[0]
         off = 0
@@ -137,7 +142,7 @@ def trajectories_plot(space, preds: dict, title: str = "", n_traj: int = 3) -> F
                 y = data.y[k, :, col].cpu().numpy()
                 c = colours(k % 10)
                 ax.plot(t[m], y[m], "o", ms=2.5, color=c, alpha=0.7)
-                ax.plot(t, pred[k, :, col].numpy(), "-", lw=1.3, color=c)
+                ax.plot(t, pred[k, :, col], "-", lw=1.3, color=c)
             if i == 0:
                 ax.set_title(name + (" (first component)" if size > 1 else ""), fontsize=9)
             if j == 0:
@@ -176,19 +181,26 @@ def parameters_plot(rows: list[Row], truth: dict[str, float]) -> Figure | None:
     return fig
 
 
-def write_fit_plot(run: Run, rec: CandidateRecord, space=None) -> Path | None:
-    """candidates/<id>/fit.png (train and validation), made once; None if it cannot be."""
-    from hyarch.report.replay import ReplayError, load_run_space, predictions
+def fit_plot(run: Run, rec: CandidateRecord, space=None) -> tuple[Path | None, str | None]:
+    """candidates/<id>/fit.png (train and validation, from the stored predictions), made
+    once; or None and the one-line reason why there is none."""
+    from hyarch.report.replay import ReplayError, load_run_space, stored_predictions
 
     path = rec.path / "fit.png"
     if path.is_file():
-        return path
+        return path, None
     try:
+        preds = stored_predictions(rec, None, ("train", "val"), run=run)
         space = space or load_run_space(run)
-        preds = predictions(rec, space, splits=("train", "val"))
-    except ReplayError:
-        return None
+        preds = stored_predictions(rec, space, ("train", "val"), run=run)
+    except ReplayError as e:
+        return None, str(e)
     from hyarch.runs import atomic_write
 
     atomic_write(path, png_bytes(trajectories_plot(space, preds, title=rec.id)))
-    return path
+    return path, None
+
+
+def write_fit_plot(run: Run, rec: CandidateRecord, space=None) -> Path | None:
+    """candidates/<id>/fit.png (train and validation), made once; None if it cannot be."""
+    return fit_plot(run, rec, space)[0]

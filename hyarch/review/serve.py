@@ -110,7 +110,8 @@ def register_forms(study) -> None:
     ])
 
 
-def candidate_note(run: Run, row: Row, fit_url: str | None) -> str:
+def candidate_note(run: Run, row: Row, fit_url: str | None, no_plot: str | None = None) -> str:
+    """The Markdown note on a candidate; ``no_plot`` says why a finished one has no plot."""
     rec = run.read_candidate(row.id)
     lines = [f"{NOTE_HEADER} {row.id}", "",
              f"proposer **{row.proposer}**, round {fmt(row.round)}, parents "
@@ -131,38 +132,45 @@ def candidate_note(run: Run, row: Row, fit_url: str | None) -> str:
         lines += [f"> {n}" for n in row.notes]
     if fit_url:
         lines += ["", f"![fit plot: data and rollout]({fit_url})"]
+    elif no_plot and row.ok:
+        lines += ["", f"no fit plot: {no_plot}"]
     lines += ["", "```python", rec.source.rstrip(), "```"]
     return "\n".join(lines)
 
 
 def _fit_artifact(run: Run, study, cid: str, artifact_store, space, *,
-                  make: bool = True) -> str | None:
+                  make: bool = True) -> tuple[str | None, str | None]:
     """URL of the candidate's fit plot, a study artifact (finished trials take none);
-    uploaded once, and made only if ``make``."""
+    uploaded once, and made (from the stored predictions) only if ``make``. Without a
+    plot, None and why (None when plots were not asked for)."""
     import shutil
     import tempfile
 
     import optuna
     from optuna_dashboard.artifact import get_artifact_path
 
-    from hyarch.report.plots import write_fit_plot
+    from hyarch.report.plots import fit_plot
 
     name = f"{cid}_fit.png"
     for meta in optuna.artifacts.get_all_artifact_meta(study):
         if meta.filename == name:
-            return get_artifact_path(study, meta.artifact_id)
+            return get_artifact_path(study, meta.artifact_id), None
     if not make:
-        return None
+        return None, None
     rec = run.read_candidate(cid)
-    path = write_fit_plot(run, rec, space) if space is not None else (
-        rec.path / "fit.png" if (rec.path / "fit.png").is_file() else None)
+    if space is not None:
+        path, why = fit_plot(run, rec, space)
+    elif (rec.path / "fit.png").is_file():
+        path, why = rec.path / "fit.png", None
+    else:
+        path, why = None, "the run's space cannot be loaded"
     if path is None:
-        return None
+        return None, why
     with tempfile.TemporaryDirectory() as tmp:
         named = shutil.copyfile(path, f"{tmp}/{name}")
         aid = optuna.artifacts.upload_artifact(artifact_store=artifact_store, file_path=named,
                                                study_or_trial=study, mimetype="image/png")
-    return get_artifact_path(study, aid)
+    return get_artifact_path(study, aid), None
 
 
 def artifact_store_of(run: Run):
@@ -215,9 +223,9 @@ def prepare_dashboard(run: Run, study=None, *, top: int = 10, plots: bool = True
     open_reviews = trials_by_candidate(reviews, states=(optuna.trial.TrialState.RUNNING,))
     noted = []
     for row in chosen:
-        url = (_fit_artifact(run, reviews, row.id, store, space, make=plots)
-               if row.ok else None)
-        body = candidate_note(run, row, url)
+        url, why = (_fit_artifact(run, reviews, row.id, store, space, make=plots)
+                    if row.ok else (None, None))
+        body = candidate_note(run, row, url, why)
         if row.id in by_id:
             _save_note(study, by_id[row.id], body)
         trial = open_reviews.get(row.id)

@@ -242,13 +242,10 @@ class CandidateView:
             if res.get("traceback"):
                 c.print(Syntax(res["traceback"][-2000:], "pytb", word_wrap=True))
         else:
-            specs = {}
-            truth = {}
-            if self.space is not None:
-                from hyarch.report.replay import parameter_bounds
+            from hyarch.report.replay import parameter_bounds
 
-                specs = parameter_bounds(rec, self.space)
-                truth = dict(self.space.truth)
+            specs = parameter_bounds(rec)  # as the evaluation recorded them: no code runs
+            truth = dict(self.space.truth) if self.space is not None else {}
             c.print(Group(parameters_table(rec, truth, specs), scores_table(rec)))
             regs = {k: v for k, v in (res.get("regularizers") or {}).items()
                     if not isinstance(v, dict)}
@@ -262,15 +259,17 @@ class CandidateView:
             c.print(f"[italic]note:[/] {note}")
 
     def _fit_plot(self, rec: CandidateRecord) -> str:
+        """The fit plot, drawn from the predictions the evaluation stored (never by running
+        the candidate), or why there is none."""
         path = rec.path / "fit.png"
         if path.is_file():
             return str(path)
         if self.space is None:
             return f"(none: {self._space_error})"
-        from hyarch.report.plots import write_fit_plot
+        from hyarch.report.plots import fit_plot
 
-        made = write_fit_plot(self.run, rec, self.space)
-        return str(made) if made else "(none: no trained weights)"
+        made, why = fit_plot(self.run, rec, self.space)
+        return str(made) if made else f"(none: {why})"
 
 
 # -- the interactive session -------------------------------------------------------------
