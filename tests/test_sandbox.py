@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from hyarch.sandbox.checks import CheckError, check_source, code_hash
@@ -87,3 +89,106 @@ def test_good_candidate_returns_result_and_weights(space_path):
     assert res.result["status"] == "ok", res.result["reason"]
     assert set(res.result["parameters"]) == {"omega0_sq", "alpha"}
     assert res.weights and len(res.weights) > 100
+
+
+# -- the operating system's layers, with and without bubblewrap ---------------------------
+# Each attack passes the static checks (they are a filter, not the boundary) and reports
+# what the kernel said in its failure reason, so that no training is needed.
+MODES = {
+    "namespaces+landlock+seccomp": {},
+    "landlock+seccomp": {"HYARCH_SANDBOX_NO_BWRAP": "1"},
+    "seccomp only": {"HYARCH_SANDBOX_NO_BWRAP": "1", "HYARCH_SANDBOX_NO_LANDLOCK": "1"},
+}
+
+
+@pytest.fixture(params=list(MODES))
+def mode(request, monkeypatch):
+    from hyarch.sandbox import isolation
+
+    for k in ("HYARCH_SANDBOX_NO_BWRAP", "HYARCH_SANDBOX_NO_LANDLOCK", "HYARCH_SANDBOX_NO_SECCOMP"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in MODES[request.param].items():
+        monkeypatch.setenv(k, v)
+    isolation.detect.cache_clear()
+    caps = isolation.detect()
+    if request.param.startswith("namespaces") and not caps.bwrap:
+        pytest.skip("bubblewrap is not available here")
+    if "landlock" in request.param and not caps.landlock_abi:
+        pytest.skip("this kernel has no Landlock")
+    yield request.param
+    isolation.detect.cache_clear()
+
+
+def _report(expr: str) -> str:
+    """A candidate whose setup() evaluates ``expr`` and raises with what it got."""
+    return _with_setup(f"raise RuntimeError('G' + 'OT ' + repr({expr}))")
+
+
+def test_process_start_is_refused(space_path, tmp_path, mode):
+    canary = tmp_path / "spawned"
+    src = _report(f"torch.os.posix_spawn('/bin/sh', ['/bin/sh', '-c', 'touch {canary}'], {{}})")
+    res = run_candidate(space_path, src, limits=Limits(timeout=60))
+    assert res.result["status"] == "failed"
+    assert "GOT" not in res.result["reason"], res.result["reason"]  # posix_spawn raised
+    assert not canary.exists()
+
+
+def test_file_write_outside_scratch_is_refused(space_path, tmp_path, mode):
+    target = tmp_path / "written"
+    src = _report(f"torch.os.open({str(target)!r}, torch.os.O_WRONLY | torch.os.O_CREAT)")
+    res = run_candidate(space_path, src, limits=Limits(timeout=60))
+    if mode != "seccomp only":  # without namespaces or Landlock, files are not protected
+        assert res.result["status"] == "failed" and "GOT" not in res.result["reason"]
+        assert not target.exists()
+
+
+def test_parent_environment_is_out_of_reach(space_path, monkeypatch, mode):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-canary-0123456789")
+    src = _report("torch.os.read(torch.os.open('/proc/%d/environ' % torch.os.getppid(),"
+                  " torch.os.O_RDONLY), 100000)")
+    res = run_candidate(space_path, src, limits=Limits(timeout=60))
+    assert "sk-canary-0123456789" not in json.dumps(res.result) + res.stderr_tail
+    if mode != "seccomp only":
+        assert "GOT" not in res.result["reason"], res.result["reason"][:300]
+
+
+def test_sockets_and_signals_to_others_are_refused(space_path, mode):
+    libc = "torch.ctypes.CDLL(None, use_errno=True)"
+    src = _report(f"({libc}.socket(2, 1, 0), {libc}.kill(torch.os.getppid(), 0),"
+                  f" {libc}.kill(1, 0), {libc}['fo' + 'rk']())")
+    res = run_candidate(space_path, src, limits=Limits(timeout=60))
+    assert "GOT (-1, -1, -1, -1)" in res.result["reason"], res.result["reason"]
+
+
+def test_forged_reply_cannot_set_scores(space_path, mode):
+    """Whatever the candidate writes to the result channel, the parent computes the scores
+    from predictions; a reply with metrics in it has them ignored."""
+    from hyarch.sandbox.protocol import encode_reply
+
+    forged = encode_reply({"status": "ok", "metrics": {"val": {"nmse": 0.0}},
+                           "parameters": {"omega0_sq": 1.0966}}, {})
+    src = _with_setup(
+        "for f in range(3, 64):\n"
+        "            try:\n"
+        f"                torch.os.write(f, {forged!r})\n"
+        "            except OSError:\n"
+        "                pass\n"
+        "        torch.os._exit(0)")
+    res = run_candidate(space_path, src, limits=Limits(timeout=60))
+    assert res.result["status"] == "failed"
+    assert "no predictions" in res.result["reason"] or "no readable" in res.result["reason"]
+
+
+def test_untrusted_reason_is_cut_and_scrubbed(space_path, monkeypatch):
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-canary-abcdef")
+    src = _with_setup("raise ValueError('[/oops] ' + 'x' * 50_000_000 + ' tok-canary-abcdef')")
+    res = run_candidate(space_path, src, limits=Limits(timeout=120))
+    assert res.result["status"] == "failed"
+    assert len(res.result["reason"]) < 3000 and "more characters cut" in res.result["reason"]
+    # the secret is never seen by the child (its environment is an allow-list) ...
+    src = _report("torch.os.environ.get('MY_SERVICE_TOKEN')")
+    assert "GOT None" in run_candidate(space_path, src, limits=Limits(timeout=60)).result["reason"]
+    # ... and were it echoed anyway, the parent redacts it
+    from hyarch.sandbox.runner import scrub
+
+    assert "tok-canary-abcdef" not in scrub("key=tok-canary-abcdef")

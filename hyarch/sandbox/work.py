@@ -63,6 +63,9 @@ def child_space(job: dict[str, Any]):
 
 
 def failed_header(reason: str, start: float, **extra) -> dict[str, Any]:
+    if len(reason) > 4000:  # the parent cuts it again; this keeps the reply small
+        reason = reason[:4000] + f" ... [{len(reason) - 4000} more characters cut]"
+    extra = {k: (v[-4000:] if isinstance(v, str) else v) for k, v in extra.items()}
     return {"status": "failed", "reason": reason,
             "seconds": round(time.perf_counter() - start, 3), **extra}
 
