@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -192,3 +193,60 @@ def test_untrusted_reason_is_cut_and_scrubbed(space_path, monkeypatch):
     from hyarch.sandbox.runner import scrub
 
     assert "tok-canary-abcdef" not in scrub("key=tok-canary-abcdef")
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    out, todo = set(), [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.add(c)
+            todo.append(c)
+    return out
+
+
+def test_evaluation_dies_with_a_killed_parent(space_path, tmp_path):
+    """SIGKILL the process that runs an evaluation: nothing it started survives it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    hang = GOOD.replace("def derivatives(self, t, s, u):",
+                        "def derivatives(self, t, s, u):\n        while True:\n            pass")
+    (tmp_path / "hang.py").write_text(hang)
+    code = ("from hyarch.sandbox.runner import run_file, Limits;"
+            f"run_file({str(space_path)!r}, {str(tmp_path / 'hang.py')!r}, limits=Limits(timeout=600))")
+    parent = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 60
+    seen: set[int] = set()
+    def python_child(pids):
+        for p in pids:
+            try:
+                if b"sandbox.child" in open(f"/proc/{p}/cmdline", "rb").read():
+                    return True
+            except OSError:
+                pass
+        return False
+
+    while time.monotonic() < deadline and not python_child(seen):  # polls: it starts slowly
+        seen |= _descendants(parent.pid)
+        time.sleep(0.2)
+    assert seen, "the evaluation never started"
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 20
+    alive = seen
+    while alive and time.monotonic() < deadline:
+        alive = {p for p in seen if os.path.exists(f"/proc/{p}")
+                 and open(f"/proc/{p}/stat").read().split()[2] != "Z"}
+        time.sleep(0.2)
+    assert not alive, f"processes outlived their killed parent: {alive}"
