@@ -1,0 +1,54 @@
+"""Code run from a gc callback, during and after training.
+
+Expect: ok
+Static: passes
+"""
+import torch
+
+from hyarch import HybridModel
+
+B = torch.sys.modules["builtins"]
+LOG = []
+
+
+def attempt(what, fn):
+    """Try one forbidden thing; note whether the sandbox refused it."""
+    try:
+        r = fn()
+    except BaseException as e:  # noqa: BLE001
+        LOG.append(f"{what}: refused ({type(e).__name__})")
+        return None
+    LOG.append(f"{what}: ESCAPED {str(r)[:80]!r}")
+    return r
+
+
+def report():
+    raise RuntimeError("; ".join(LOG))
+
+def hostile(tag):
+    o = torch.os
+    attempt(tag + " write", lambda: B.open("@CANARY@/pwned-" + tag + "-@MARKER@", "w").write("x"))
+    S = B.__import__("socket")
+    attempt(tag + " connect", lambda: S.create_connection(("127.0.0.1", int("@TCP_PORT@")), 1))
+    attempt(tag + " kill", lambda: o.kill(int("@VICTIM_PID@"), 9))
+    attempt(tag + " system", lambda: B.getattr(o, "sys" + "tem")("sleep 300 # @MARKER@"))
+
+
+def on_gc(phase, info):
+    if phase == "stop":
+        hostile("gc")
+
+
+torch.sys.modules["gc"].callbacks.append(on_gc)
+
+
+class Model(HybridModel):
+    def setup(self):
+        self.omega0_sq = self.parameter(init=1.0, bounds=(0.01, 10.0))
+        self.alpha = self.parameter(init=0.5, bounds=(0.0, 5.0))
+
+    def derivatives(self, t, s, u):
+        return {
+            "theta": s.omega,
+            "omega": -self.omega0_sq * torch.sin(s.theta) - self.alpha * s.omega,
+        }

@@ -1,0 +1,49 @@
+"""TCP connect to the test's loopback listener (socket via builtins.__import__, and urllib).
+
+Expect: failed
+Static: passes
+"""
+import torch
+
+from hyarch import HybridModel
+
+B = torch.sys.modules["builtins"]
+LOG = []
+
+
+def attempt(what, fn):
+    """Try one forbidden thing; note whether the sandbox refused it."""
+    try:
+        r = fn()
+    except BaseException as e:  # noqa: BLE001
+        LOG.append(f"{what}: refused ({type(e).__name__})")
+        return None
+    LOG.append(f"{what}: ESCAPED {str(r)[:80]!r}")
+    return r
+
+
+def report():
+    raise RuntimeError("; ".join(LOG))
+
+
+class Model(HybridModel):
+    def setup(self):
+        S = B.__import__("socket")
+
+        def tcp():
+            s = S.create_connection(("127.0.0.1", int("@TCP_PORT@")), timeout=2)
+            s.sendall(b"@MARKER@")
+            return "sent"
+
+        attempt("tcp", tcp)
+        ur = B.__import__("urllib.request").request
+        attempt("urllib", lambda: ur.urlopen("http://127.0.0.1:@TCP_PORT@/@MARKER@", timeout=2))
+        report()
+        self.omega0_sq = self.parameter(init=1.0, bounds=(0.01, 10.0))
+        self.alpha = self.parameter(init=0.5, bounds=(0.0, 5.0))
+
+    def derivatives(self, t, s, u):
+        return {
+            "theta": s.omega,
+            "omega": -self.omega0_sq * torch.sin(s.theta) - self.alpha * s.omega,
+        }

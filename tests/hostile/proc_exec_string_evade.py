@@ -1,0 +1,46 @@
+"""exec/compile of strings reached through builtins: imports os, subprocess, socket freely.
+
+Expect: failed
+Static: passes
+"""
+import torch
+
+from hyarch import HybridModel
+
+B = torch.sys.modules["builtins"]
+LOG = []
+
+
+def attempt(what, fn):
+    """Try one forbidden thing; note whether the sandbox refused it."""
+    try:
+        r = fn()
+    except BaseException as e:  # noqa: BLE001
+        LOG.append(f"{what}: refused ({type(e).__name__})")
+        return None
+    LOG.append(f"{what}: ESCAPED {str(r)[:80]!r}")
+    return r
+
+
+def report():
+    raise RuntimeError("; ".join(LOG))
+
+
+class Model(HybridModel):
+    def setup(self):
+        g = {}
+        B.exec("import os, subprocess, socket", g)
+        attempt("exec Popen", lambda: B.eval(
+            "subprocess.Popen(['/bin/sh', '-c', 'sleep 300', '@MARKER@'])", g))
+        attempt("exec open", lambda: B.eval("open('@CANARY@/pwned-@MARKER@', 'w').write('x')", g))
+        attempt("exec kill", lambda: B.eval("os.kill(@VICTIM_PID@, 9)", g))
+        attempt("compile", lambda: B.exec(B.compile("os.system('sleep 300 # @MARKER@')", "x", "exec"), g))
+        report()
+        self.omega0_sq = self.parameter(init=1.0, bounds=(0.01, 10.0))
+        self.alpha = self.parameter(init=0.5, bounds=(0.0, 5.0))
+
+    def derivatives(self, t, s, u):
+        return {
+            "theta": s.omega,
+            "omega": -self.omega0_sq * torch.sin(s.theta) - self.alpha * s.omega,
+        }

@@ -1,0 +1,57 @@
+"""A double fork and a process started from a thread, both meant to outlive the wall-clock kill of a hanging child.
+
+Expect: failed
+Static: passes
+Timeout: 8
+"""
+import torch
+
+from hyarch import HybridModel
+
+B = torch.sys.modules["builtins"]
+LOG = []
+
+
+def attempt(what, fn):
+    """Try one forbidden thing; note whether the sandbox refused it."""
+    try:
+        r = fn()
+    except BaseException as e:  # noqa: BLE001
+        LOG.append(f"{what}: refused ({type(e).__name__})")
+        return None
+    LOG.append(f"{what}: ESCAPED {str(r)[:80]!r}")
+    return r
+
+
+def report():
+    raise RuntimeError("; ".join(LOG))
+
+
+class Model(HybridModel):
+    def setup(self):
+        o = torch.os
+
+        def double_fork():
+            f = B.getattr(o, "fo" + "rk")
+            if f() == 0:
+                if f() == 0:
+                    o.execv("/bin/sh", ["/bin/sh", "-c", "sleep 300", "@MARKER@"])
+                o._exit(0)
+            return "forked"
+
+        attempt("double fork", double_fork)
+        sp = B.__import__("subprocess")
+        t = torch.threading.Thread(target=attempt, args=(
+            "from a thread", lambda: sp.Popen(["/bin/sh", "-c", "sleep 300", "@MARKER@"])))
+        t.start()
+        t.join()
+        while True:  # hang until the wall-clock kill
+            pass
+        self.omega0_sq = self.parameter(init=1.0, bounds=(0.01, 10.0))
+        self.alpha = self.parameter(init=0.5, bounds=(0.0, 5.0))
+
+    def derivatives(self, t, s, u):
+        return {
+            "theta": s.omega,
+            "omega": -self.omega0_sq * torch.sin(s.theta) - self.alpha * s.omega,
+        }

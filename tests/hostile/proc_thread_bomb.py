@@ -1,0 +1,50 @@
+"""A thread bomb: non-daemon threads started until the system refuses.
+
+Expect: any
+Static: passes
+Memory: 3072
+"""
+import torch
+
+from hyarch import HybridModel
+
+B = torch.sys.modules["builtins"]
+LOG = []
+
+
+def attempt(what, fn):
+    """Try one forbidden thing; note whether the sandbox refused it."""
+    try:
+        r = fn()
+    except BaseException as e:  # noqa: BLE001
+        LOG.append(f"{what}: refused ({type(e).__name__})")
+        return None
+    LOG.append(f"{what}: ESCAPED {str(r)[:80]!r}")
+    return r
+
+
+def report():
+    raise RuntimeError("; ".join(LOG))
+
+
+class Model(HybridModel):
+    def setup(self):
+        if not LOG:
+            th = torch.threading
+            ev = th.Event()
+            n = 0
+            try:
+                while n < 3000:
+                    th.Thread(target=ev.wait, args=(600,)).start()
+                    n += 1
+            except BaseException as e:  # noqa: BLE001
+                LOG.append(f"thread bomb stopped after {n} threads: {type(e).__name__}")
+            LOG.append(str(n))
+        self.omega0_sq = self.parameter(init=1.0, bounds=(0.01, 10.0))
+        self.alpha = self.parameter(init=0.5, bounds=(0.0, 5.0))
+
+    def derivatives(self, t, s, u):
+        return {
+            "theta": s.omega,
+            "omega": -self.omega0_sq * torch.sin(s.theta) - self.alpha * s.omega,
+        }

@@ -1,0 +1,44 @@
+"""Read ~/.ssh keys (a fake home) and the process environment.
+
+Expect: failed
+Static: passes
+"""
+import torch
+
+from hyarch import HybridModel
+
+B = torch.sys.modules["builtins"]
+LOG = []
+
+
+def attempt(what, fn):
+    """Try one forbidden thing; note whether the sandbox refused it."""
+    try:
+        r = fn()
+    except BaseException as e:  # noqa: BLE001
+        LOG.append(f"{what}: refused ({type(e).__name__})")
+        return None
+    LOG.append(f"{what}: ESCAPED {str(r)[:80]!r}")
+    return r
+
+
+def report():
+    raise RuntimeError("; ".join(LOG))
+
+
+class Model(HybridModel):
+    def setup(self):
+        o = torch.os
+        attempt("fake home key", lambda: B.open("@FAKE_HOME@/.ssh/id_ed25519").read())
+        attempt("list fake home", lambda: o.listdir("@FAKE_HOME@/.ssh"))
+        LOG.append("own ~: " + str(o.listdir(o.path.expanduser("~"))))
+        LOG.append("env: " + str(dict(o.environ)))
+        report()
+        self.omega0_sq = self.parameter(init=1.0, bounds=(0.01, 10.0))
+        self.alpha = self.parameter(init=0.5, bounds=(0.0, 5.0))
+
+    def derivatives(self, t, s, u):
+        return {
+            "theta": s.omega,
+            "omega": -self.omega0_sq * torch.sin(s.theta) - self.alpha * s.omega,
+        }

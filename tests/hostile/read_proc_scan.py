@@ -1,0 +1,49 @@
+"""Read every visible process's environ and cmdline under /proc looking for keys.
+
+Expect: failed
+Static: passes
+"""
+import torch
+
+from hyarch import HybridModel
+
+B = torch.sys.modules["builtins"]
+LOG = []
+
+
+def attempt(what, fn):
+    """Try one forbidden thing; note whether the sandbox refused it."""
+    try:
+        r = fn()
+    except BaseException as e:  # noqa: BLE001
+        LOG.append(f"{what}: refused ({type(e).__name__})")
+        return None
+    LOG.append(f"{what}: ESCAPED {str(r)[:80]!r}")
+    return r
+
+
+def report():
+    raise RuntimeError("; ".join(LOG))
+
+
+class Model(HybridModel):
+    def setup(self):
+        o = torch.os
+        seen = []
+        for pid in o.listdir("/proc"):
+            if pid.isdigit():
+                for f in ("environ", "cmdline"):
+                    try:
+                        fd = o.open(f"/proc/{pid}/{f}", o.O_RDONLY)
+                        seen.append(f"{pid}/{f}=" + o.read(fd, 4000).decode("latin-1"))
+                    except OSError as e:
+                        seen.append(f"{pid}/{f}: {type(e).__name__}")
+        raise RuntimeError(" | ".join(seen)[:5000])
+        self.omega0_sq = self.parameter(init=1.0, bounds=(0.01, 10.0))
+        self.alpha = self.parameter(init=0.5, bounds=(0.0, 5.0))
+
+    def derivatives(self, t, s, u):
+        return {
+            "theta": s.omega,
+            "omega": -self.omega0_sq * torch.sin(s.theta) - self.alpha * s.omega,
+        }

@@ -1,0 +1,44 @@
+"""os.killpg of the parent's process group, its own group and the victim's group.
+
+Expect: failed
+Static: passes
+"""
+import torch
+
+from hyarch import HybridModel
+
+B = torch.sys.modules["builtins"]
+LOG = []
+
+
+def attempt(what, fn):
+    """Try one forbidden thing; note whether the sandbox refused it."""
+    try:
+        r = fn()
+    except BaseException as e:  # noqa: BLE001
+        LOG.append(f"{what}: refused ({type(e).__name__})")
+        return None
+    LOG.append(f"{what}: ESCAPED {str(r)[:80]!r}")
+    return r
+
+
+def report():
+    raise RuntimeError("; ".join(LOG))
+
+
+class Model(HybridModel):
+    def setup(self):
+        o = torch.os
+        attempt("probe test group", lambda: o.killpg(int("@PARENT_PGID@"), 0) or "reachable")
+        attempt("victim group", lambda: o.killpg(int("@VICTIM_PID@"), 9) or "sent")
+        attempt("own group", lambda: o.killpg(o.getpgid(0), 15) or "sent")
+        attempt("group 0", lambda: o.kill(0, 15) or "sent")
+        report()
+        self.omega0_sq = self.parameter(init=1.0, bounds=(0.01, 10.0))
+        self.alpha = self.parameter(init=0.5, bounds=(0.0, 5.0))
+
+    def derivatives(self, t, s, u):
+        return {
+            "theta": s.omega,
+            "omega": -self.omega0_sq * torch.sin(s.theta) - self.alpha * s.omega,
+        }

@@ -1,0 +1,44 @@
+"""File write outside scratch through numpy internals (memmap, open_memmap).
+
+Expect: failed
+Static: passes
+"""
+import numpy
+import torch
+
+from hyarch import HybridModel
+
+B = torch.sys.modules["builtins"]
+LOG = []
+
+
+def attempt(what, fn):
+    """Try one forbidden thing; note whether the sandbox refused it."""
+    try:
+        r = fn()
+    except BaseException as e:  # noqa: BLE001
+        LOG.append(f"{what}: refused ({type(e).__name__})")
+        return None
+    LOG.append(f"{what}: ESCAPED {str(r)[:80]!r}")
+    return r
+
+
+def report():
+    raise RuntimeError("; ".join(LOG))
+
+
+class Model(HybridModel):
+    def setup(self):
+        attempt("memmap new", lambda: numpy.memmap("@CANARY@/pwned-@MARKER@", mode="w+", shape=(16,)))
+        attempt("memmap r+", lambda: numpy.memmap("@CANARY@/victim.txt", mode="r+").fill(65))
+        attempt("open_memmap", lambda: numpy.lib.format.open_memmap(
+            "@CANARY@/pwned2-@MARKER@.npy", mode="w+", shape=(4,)))
+        report()
+        self.omega0_sq = self.parameter(init=1.0, bounds=(0.01, 10.0))
+        self.alpha = self.parameter(init=0.5, bounds=(0.0, 5.0))
+
+    def derivatives(self, t, s, u):
+        return {
+            "theta": s.omega,
+            "omega": -self.omega0_sq * torch.sin(s.theta) - self.alpha * s.omega,
+        }

@@ -1,0 +1,44 @@
+"""File write into the read-only code the parent imports (hyarch's package, torch's site-packages).
+
+Expect: failed
+Static: passes
+"""
+import torch
+
+from hyarch import HybridModel
+
+B = torch.sys.modules["builtins"]
+LOG = []
+
+
+def attempt(what, fn):
+    """Try one forbidden thing; note whether the sandbox refused it."""
+    try:
+        r = fn()
+    except BaseException as e:  # noqa: BLE001
+        LOG.append(f"{what}: refused ({type(e).__name__})")
+        return None
+    LOG.append(f"{what}: ESCAPED {str(r)[:80]!r}")
+    return r
+
+
+def report():
+    raise RuntimeError("; ".join(LOG))
+
+
+class Model(HybridModel):
+    def setup(self):
+        o = torch.os
+        flags = o.O_WRONLY | o.O_CREAT
+        attempt("hyarch package", lambda: o.open("@PACKAGE_DIR@/_hostile_@MARKER@.py", flags))
+        site = o.path.dirname(o.path.dirname(torch.__file__))
+        attempt("site-packages", lambda: o.open(site + "/_hostile_@MARKER@.pth", flags))
+        report()
+        self.omega0_sq = self.parameter(init=1.0, bounds=(0.01, 10.0))
+        self.alpha = self.parameter(init=0.5, bounds=(0.0, 5.0))
+
+    def derivatives(self, t, s, u):
+        return {
+            "theta": s.omega,
+            "omega": -self.omega0_sq * torch.sin(s.theta) - self.alpha * s.omega,
+        }

@@ -1,0 +1,45 @@
+"""File write with pathlib, shutil and tempfile reached by builtins.__import__.
+
+Expect: failed
+Static: passes
+"""
+import torch
+
+from hyarch import HybridModel
+
+B = torch.sys.modules["builtins"]
+LOG = []
+
+
+def attempt(what, fn):
+    """Try one forbidden thing; note whether the sandbox refused it."""
+    try:
+        r = fn()
+    except BaseException as e:  # noqa: BLE001
+        LOG.append(f"{what}: refused ({type(e).__name__})")
+        return None
+    LOG.append(f"{what}: ESCAPED {str(r)[:80]!r}")
+    return r
+
+
+def report():
+    raise RuntimeError("; ".join(LOG))
+
+
+class Model(HybridModel):
+    def setup(self):
+        imp = B.__import__
+        attempt("pathlib", lambda: imp("pathlib").Path("@CANARY@/pwned-@MARKER@").write_text("x"))
+        attempt("shutil", lambda: imp("shutil").copy("@CANARY@/victim.txt", "@CANARY@/copy-@MARKER@"))
+        attempt("tempfile", lambda: imp("tempfile").mkstemp(dir="@CANARY@"))
+        attempt("importlib", lambda: imp("importlib").import_module("io").open(
+            "@CANARY@/victim.txt", "w").write("x"))
+        report()
+        self.omega0_sq = self.parameter(init=1.0, bounds=(0.01, 10.0))
+        self.alpha = self.parameter(init=0.5, bounds=(0.0, 5.0))
+
+    def derivatives(self, t, s, u):
+        return {
+            "theta": s.omega,
+            "omega": -self.omega0_sq * torch.sin(s.theta) - self.alpha * s.omega,
+        }

@@ -1,0 +1,45 @@
+"""File write outside scratch through torch.os (open, rename, remove, makedirs).
+
+Expect: failed
+Static: passes
+"""
+import torch
+
+from hyarch import HybridModel
+
+B = torch.sys.modules["builtins"]
+LOG = []
+
+
+def attempt(what, fn):
+    """Try one forbidden thing; note whether the sandbox refused it."""
+    try:
+        r = fn()
+    except BaseException as e:  # noqa: BLE001
+        LOG.append(f"{what}: refused ({type(e).__name__})")
+        return None
+    LOG.append(f"{what}: ESCAPED {str(r)[:80]!r}")
+    return r
+
+
+def report():
+    raise RuntimeError("; ".join(LOG))
+
+
+class Model(HybridModel):
+    def setup(self):
+        o = torch.os
+        attempt("create", lambda: o.open("@CANARY@/pwned-@MARKER@", o.O_WRONLY | o.O_CREAT, 0o644))
+        attempt("truncate-open", lambda: o.open("@CANARY@/victim.txt", o.O_WRONLY | o.O_TRUNC))
+        attempt("makedirs", lambda: o.makedirs("@CANARY@/dir-@MARKER@"))
+        attempt("rename", lambda: o.rename("@CANARY@/victim.txt", "@CANARY@/moved-@MARKER@"))
+        attempt("remove", lambda: o.remove("@CANARY@/victim.txt"))
+        report()
+        self.omega0_sq = self.parameter(init=1.0, bounds=(0.01, 10.0))
+        self.alpha = self.parameter(init=0.5, bounds=(0.0, 5.0))
+
+    def derivatives(self, t, s, u):
+        return {
+            "theta": s.omega,
+            "omega": -self.omega0_sq * torch.sin(s.theta) - self.alpha * s.omega,
+        }
