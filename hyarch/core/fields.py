@@ -92,3 +92,52 @@ def field_parts(model: HybridModel, pts: Points) -> tuple[torch.Tensor, torch.Te
         with reduced(model):
             red = model.vector_field(pts.t, pts.y, pts.u)
     return full, red
+
+
+# Scores compare rollouts with data; a rollout's own integration error must be well below
+# the data's noise, or a network can win by correcting the solver. Step doubling: the
+# substeps double until two successive rollouts differ, RMS over every predicted point in
+# units of each state's scale, by less than this (1/100 of a 1% observation noise).
+SCORING_TOL = 1e-4
+MAX_SCORING_SUBSTEPS = 256
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """How a scoring rollout was integrated: the substeps used and the RMS change the last
+    doubling made (an upper estimate of the remaining error); ``converged`` is False when
+    the tolerance was not met within the cap (or the rollout is not finite)."""
+
+    method: str
+    substeps: int | None
+    error: float | None
+    converged: bool
+
+
+def accurate_rollout(
+    model: HybridModel, data: Trajectories, scales: torch.Tensor, *, method: str = "rk4",
+    substeps: int = 1, tol: float = SCORING_TOL, max_substeps: int = MAX_SCORING_SUBSTEPS,
+) -> tuple[torch.Tensor, Accuracy]:
+    """A rollout whose integration error is below ``tol`` (see ``SCORING_TOL``).
+
+    Fixed-step methods double their substeps from ``substeps``; adaptive torchdiffeq
+    methods run once at their own tolerances (rtol 1e-6, atol 1e-8)."""
+    from hyarch.core.rollout import FIXED_STEP
+
+    if method not in FIXED_STEP:
+        pred = rollout(model, data, method=method)
+        return pred, Accuracy(method, None, None, bool(torch.isfinite(pred).all()))
+    n = max(int(substeps), 1)
+    pred = rollout(model, data, method=method, substeps=n)
+    err: float | None = None
+    while True:
+        if not bool(torch.isfinite(pred).all()):
+            return pred, Accuracy(method, n, None, False)
+        if n * 2 > max_substeps:
+            return pred, Accuracy(method, n, err, False)
+        finer = rollout(model, data, method=method, substeps=n * 2)
+        diff = ((finer - pred) / scales)[..., 1:, :]
+        err = float(diff.pow(2).mean().sqrt()) if diff.numel() else 0.0
+        pred, n = finer, n * 2
+        if err <= tol:
+            return pred, Accuracy(method, n, err, bool(torch.isfinite(pred).all()))

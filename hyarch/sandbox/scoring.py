@@ -73,6 +73,16 @@ def score_reply(space, reply: Reply, seconds: float) -> dict[str, Any]:
                                                    "seconds")}
         if isinstance(t.get("stopped"), str):
             training["stopped"] = t["stopped"][:200]
+    integration = {}
+    raw_int = h.get("integration") if isinstance(h.get("integration"), dict) else {}
+    for name in space.splits:
+        a = raw_int.get(name)
+        if isinstance(a, dict):
+            sub = a.get("substeps")
+            integration[name] = {
+                "method": text(a.get("method", ""), 40),
+                "substeps": sub if isinstance(sub, int) and not isinstance(sub, bool) else None,
+                "error": number(a.get("error")), "converged": a.get("converged") is True}
     status, reason = "ok", None
     if metrics["val"]["nmse"] is None:
         status, reason = "failed", "the trained model's validation rollout is NaN or infinite"
@@ -98,6 +108,7 @@ def score_reply(space, reply: Reply, seconds: float) -> dict[str, Any]:
         "closure_share": None if share is None else max(share, 0.0),
         "n_neural_params": n_neural,
         "training": training,
+        "integration": integration,
         "seconds": round(own if own is not None else seconds, 3),
     }
 

@@ -20,7 +20,7 @@ import torch
 
 from hyarch.core.candidate import check_forward, load_model_class, make_factory
 from hyarch.core.data import Trajectories
-from hyarch.core.fields import reduced, rollout
+from hyarch.core.fields import accurate_rollout, reduced
 from hyarch.core.model import ContractError
 from hyarch.core.regularizers import Context, closure_norm, closure_share, decorrelation, sensitivity
 from hyarch.core.train import TrainingError, fit
@@ -120,18 +120,26 @@ def run_job(job: dict[str, Any], lockdown=None) -> tuple[dict, dict[str, np.ndar
     arrays: dict[str, np.ndarray] = {}
     scales = fitted.scales.cpu()
     header: dict[str, Any] = {"status": "ok", "reason": None}
+    accuracy: dict[str, Any] = {}
     try:
         with torch.no_grad():
             for name, data in requests.items():
-                pred = rollout(model, data, method=cfg.method, substeps=cfg.substeps)
+                # scored rollouts are integrated to SCORING_TOL whatever training used
+                pred, acc = accurate_rollout(model, data, scales, method=cfg.method,
+                                             substeps=cfg.substeps)
                 arrays[f"{name}.full"] = pred.double().numpy()
                 if model.closures():
                     with reduced(model):
-                        pred0 = rollout(model, data, method=cfg.method, substeps=cfg.substeps)
+                        pred0, _ = accurate_rollout(model, data, scales, method=cfg.method,
+                                                    substeps=cfg.substeps)
                     arrays[f"{name}.reduced"] = pred0.double().numpy()
                 else:
                     arrays[f"{name}.reduced"] = arrays[f"{name}.full"]
-        header.update(_claims(model, requests.get("val"), arrays, scales, cfg))
+                accuracy[name] = {"method": acc.method, "substeps": acc.substeps,
+                                  "error": acc.error, "converged": acc.converged}
+        header.update(_claims(model, requests.get("val"), arrays, scales, cfg,
+                              accuracy.get("val", {}).get("substeps")))
+        header["integration"] = accuracy
     except Exception as e:  # noqa: BLE001 - a model that cannot predict fails with why
         return failed_header(f"prediction failed: {type(e).__name__}: {e}", start), {}, None
     header["training"] = {
@@ -146,7 +154,8 @@ def run_job(job: dict[str, Any], lockdown=None) -> tuple[dict, dict[str, np.ndar
     return header, arrays, buf.getvalue()
 
 
-def _claims(model, val: Trajectories | None, arrays, scales, cfg) -> dict[str, Any]:
+def _claims(model, val: Trajectories | None, arrays, scales, cfg,
+            substeps: int | None) -> dict[str, Any]:
     """What only the model can tell: parameters, size, and the regularizers that compare
     its full and reduced vector fields along its own validation rollout."""
     out: dict[str, Any] = {"parameters": {k: _num(v) for k, v in model.physical_values().items()},
@@ -162,7 +171,7 @@ def _claims(model, val: Trajectories | None, arrays, scales, cfg) -> dict[str, A
     pred = torch.as_tensor(arrays["val.full"], dtype=val.y.dtype)
     if not bool(torch.isfinite(pred).all()):
         return out  # the parent reports the divergence
-    ctx = Context(model, val, pred, scales, cfg.method, cfg.substeps)
+    ctx = Context(model, val, pred, scales, cfg.method, substeps or cfg.substeps)
     errors = {}
     for name, fn in MODEL_REGULARIZERS.items():
         try:
