@@ -1,15 +1,18 @@
 """End to end on the built-in spaces: a trained hybrid's closure back to the missing physics.
 
-Training is shortened (``SHORT``) and the pendulum's closure is 16x16 rather than 64x64;
-the trained models are shared between tests through module fixtures.
+Every candidate trains in the sandbox, whose child distils and profiles the trained model
+(``post``); this process reads what it returns. Training is shortened (``SHORT``) and the
+pendulum's closure is 16x16 rather than 64x64; the evaluations are shared between tests
+through module fixtures.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from hyarch.distill import distill_candidate, identifiability
+from hyarch.distill import identifiability
 from hyarch.distill.candidate import resize_closures
+from hyarch.distill.identifiability import profile_options
 from hyarch.evaluate import evaluate_source
 from hyarch.spaces.loader import builtin_dir, load_space
 
@@ -40,9 +43,15 @@ class Model(HybridModel):
 '''
 
 
-def train(space, source):
-    out = evaluate_source(space, source, overrides=SHORT)
+def train(space, source, *, overrides=SHORT, distill=False, profile=False):
+    post = {}
+    if distill:
+        post["distill"] = {"always": True}
+    if profile:
+        post["profile"] = profile_options(space, overrides, points=21)
+    out = evaluate_source(space, source, overrides=overrides, post=post)
     assert out.result["status"] == "ok", out.result["reason"]
+    assert "distill_error" not in out.extra and "profile_error" not in out.extra, out.extra
     return out
 
 
@@ -56,15 +65,15 @@ def hybrid(pendulum):
     """The APHYNITY-style hybrid (ideal pendulum + closure on d(omega)/dt), 16x16."""
     aphynity = (builtin_dir("search_spaces") / "damped_pendulum" / "aphynity.py").read_text()
     source = resize_closures(aphynity, 0.25)
-    return source, train(pendulum, source)
+    return source, train(pendulum, source, distill=True, profile=True)
 
 
 @pytest.fixture(scope="module")
 def distilled(pendulum, hybrid):
-    source, out = hybrid
-    (entry,) = distill_candidate(pendulum, source, out.model)
+    _, out = hybrid
+    (entry,) = out.extra["distilled"]
     assert entry["source"] is not None, entry["reason"]
-    return entry, train(pendulum, entry["source"])
+    return entry, train(pendulum, entry["source"], profile=True)
 
 
 def test_pendulum_closure_distils_to_linear_friction(distilled):
@@ -79,7 +88,7 @@ def test_pendulum_closure_distils_to_linear_friction(distilled):
 
 def test_candidate_built_from_the_distillation_recovers_alpha(distilled):
     _, out = distilled
-    assert out.model.closures() == []
+    assert out.result["n_neural_params"] == 0 and out.extra["profile"]["closures"] == []
     params = out.result["parameters"]
     assert set(params) == {"omega0_sq", "alpha"}
     assert params["alpha"] == pytest.approx(0.2, rel=0.02)
@@ -89,14 +98,14 @@ def test_candidate_built_from_the_distillation_recovers_alpha(distilled):
 def test_omega0_sq_moves_with_capacity_in_the_hybrid_not_in_the_friction_model(
         pendulum, hybrid, distilled):
     source, out = hybrid
-    rep = identifiability(pendulum, source, out.model, overrides=SHORT, factors=(0.5, 2.0),
-                          remove=False, points=21)
+    rep = identifiability(pendulum, source, overrides=SHORT, factors=(0.5, 2.0),
+                          remove=False, points=21, trained=out)
     w = rep["parameters"]["omega0_sq"]
     assert w["moves_with_capacity"] and w["verdict"] == "confounded with the closure"
     assert "omega0_sq: confounded with the closure" in rep["flags"]
 
     entry, friction = distilled
-    rep = identifiability(pendulum, entry["source"], friction.model, points=21)
+    rep = identifiability(pendulum, entry["source"], points=21, trained=friction)
     w = rep["parameters"]["omega0_sq"]
     assert w["pinned"] and not w["moves_with_capacity"] and w["verdict"] == "identified"
     assert w["rel_width"] < 0.01
@@ -105,8 +114,8 @@ def test_omega0_sq_moves_with_capacity_in_the_hybrid_not_in_the_friction_model(
 
 def test_lotka_volterra_missing_logistic_term_is_recovered():
     space = load_space("lotka_volterra")
-    out = train(space, LV_HYBRID)
-    (entry,) = distill_candidate(space, LV_HYBRID, out.model)
+    out = train(space, LV_HYBRID, distill=True)
+    (entry,) = out.extra["distilled"]
     assert entry["state"] == "prey"
     names = {t["name"]: t for t in entry["terms"]}
     assert "logistic_prey" in names

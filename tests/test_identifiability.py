@@ -1,4 +1,5 @@
-"""Identifiability profiles on models with known answers (no training)."""
+"""Identifiability: profiles on models with known answers (no training), and the whole
+report, trained in the sandbox."""
 
 from __future__ import annotations
 
@@ -72,12 +73,52 @@ def test_the_data_pin_down_real_parameters_and_not_a_ghost(pendulum, true_model)
     assert values == sorted(values) and min(values) >= 0.01 and max(values) <= 10.0
 
 
-def test_report_flags_only_the_ghost_and_prints(pendulum, true_model):
-    rep = identifiability(pendulum, FRICTION, true_model, points=15)
+def test_profiles_are_plain_json(pendulum, true_model):
+    import json
+
+    rep = profile(true_model, pendulum, points=7)
+    json.dumps(rep, allow_nan=False)  # they travel from the sandbox's child as JSON
+    assert rep["closures"] == [] and rep["parameters"]["ghost"]["quadratic_rel_width"] is None
+
+
+def test_report_flags_only_the_ghost_and_prints(tiny_space):
+    """The candidate trains in the sandbox, whose child profiles it: the report flags the
+    parameter the data cannot see, and only that one."""
+    rep = identifiability(tiny_space, FRICTION, points=15)
     p = rep["parameters"]
+    assert rep["split"] == "selection" and rep["val_nmse"] < 1e-3
     assert p["omega0_sq"]["verdict"] == "identified" and p["alpha"]["pinned"]
+    assert p["omega0_sq"]["value"] == pytest.approx(1.0966, rel=0.01)
     assert not p["omega0_sq"]["moves_with_capacity"]
     assert rep["flags"] == ["ghost: not pinned down by the data"]
     assert rep["notes"] == ["no closure: the capacity test does not apply"]
     text = format_identifiability(rep)
-    assert "omega0_sq" in text and "not pinned down" in text
+    assert "omega0_sq" in text and "not pinned down" in text and "selection nMSE" in text
+
+
+def test_identifiability_takes_no_model_and_reports_a_failed_training(tiny_space):
+    from hyarch.distill.identifiability import IdentifiabilityError
+
+    with pytest.raises(TypeError):
+        identifiability(tiny_space, FRICTION, object())  # no trained model objects any more
+    broken = FRICTION.replace('"theta": s.omega,', "")
+    with pytest.raises(IdentifiabilityError, match="training failed"):
+        identifiability(tiny_space, broken, retrain=False)
+
+
+def test_identifiability_reuses_a_finished_evaluation_and_checks_its_profile(tiny_space):
+    from hyarch.distill.identifiability import IdentifiabilityError
+    from hyarch.evaluate import SandboxResult
+
+    ok = {"status": "ok", "parameters": {"k": 2.0}}
+    raw = {"val_nmse": None, "closures": [], "parameters": {
+        "k": {"value": 2.0, "interval": [None, 3.0], "rel_width": None,
+              "rel_sensitivity_1pct": None},
+        "bad": {"value": "2", "interval": []}}}
+    rep = identifiability(tiny_space, FRICTION, trained=SandboxResult(ok, extra={"profile": raw}))
+    assert rep["parameters"]["k"]["verdict"] == "not pinned down by the data"
+    assert "bad: malformed profile, left out" in rep["notes"] and "bad" not in rep["parameters"]
+    assert "k" in format_identifiability(rep)  # None values print as "-"
+    with pytest.raises(IdentifiabilityError, match="boom"):
+        identifiability(tiny_space, FRICTION,
+                        trained=SandboxResult(ok, extra={"profile_error": "boom"}))

@@ -107,13 +107,38 @@ def test_report_of_a_run_with_nothing_finished(tmp_path):
     assert "Trajectory plots left out" in text and "gone.yaml" in text
 
 
-def test_code_that_fails_the_static_checks_is_not_replayed(tmp_path):
-    from hyarch.report.replay import ReplayError, load_trained
-    from hyarch.runs import CandidateRecord
+def test_plots_and_bounds_come_from_what_the_evaluation_stored(tmp_path):
+    """Stored predictions and parameter specs are read back; the code is never loaded
+    (this one would write a file if it ran)."""
+    from types import SimpleNamespace
 
-    src = f"import os\nos.system('touch {tmp_path}/pwned')\n"
-    (tmp_path / "weights.pt").write_bytes(b"")
-    rec = CandidateRecord("c9", tmp_path, src, {}, {"status": "ok"})
-    with pytest.raises(ReplayError, match="import of 'os' is not allowed"):
-        load_trained(rec, space=None)
-    assert not (tmp_path / "pwned").exists()
+    import numpy as np
+
+    from hyarch.report.replay import ReplayError, StoredSpec, parameter_bounds, stored_predictions
+
+    run = Run(tmp_path / "run")
+    run.write_config({"space": "damped_pendulum"})
+    run.write_proposal("c9", f"import os\nos.system('touch {tmp_path}/pwned')\n", {})
+    run.write_result("c9", {"status": "ok", "metrics": {"val": {"nmse": 0.1}}, "parameter_specs": {
+        "k": {"init": 1.0, "lower": 0.0, "upper": 2.0, "log": False, "unit": "1/s"},
+        "junk": "not a spec"}})
+    rec = run.read_candidate("c9")
+    with pytest.raises(ReplayError, match="c9 has no stored predictions"):
+        stored_predictions(rec)
+    full, red = np.ones((2, 3, 1)), np.zeros((2, 3, 1))
+    run.write_predictions("c9", {"train.full": full, "train.reduced": red,
+                                 "val.full": full, "val.reduced": red})
+    got = stored_predictions(rec, splits=("train", "val", "test"))
+    assert set(got) == {"train", "val"} and (got["train"] == 1).all()
+    assert (stored_predictions(rec, reduced=True)["train"] == 0).all()
+    space = SimpleNamespace(splits={"train": SimpleNamespace(y=np.zeros((2, 3, 1))),
+                                    "val": SimpleNamespace(y=np.zeros((2, 4, 1)))})
+    assert set(stored_predictions(rec, space, ("train", "val"))) == {"train"}
+    with pytest.raises(ReplayError, match="do not match the run's data on val"):
+        stored_predictions(rec, space, ("val",))
+    assert parameter_bounds(rec) == {"k": StoredSpec(1.0, 0.0, 2.0, False, "1/s")}
+    failed = Run(run.path).read_candidate("c9")
+    run.write_result("c9", {"status": "failed", "reason": "x"})
+    with pytest.raises(ReplayError, match="did not finish"):
+        stored_predictions(run.read_candidate("c9"))
+    assert failed.status == "ok" and not (tmp_path / "pwned").exists()
