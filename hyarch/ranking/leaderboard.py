@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from hyarch.ranking.study import Objectives, feasible, objective_values
+from hyarch.ranking.study import Objectives, feasible, finite_number, objective_values
 from hyarch.runs import CandidateRecord, Run
 
 W_SHARE, W_NEURAL, W_PHYSICAL = 1.0, 0.3, 0.3
@@ -36,16 +36,20 @@ class Row:
     values: tuple[float, ...] | None = field(default=None)
 
 
-def score_of(result: dict[str, Any]) -> float | None:
+def score_of(result: Any) -> float | None:
+    """The leaderboard score, or None when the result is not rankable (failed, or a value
+    of the wrong type: a malformed record never ranks, and never raises)."""
     vals = objective_values(result)
     if vals is None:
         return None
     val = max(vals[0], 1e-30)
-    share = float(result.get("closure_share") or 0.0)
-    neural = float(result.get("n_neural_params") or 0)
-    physical = len(result.get("parameters") or {})
+    share = finite_number(result.get("closure_share") or 0.0)
+    neural = finite_number(result.get("n_neural_params") or 0)
+    params = result.get("parameters") or {}
+    if share is None or neural is None or neural < 0 or not isinstance(params, dict):
+        return None
     return (math.log10(val) + W_SHARE * share + W_NEURAL * math.log10(1 + neural)
-            + W_PHYSICAL * physical)
+            + W_PHYSICAL * len(params))
 
 
 def pareto_front(points: dict[str, list[float]]) -> set[str]:
@@ -73,17 +77,21 @@ def leaderboard(run: Run, obj: Objectives = Objectives()) -> list[Row]:
             v = objective_values(r.result, obj)
             if v is not None:
                 points[r.id] = v
-    front = pareto_front(points)
     rows = []
     for r in records:
         v = verdicts.get(r.id, {})
         s = score_of(r.result) if r.result else None
-        rows.append(Row(r.id, r, s, r.id in front, v.get("verdict"), tuple(v.get("notes", ())),
-                        tuple(points[r.id]) if r.id in points else None))
+        if s is None:
+            points.pop(r.id, None)
+        rows.append((r, s, v))
+    front = pareto_front(points)
+    rows = [Row(r.id, r, s, r.id in front, v.get("verdict"), tuple(v.get("notes", ())),
+                tuple(points[r.id]) if r.id in points else None) for r, s, v in rows]
 
     def key(row: Row):
         rejected = row.verdict == "rejected"
-        infeasible = row.record.result is not None and not feasible(row.record.result, obj)
+        infeasible = (isinstance(row.record.result, dict)
+                      and not feasible(row.record.result, obj))
         return (row.score is None, rejected, infeasible,
                 row.score if row.score is not None else math.inf, row.id)
 
@@ -94,7 +102,9 @@ def leaderboard_json(run: Run, obj: Objectives = Objectives()) -> list[dict[str,
     """The ``hyarch leaderboard --json`` list: best first, evaluate's fields plus provenance."""
     out = []
     for rank, row in enumerate(leaderboard(run, obj), start=1):
-        res = row.record.result or {"status": "pending", "reason": "not evaluated yet"}
+        res = row.record.result
+        if not isinstance(res, dict):
+            res = {"status": "pending", "reason": "not evaluated yet"}
         out.append({
             "rank": rank, "id": row.id, "status": res.get("status"), "reason": res.get("reason"),
             "proposer": row.record.proposer, "parents": row.record.parents,
