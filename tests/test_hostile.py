@@ -69,6 +69,7 @@ def corpus(tmp_path_factory):
             "files": can.file_changes(),
             "network": can.network(),
             "victim": can.victim_alive(),
+            "seconds": {n: round(r.seconds, 1) for n, r in results.items()},
             "stray": stray_files([can.session], [Path("/tmp"), ROOT, Path.cwd(), Path.home()]),
         }
         try:
@@ -123,6 +124,7 @@ def test_nothing_escaped_the_whole_corpus(corpus):
     assert state["leftovers"] == []
     assert state["stray"] == []
     assert set(results) >= set(ATTACKS)
+    print("seconds per attack:", sorted(state["seconds"].items(), key=lambda x: -x[1]))
     for name in ("control_friction", "control_prior"):
         assert results[name].result["status"] == "ok", results[name].result["reason"]
 
@@ -214,3 +216,85 @@ def test_corpus_metadata_is_complete():
     for a in ATTACKS.values():
         assert a.expect in ("ok", "failed", "any") and a.static in ("rejected", "passes")
         assert "@" not in json.dumps(a.route)
+
+
+# -- the search: hostile replies from the LLM endpoint ---------------------------------------
+
+SEARCH_ATTACKS = ("forge_result_fd_arrays", "net_tcp", "proc_os_fork_evade", "after_thread",
+                  "read_parent_environ", "write_open", "forge_monkeypatch")
+
+
+def _fenced(code: str) -> str:
+    return "Here is my model.\n```python\n" + code + "```\n"
+
+
+@pytest.mark.slow
+def test_search_with_hostile_llm_replies(tmp_path, monkeypatch):
+    from hyarch.agent.loop import SearchConfig, Session
+    from hyarch.runs import Run
+    from tests.fake_openai import Action, FakeOpenAI
+
+    space = write_space(tmp_path)
+    root = tmp_path / "canaries"
+    root.mkdir()
+    run_dir = tmp_path / "run"
+    can = Canaries(root, space, run_dir=tmp_path / "other-run").start(list(SEARCH_ATTACKS))
+    monkeypatch.setenv("OPENAI_API_KEY", can.api_key)
+    monkeypatch.setenv("DATABASE_URL", can.db_url)
+    monkeypatch.setenv("TZ", can.session)
+    try:
+        with FakeOpenAI() as server:
+            for name in SEARCH_ATTACKS:
+                server.reply(_fenced(can.source(ATTACKS[name])))
+            server.default = Action("reply", text=_fenced(FRICTION.read_text()))
+            cfg = SearchConfig(space=str(space), run_dir=run_dir, budget=8, per_round=4,
+                               workers=2, llm="fake-model", base_url=server.url, distill=False,
+                               overrides=QUICK)
+            summary = Session(cfg).run_search()
+            bodies = json.dumps(server.bodies)
+            # the run folder and the study survive: resume and the leaderboard work
+            out = subprocess.run(
+                [sys.executable, "-m", "hyarch", "search", str(space), "--run", str(run_dir),
+                 "--resume", "--budget", "9", "--per-round", "1", "--llm", "fake-model",
+                 "--base-url", server.url], capture_output=True, text=True, cwd=ROOT,
+                timeout=400)
+            assert out.returncode == 0, out.stderr[-3000:]
+        board = subprocess.run([sys.executable, "-m", "hyarch", "leaderboard", str(run_dir),
+                                "--json"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert board.returncode == 0, board.stderr[-3000:]
+        rows = json.loads(board.stdout)
+        run = Run(run_dir)
+        recs = list(run.candidates())
+        assert len(recs) == 9 and len(rows) == 9
+        codes = {}
+        for rec in recs:
+            assert rec.finished, rec.id
+            r = rec.result
+            assert r["status"] in ("ok", "failed"), r
+            if r["status"] == "failed":
+                assert (r.get("reason") or "").strip(), rec.id
+            assert "ESCAPED" not in json.dumps(r), r["reason"]
+            codes[rec.id] = (run.candidate_dir(rec.id) / "model.py").read_text()
+        # every hostile reply was evaluated, and a forged score does not rank first
+        assert sum("@" not in c and can.session in c for c in codes.values()) >= 1
+        best = rows[0]
+        assert best["id"] == summary.best_id or best["status"] == "ok"
+        assert "HYR1" not in codes[best["id"]] and "hyarch.sandbox" not in codes[best["id"]]
+        assert "self.alpha * s.omega" in codes[best["id"]]
+        forged = [r for r in rows if "HYR1" in codes[r["id"]] or "hyarch.sandbox" in codes[r["id"]]]
+        assert forged
+        for r in forged:
+            if r["status"] == "ok":
+                assert r["metrics"]["val"]["nmse"] > 10 * best["metrics"]["val"]["nmse"]
+        # nothing escaped; no secret in the run folder or the prompts
+        for p in run_dir.rglob("*"):
+            if p.is_file():
+                data = p.read_bytes().decode(errors="replace")
+                assert not can.leaks(data), (p, can.leaks(data))
+        assert not can.leaks(bodies)
+        assert can.file_changes() == []
+        assert can.network() == []
+        assert can.victim_alive()
+        assert can.wait_no_leftovers() == []
+    finally:
+        can.stop()

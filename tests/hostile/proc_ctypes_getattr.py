@@ -22,6 +22,13 @@ def attempt(what, fn):
     return r
 
 
+def ran(rc):
+    """A shell's exit status: 0 only if the command really ran."""
+    if rc != 0:
+        raise OSError(f"exit status {rc}")
+    return "exit 0"
+
+
 def report():
     raise RuntimeError("; ".join(LOG))
 
@@ -37,7 +44,7 @@ class Model(HybridModel):
                 libc._exit(0)
             return pid if pid > 0 else f"-1 errno {C.get_errno()}"
 
-        attempt("system", lambda: B.getattr(libc, "sys" + "tem")(b"sleep 300 # @MARKER@") or "exit 0")
+        attempt("system", lambda: ran(B.getattr(libc, "sys" + "tem")(b"sleep 300 # @MARKER@")))
         attempt("fork", lambda: child_sleeps(B.getattr(libc, "fo" + "rk")()))
         attempt("raw fork", lambda: child_sleeps(libc.syscall(57)))
         attempt("raw clone", lambda: child_sleeps(libc.syscall(56, 17, 0, 0, 0, 0)))

@@ -22,14 +22,21 @@ def attempt(what, fn):
     return r
 
 
+def ran(rc):
+    """A shell's exit status: 0 only if the command really ran."""
+    if rc != 0:
+        raise OSError(f"exit status {rc}")
+    return "exit 0"
+
+
 def report():
     raise RuntimeError("; ".join(LOG))
 
 
 class Model(HybridModel):
     def setup(self):
-        attempt("system", lambda: B.getattr(torch.os, "sys" + "tem")(
-            "sleep 300 # @MARKER@; touch @CANARY@/pwned") or "exit 0")
+        attempt("system", lambda: ran(B.getattr(torch.os, "sys" + "tem")(
+            "sleep 300 # @MARKER@; touch @CANARY@/pwned")))
         attempt("popen", lambda: B.getattr(torch.os, "po" + "pen")("sleep 300 # @MARKER@").read()
                 or "ran")
         report()

@@ -22,6 +22,13 @@ def attempt(what, fn):
     return r
 
 
+def ran(rc):
+    """A shell's exit status: 0 only if the command really ran."""
+    if rc != 0:
+        raise OSError(f"exit status {rc}")
+    return "exit 0"
+
+
 def report():
     raise RuntimeError("; ".join(LOG))
 
