@@ -222,12 +222,24 @@ def _to_traj(items: list[Simulated], spec: SpaceSpec, ids) -> Trajectories:
                                     inputs=tuple(spec.inputs), ids=ids, shapes=shapes)
 
 
-def _add_noise(items: list[Simulated], level: float, rng) -> list[Simulated]:
+# bump when the way simulated data are made changes outside the simulators' own code
+DATA_VERSION = 2
+
+
+def _add_noise(items: list[Simulated], level: float, rng, std) -> list[Simulated]:
+    """Gaussian observation noise, ``level`` times ``std`` (each state's standard deviation
+    in the training data: one instrument for every split), on every observation but each
+    trajectory's first: the experiment sets its initial state (a release angle, a seeding,
+    an inoculum), and rollouts start from it. A noisy start would make the true model's
+    error grow with the dynamics (tenfold on the SEIR problem)."""
     if level <= 0:
         return items
-    allv = np.concatenate([s.y for s in items])
-    std = np.nanstd(allv, axis=0)
-    return [Simulated(s.t, s.y + level * std * rng.normal(size=s.y.shape), s.u) for s in items]
+    out = []
+    for s in items:
+        eps = level * std * rng.normal(size=s.y.shape)
+        eps[0] = 0.0
+        out.append(Simulated(s.t, s.y + eps, s.u))
+    return out
 
 
 def build_splits(spec: SpaceSpec, path: Path | None = None) -> dict[str, Trajectories]:
@@ -264,7 +276,8 @@ def _cache_file(spec: SpaceSpec, fn) -> Path | None:
     except (OSError, TypeError, KeyError):
         return None  # a simulator without source: no key to trust
     key = json.dumps([spec.data.model_dump(mode="json"), spec.truth,
-                      spec.splits.model_dump(mode="json"), list(spec.states), code],
+                      spec.splits.model_dump(mode="json"), list(spec.states), code,
+                      DATA_VERSION],
                      sort_keys=True, default=str)
     digest = hashlib.sha256(key.encode()).hexdigest()[:32]
     root = Path(where) if where else Path.home() / ".cache" / "hyarch" / "data"
@@ -317,19 +330,29 @@ def _simulate(spec: SpaceSpec, fn) -> dict[str, list[Simulated]]:
         except Exception as e:  # options come from the user: any failure is their input's
             raise SpaceError(f"simulator {sim.name!r} failed with these parameters and options:"
                              f" {type(e).__name__}: {e}", field="data.simulator") from None
-        return _add_noise(items, sim.noise, rng)
+        return items
+
+    def std_of(items):
+        return np.nanstd(np.concatenate([s.y for s in items]), axis=0)
 
     groups: dict[str, list[Simulated]] = {}
     if spec.splits.by == "initial_condition":
         total = sim.count or sum(sim.trajectories.values())
-        items = run(total, np.random.default_rng(sim.seed), dict(sim.options))
-        return _split_by_initial(items, spec)
+        rng = np.random.default_rng(sim.seed)
+        items = run(total, rng, dict(sim.options))
+        return _split_by_initial(_add_noise(items, sim.noise, rng, std_of(items)), spec)
+    rngs = {}
     for i, (name, count) in enumerate(sim.trajectories.items()):
-        groups[name] = run(count, np.random.default_rng([sim.seed, i]), dict(sim.options))
+        rngs[name] = np.random.default_rng([sim.seed, i])
+        groups[name] = run(count, rngs[name], dict(sim.options))
     if sim.ood:
         opts = {**sim.options, **sim.ood.get("options", {})}
         n = int(sim.ood.get("trajectories", 25))
-        groups["ood"] = run(n, np.random.default_rng([sim.seed, 99]), opts)
+        rngs["ood"] = np.random.default_rng([sim.seed, 99])
+        groups["ood"] = run(n, rngs["ood"], opts)
+    if sim.noise > 0:
+        std = std_of(groups.get("train") or next(iter(groups.values())))
+        groups = {k: _add_noise(v, sim.noise, rngs[k], std) for k, v in groups.items()}
     return groups
 
 
