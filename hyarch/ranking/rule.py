@@ -1,0 +1,154 @@
+"""The one ranking rule. Every view (leaderboard, report, review, prompts, the Python API,
+the study's recorded order) orders candidates with ``rank``.
+
+A candidate's **score** is its mean log10 normalised MSE over the validation trajectories:
+a split that training never looked at (it fits on the training split and stops early on a
+selection part of it), scored from rollouts integrated well below the data's noise.
+
+The **rule** is the one-standard-error rule of cross-validation (Breiman et al. 1984;
+Hastie, Tibshirani and Friedman, *Elements of Statistical Learning*, 7.10), on paired
+per-trajectory errors: every candidate was scored on the same validation trajectories, so
+for a candidate c and the best-scoring b the differences d_j = log10 e_cj - log10 e_bj
+have a mean and a standard error SE = sd(d) / sqrt(n). If mean(d) <= SE, the data do not
+support b over c, and the two share a **tier**; within a tier the simpler model ranks
+first (fewer fitted values: physical parameters plus network weights), then the better
+score. The first tier is formed around the best candidate, the next around the best of
+the rest, and so on. So a closure or an extra term ranks above a simpler model only when it
+buys an improvement larger than the trajectory-to-trajectory scatter of that improvement:
+a network that merely re-fits the noise, or corrects a solver, does not.
+
+Rejected candidates (a reviewer's verdict) and infeasible ones (closure share above its cap,
+a parameter outside its plausible range) follow the rest; failed and pending ones come last.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+RULE = "one-standard-error rule on paired per-trajectory validation errors"
+FLOOR = 1e-30  # log10 of a zero error
+
+
+def _num(x: Any) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def log_errors(result: Any) -> list[float] | None:
+    """log10 of each validation trajectory's normalised MSE, or None (not rankable)."""
+    if not isinstance(result, dict) or result.get("status") != "ok":
+        return None
+    val = ((result.get("metrics") or {}).get("val") or {}) if isinstance(
+        result.get("metrics"), dict) else {}
+    per = val.get("per_trajectory_nmse") if isinstance(val, dict) else None
+    if isinstance(per, list) and per:
+        vals = [_num(v) for v in per]
+        if any(v is None or v < 0 for v in vals):
+            return None
+        return [math.log10(max(v, FLOOR)) for v in vals]
+    nmse = _num(val.get("nmse")) if isinstance(val, dict) else None
+    if nmse is None or nmse < 0:  # a record from before per-trajectory errors
+        return None
+    return [math.log10(max(nmse, FLOOR))]
+
+
+def score_of(result: Any) -> float | None:
+    """The score: mean log10 validation nMSE over trajectories (lower is better)."""
+    e = log_errors(result)
+    return None if e is None else sum(e) / len(e)
+
+
+def complexity_of(result: Any) -> int:
+    """Fitted values: physical parameters plus network weights."""
+    if not isinstance(result, dict):
+        return 0
+    params = result.get("parameters")
+    n_phys = len(params) if isinstance(params, dict) else 0
+    n_net = result.get("n_neural_params")
+    n_net = n_net if isinstance(n_net, int) and not isinstance(n_net, bool) and n_net > 0 else 0
+    return n_phys + n_net
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Why a candidate sits where it does."""
+
+    score: float | None  # mean log10 validation nMSE
+    tier: int | None  # 1 = indistinguishable from the best
+    complexity: int
+    vs: str | None = None  # the tier's best candidate
+    diff: float | None = None  # mean paired log10 difference to it (>= 0)
+    se: float | None = None  # its standard error
+    group: str = "ranked"  # ranked / rejected / infeasible / failed / pending
+
+    def describe(self) -> str:
+        if self.group != "ranked":
+            return self.group
+        if self.vs is None:
+            return f"tier {self.tier}: best score"
+        return (f"tier {self.tier}: {self.diff:+.3f} +- {self.se:.3f} decades vs {self.vs}"
+                " (within one standard error)")
+
+
+def paired(a: list[float], b: list[float]) -> tuple[float, float]:
+    """Mean and standard error of a - b, trajectory by trajectory."""
+    n = min(len(a), len(b))
+    if n == 0:
+        return math.inf, 0.0
+    d = [a[i] - b[i] for i in range(n)]
+    mean = sum(d) / n
+    if n < 2 or len(a) != len(b):
+        return mean, 0.0
+    var = sum((x - mean) ** 2 for x in d) / (n - 1)
+    return mean, math.sqrt(var / n)
+
+
+def rank(items: dict[str, dict[str, Any]], *, rejected: set[str] = frozenset(),
+         infeasible: set[str] = frozenset(), pending: set[str] = frozenset()
+         ) -> list[tuple[str, Evidence]]:
+    """Order candidates ``{id: result}`` best first, each with the evidence for its place.
+
+    Ties are broken by id, so the order is a function of the records alone."""
+    errors = {cid: log_errors(r) for cid, r in items.items()}
+    cx = {cid: complexity_of(r) for cid, r in items.items()}
+    live = {cid: e for cid, e in errors.items()
+            if e is not None and cid not in rejected and cid not in infeasible}
+    out: list[tuple[str, Evidence]] = []
+    remaining = dict(live)
+    tier = 0
+    while remaining:
+        tier += 1
+        best = min(remaining, key=lambda c: (sum(remaining[c]) / len(remaining[c]), cx[c], c))
+        members = {}
+        for c, e in remaining.items():
+            if c == best:
+                members[c] = (None, None)
+                continue
+            d, se = paired(e, remaining[best])
+            if d <= se:
+                members[c] = (d, se)
+        order = sorted(members, key=lambda c: (cx[c], sum(live[c]) / len(live[c]), c))
+        for c in order:
+            d, se = members[c]
+            out.append((c, Evidence(sum(live[c]) / len(live[c]), tier, cx[c],
+                                    None if c == best else best, d, se)))
+        for c in members:
+            remaining.pop(c)
+
+    def tail(ids: set[str] | list[str], group: str) -> None:
+        for c in sorted(ids):
+            e = errors.get(c)
+            out.append((c, Evidence(None if e is None else sum(e) / len(e), None,
+                                    cx.get(c, 0), group=group)))
+
+    tail([c for c in items if c in rejected and c not in live], "rejected")
+    tail([c for c in items if c in infeasible and c not in rejected and errors[c] is not None],
+         "infeasible")
+    seen = {c for c, _ in out}
+    tail([c for c in items if c not in seen and c not in pending], "failed")
+    tail([c for c in items if c not in seen and c in pending], "pending")
+    return out
