@@ -323,6 +323,9 @@ def _bad_leaf(tree: dict[str, Any], where: str, depth: int = 0) -> str | None:
             bad = _bad_leaf(v, f"{where}.{name}", depth + 1)
             if bad:
                 return bad
+        elif isinstance(v, list):  # per-trajectory values and the like
+            if not all(x is None or isinstance(x, (int, float)) for x in v):
+                return f"{where}.{name} is a list with something other than numbers"
         elif v is not None and not isinstance(v, (int, float)):
             return f"{where}.{name} is {type(v).__name__} {str(v)[:20]!r}, not a number"
     return None

@@ -26,7 +26,8 @@ from hyarch.runs import Run, UnsafePathError, atomic_write
 
 def ok_result(nmse: float = 0.1, share: float = 0.0) -> dict:
     split = {"mse": nmse, "nmse": nmse, "diverged": False,
-             "per_state": {"x": {"mse": nmse, "nmse": nmse}}}
+             "per_state": {"x": {"mse": nmse, "nmse": nmse}},
+             "per_trajectory_nmse": [nmse, nmse]}
     return {"status": "ok", "reason": None, "parameters": {"k": 1.0},
             "param_rel_error": {"k": 0.01}, "metrics": {"train": split, "val": split},
             "reduced": {}, "regularizers": {"closure_norm": 0.0}, "closure_share": share,
@@ -130,6 +131,8 @@ def test_old_temporary_files_are_swept_on_open(tmp_path):
     ("metrics.json", json.dumps({**ok_result(), "metrics": {"val": {"nmse": "0.0"}}}).encode()),
     ("metrics.json", json.dumps({**ok_result(), "closure_share": "0"}).encode()),
     ("metrics.json", json.dumps([1, 2, 3]).encode()),
+    ("metrics.json", json.dumps({**ok_result(), "metrics": {"val": {"nmse": 0.1,
+                                                                   "per": ["0"]}}}).encode()),
     ("metrics.json", b"{" * 100000),
     ("metrics.json", b" " * (9 << 20)),
     ("meta.json", b"not json"),
