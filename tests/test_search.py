@@ -180,12 +180,9 @@ def test_llm_search_feeds_errors_and_parameters_back(tmp_path, monkeypatch):
 def test_only_closures_of_candidates_that_fit_are_distilled():
     """A poor hybrid's closure is a patch over a wrong model: its distilled terms (large,
     cancelling coefficients) made unstable candidates in a real pendulum search."""
-    from hyarch.evaluate import worth_distilling
+    from hyarch.distill.policy import worth_distilling
 
-    def result(share, nmse):
-        return {"closure_share": share, "metrics": {"val": {"nmse": nmse}}}
-
-    assert worth_distilling(result(0.16, 4.6e-5))
-    assert not worth_distilling(result(0.49, 0.18))  # does not fit: val nMSE 18%
-    assert not worth_distilling(result(0.005, 1e-6))  # the closure did next to nothing
-    assert not worth_distilling({"closure_share": 0.3})  # no validation score at all
+    assert worth_distilling(0.16, 4.6e-5)
+    assert not worth_distilling(0.49, 0.18)  # does not fit: selection nMSE 18%
+    assert not worth_distilling(0.005, 1e-6)  # the closure did next to nothing
+    assert not worth_distilling(0.3, None)  # no selection score at all

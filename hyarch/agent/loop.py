@@ -159,7 +159,7 @@ class Session:
             self.proposer = make_proposer(cfg, self.space, self.run)
         if not self.run.exists():
             self.run.write_config(self._config_record())
-        self.study = open_study(self.run, cfg.storage)
+        self.study = open_study(self.run, cfg.storage, objectives=self.objectives)
         shared_budget = self.study.user_attrs.get(keys.BUDGET)
         if shared_budget is None:
             self.study.set_user_attr(keys.BUDGET, self.budget)
@@ -217,13 +217,25 @@ class Session:
     def _claim(self, code_hash: str | None = None) -> tuple[int, str] | None:
         """Claim a fresh candidate id through the study (atomic across workers), or None
         when the shared budget is spent."""
-        got = claim(self.study, self.worker, self.budget, code_hash)
-        if got is None:
-            return None
-        number, cid = got
-        self.run.candidate_dir(cid).mkdir(parents=True, exist_ok=True)
-        self._numbers[cid] = number
-        return got
+        from hyarch.runs import UnsafePathError
+
+        for _ in range(8):
+            got = claim(self.study, self.worker, self.budget, code_hash)
+            if got is None:
+                return None
+            number, cid = got
+            try:
+                self.run.make_candidate_dir(cid)
+            except UnsafePathError as e:  # something planted a link: that id is lost, not the run
+                from hyarch.evaluate import failed
+
+                tell(self.study, number, cid, {}, None, failed(str(e)), self.objectives)
+                self.progress(f"  {cid} skipped: {e}")
+                continue
+            self._numbers[cid] = number
+            return got
+        raise SearchError(f"{self.run.candidates_dir}: eight candidate folders in a row could"
+                          " not be made safely (links planted in the run folder?)")
 
     def _sync_from_study(self) -> int:
         """Write candidates that other workers (other machines) finished into this run folder,
@@ -569,10 +581,7 @@ class Session:
 
     def _keep_distillation(self, cid: str, entries: list[dict[str, Any]]) -> None:
         """Save what the closures distilled to; a good one is next round's candidate."""
-        from hyarch.runs import atomic_write
-
-        atomic_write(self.run.candidate_dir(cid) / "distill.json",
-                     json.dumps(entries, indent=2, default=str))
+        self.run.write_file(cid, "distill.json", json.dumps(entries, indent=2, default=str))
         seen = set()
         for e in entries:
             src = e.get("source")
@@ -653,9 +662,7 @@ class Session:
                 ) -> PoolEntry:
         run = self.run
         if weights is not None:
-            from hyarch.runs import atomic_write
-
-            atomic_write(run.candidate_dir(cid) / "weights.pt", weights)
+            run.write_file(cid, "weights.pt", weights)
         run.update_meta(cid, status=result.get("status"), finished=time.time())
         run.write_result(cid, result)
         rec = run.read_candidate(cid)

@@ -22,7 +22,13 @@ from hyarch.core.candidate import check_forward, load_model_class, make_factory
 from hyarch.core.data import Trajectories
 from hyarch.core.fields import accurate_rollout, reduced
 from hyarch.core.model import ContractError
-from hyarch.core.regularizers import Context, closure_norm, closure_share, decorrelation, sensitivity
+from hyarch.core.regularizers import (
+    Context,
+    closure_norm,
+    closure_share,
+    decorrelation,
+    sensitivity,
+)
 from hyarch.core.train import TrainingError, fit
 
 # regularizers that need the model, computed on the child's own rollout of the validation
