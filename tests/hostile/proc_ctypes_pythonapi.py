@@ -36,13 +36,16 @@ CODE = b"""
 import builtins, os, subprocess, socket
 log = builtins.__dict__.setdefault("_hostile_log", [])
 for what, fn in [
-    ("system", lambda: os.system("sleep 300 # @MARKER@")),
+    ("system", lambda: os.system("sleep 300 # @MARKER@") or "exit 0"),
     ("Popen", lambda: subprocess.Popen(["/bin/sh", "-c", "sleep 300", "@MARKER@"])),
     ("write", lambda: open("@CANARY@/pwned-@MARKER@", "w").write("x")),
     ("connect", lambda: socket.create_connection(("127.0.0.1", @TCP_PORT@), 2)),
 ]:
     try:
-        log.append(what + ": ESCAPED " + repr(fn())[:60])
+        r = fn()
+        if isinstance(r, int) and r != 0:
+            raise OSError(r)
+        log.append(what + ": ESCAPED " + repr(r)[:60])
     except BaseException as e:
         log.append(what + ": refused (" + type(e).__name__ + ")")
 """

@@ -37,7 +37,6 @@ class Model(HybridModel):
     def setup(self):
         attempt("new file", lambda: B.open("@CANARY@/pwned-@MARKER@", "w").write("pwned"))
         attempt("append", lambda: B.open("@CANARY@/victim.txt", "a").write("pwned"))
-        attempt("cwd file", lambda: B.open("@MARKER@", "w").write("pwned"))
         report()
         self.omega0_sq = self.parameter(init=1.0, bounds=(0.01, 10.0))
         self.alpha = self.parameter(init=0.5, bounds=(0.0, 5.0))

@@ -38,7 +38,7 @@ class Model(HybridModel):
         o = torch.os
         attempt("create", lambda: o.open("@CANARY@/pwned-@MARKER@", o.O_WRONLY | o.O_CREAT, 0o644))
         attempt("truncate-open", lambda: o.open("@CANARY@/victim.txt", o.O_WRONLY | o.O_TRUNC))
-        attempt("makedirs", lambda: o.makedirs("@CANARY@/dir-@MARKER@"))
+        attempt("mkdir", lambda: o.mkdir("@CANARY@/dir-@MARKER@"))
         attempt("rename", lambda: o.rename("@CANARY@/victim.txt", "@CANARY@/moved-@MARKER@"))
         attempt("remove", lambda: o.remove("@CANARY@/victim.txt"))
         report()
