@@ -6,8 +6,8 @@ A candidate file needs ``HybridModel`` and ``Closure``; the rest is the library 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Closure", "ContractError", "HybridModel", "evaluate", "load_space", "search", "load_run",
-    "__version__",
+    "Closure", "ContractError", "HybridModel", "evaluate", "leaderboard", "load_space", "search",
+    "load_run", "__version__",
 ]
 
 
@@ -33,6 +33,9 @@ def __getattr__(name):  # torch and the rest load lazily so `hyarch --help` star
     if name == "search":
         from hyarch.agent.loop import search
         return search
+    if name == "leaderboard":
+        from hyarch.api import leaderboard
+        return leaderboard
     if name == "load_run":
         from hyarch.runs import load_run
         return load_run

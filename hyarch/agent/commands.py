@@ -95,7 +95,7 @@ def cmd_search(args) -> int:
                 review_session(run, console=console)
         except ImportError:
             console.print("[yellow]review is not available in this build[/]")
-    session = Session(cfg, progress=console.print, review=review)
+    session = Session(cfg, progress=_plain(console), review=review)
     install_sigterm_as_interrupt()
     from hyarch.agent.llm import LLMConfigError
 
@@ -116,27 +116,40 @@ def cmd_search(args) -> int:
 
 def _print_leaderboard(run_dir, console, top=None) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     from hyarch.ranking.leaderboard import leaderboard
     from hyarch.runs import load_run
 
     rows = leaderboard(load_run(run_dir))
-    t = Table(title=f"leaderboard of {run_dir}")
-    for col in ("#", "id", "status", "val log10 nmse", "closure share", "neural", "parameters",
+    t = Table(title=f"leaderboard of {run_dir}",
+              caption="score: mean log10 validation nMSE over trajectories; tier: candidates"
+                      " within one standard error of a tier's best share it, simplest first")
+    for col in ("#", "id", "status", "score", "tier", "fitted", "closure share", "parameters",
                 "proposer", "pareto", "verdict"):
         t.add_column(col)
     for i, row in enumerate(rows[:top] if top else rows, start=1):
         res = row.record.result or {}
-        val = (res.get("metrics") or {}).get("val", {}).get("log10_nmse")
-        params = ", ".join(f"{k}={v:.4g}" for k, v in (res.get("parameters") or {}).items())
+        params = ", ".join(f"{k}={v:.4g}" for k, v in (res.get("parameters") or {}).items()
+                           if isinstance(v, (int, float)))
         status = res.get("status", "pending")
+        ev = row.evidence
         if status != "ok":
-            params = (res.get("reason") or "")[:60]
-        t.add_row(str(i), row.id, status, "-" if val is None else f"{val:.2f}",
-                  "-" if res.get("closure_share") is None else f"{res['closure_share']:.3f}",
-                  str(res.get("n_neural_params", "-")), params, row.record.proposer,
+            params = str(res.get("reason") or "")[:60]
+        tier = ev.describe() if ev is not None and ev.group != "ranked" else (
+            str(ev.tier) if ev is not None else "-")
+        share = res.get("closure_share")
+        t.add_row(str(i), row.id, status, "-" if row.score is None else f"{row.score:.2f}",
+                  tier, "-" if ev is None else str(ev.complexity),
+                  f"{share:.3f}" if isinstance(share, (int, float)) else "-",
+                  Text(params), Text(str(row.record.proposer)),  # untrusted text: no markup
                   "*" if row.pareto else "", row.verdict or "")
     console.print(t)
+
+
+def _plain(console):
+    """Progress lines carry candidates' reasons and expressions: print them as plain text."""
+    return lambda msg: console.print(msg, markup=False, highlight=False)
 
 
 QUICK = {"stage_iters": 100, "final_iters": 300, "patience": 60, "restarts": 2}
@@ -161,7 +174,7 @@ def cmd_worker(args) -> int:
     )
     install_sigterm_as_interrupt()
     try:
-        summary = Session(cfg, progress=console.print).run_search()
+        summary = Session(cfg, progress=_plain(console)).run_search()
     except (SearchError, SpaceError) as e:
         print(f"hyarch: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -180,6 +180,7 @@ class Session:
             "budget": self.budget, "per_round": self.per_round, "workers": cfg.workers,
             "seed": cfg.seed, "device": cfg.device, "storage": cfg.storage or "journal",
             "overrides": dict(cfg.overrides), "created": time.time(),
+            "objectives": self.space.spec.objectives.model_dump(mode="json"),
             "versions": {"hyarch": __version__, "torch": str(torch.__version__),
                          "optuna": optuna.__version__, "python": platform.python_version()},
         }
@@ -669,15 +670,29 @@ class Session:
         number = self._numbers.get(cid, rec.meta.get("trial"))
         self._upload_artifacts(cid, number)
         tell(self.study, number, cid, rec.meta, rec.source, result, self.objectives)
+        self._record_ranking()
         entry = PoolEntry.from_result(cid, rec.source, rec.meta, result,
                                       run.verdicts().get(cid))
         if prop is not None:
             self.proposer.observe(prop, entry)
         return entry
 
+    def _record_ranking(self) -> None:
+        """The one ranking's order as a study attribute: what a study reader (the
+        dashboard, another machine) sees as best is what the leaderboard says."""
+        from hyarch.ranking.rule import RULE
+
+        rows = leaderboard(self.run, self.objectives)
+        try:
+            self.study.set_user_attr(keys.RANKING, [r.id for r in rows if r.ranked])
+            self.study.set_user_attr(keys.RULE, RULE)
+        except Exception:  # noqa: BLE001 - a storage hiccup never fails a candidate
+            pass
+
     def _best_score(self) -> float | None:
         rows = leaderboard(self.run, self.objectives)
-        return rows[0].score if rows and rows[0].score is not None else None
+        scores = [r.score for r in rows if r.ranked and r.score is not None]
+        return min(scores) if scores else None
 
     def _candidate_line(self, cid: str, result: dict) -> str:
         if result.get("status") != "ok":
@@ -691,7 +706,7 @@ class Session:
         rows = leaderboard(self.run, self.objectives)
         ok = sum(1 for r in rows if r.record.status == "ok")
         failed = sum(1 for r in rows if r.record.status == "failed")
-        best = rows[0].id if rows and rows[0].score is not None else "-"
+        best = rows[0].id if rows and rows[0].ranked else "-"
         done = len(rows)
         line = (f"round {round_no} done: {done}/{self.budget} candidates ({ok} ok, {failed}"
                 f" failed), best {best}, {time.perf_counter() - start:.0f} s")
@@ -702,7 +717,7 @@ class Session:
     def _summary(self, stopped, start, tokens, cost) -> RunSummary:
         rows = leaderboard(self.run, self.objectives)
         ok = [r for r in rows if r.record.status == "ok"]
-        best = rows[0] if rows and rows[0].score is not None else None
+        best = rows[0] if rows and rows[0].ranked else None
         return RunSummary(
             run_dir=self.run.path, candidates=len(rows), ok=len(ok),
             failed=sum(1 for r in rows if r.record.status == "failed"),

@@ -22,3 +22,5 @@ SOURCE = "source"  # the candidate's code, so workers on other machines share th
 RESULT = "result"  # the evaluation record (no traceback), likewise
 SKIP = "skip"  # a claim past the budget: not a candidate
 BUDGET = "budget"  # study attr: the candidate budget shared by all workers
+RANKING = "ranking"  # study attr: candidate ids best first, by hyarch.ranking.rule
+RULE = "ranking_rule"  # study attr: the rule's name

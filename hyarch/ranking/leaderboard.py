@@ -1,55 +1,64 @@
-"""Ordering candidates: the Pareto front, and a stated rule for the leaderboard.
+"""The leaderboard: every candidate in the order of ``hyarch.ranking.rule``, with the
+Pareto front over the run's objectives marked.
 
-The rule (lower is better):
-
-    score = log10(val nmse) + 1.0 * closure_share + 0.3 * log10(1 + neural params)
-            + 0.3 * physical parameters
-
-so a model that fits as well with less network (and fewer parameters) ranks first, and a
-network of a few thousand weights must buy about a decade of validation error, and each
-physical parameter a factor of two, to win:
-"don't learn what you already know". Infeasible candidates (closure share over its cap,
-a parameter outside its plausible range: Optuna constraints) and candidates a reviewer
-rejected come after the rest; pinned ones are marked.
+This is the one place that orders a run. The terminal leaderboard, ``show``, the HTML
+report, the review, the prompts' pool, the study's recorded order and the Python API
+(``hyarch.leaderboard``) all call ``leaderboard``; the objectives (the closure-share cap
+and plausible parameter ranges that make a candidate infeasible, and the Pareto axes) are
+read from the run's own ``run.yaml``, as the search wrote them.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from hyarch.ranking.study import Objectives, feasible, finite_number, objective_values
+from hyarch.ranking.rule import Evidence, rank
+from hyarch.ranking.study import Objectives, feasible, objective_values
 from hyarch.runs import CandidateRecord, Run
-
-W_SHARE, W_NEURAL, W_PHYSICAL = 1.0, 0.3, 0.3
 
 
 @dataclass(frozen=True)
 class Row:
     id: str
     record: CandidateRecord
-    score: float | None
+    score: float | None  # mean log10 validation nMSE over trajectories (the rule's score)
     pareto: bool
     verdict: str | None = None
     notes: tuple[str, ...] = ()
     values: tuple[float, ...] | None = field(default=None)
+    evidence: Evidence | None = None
+
+    @property
+    def ranked(self) -> bool:
+        return self.evidence is not None and self.evidence.group == "ranked"
 
 
 def score_of(result: Any) -> float | None:
-    """The leaderboard score, or None when the result is not rankable (failed, or a value
-    of the wrong type: a malformed record never ranks, and never raises)."""
-    vals = objective_values(result)
-    if vals is None:
-        return None
-    val = max(vals[0], 1e-30)
-    share = finite_number(result.get("closure_share") or 0.0)
-    neural = finite_number(result.get("n_neural_params") or 0)
-    params = result.get("parameters") or {}
-    if share is None or neural is None or neural < 0 or not isinstance(params, dict):
-        return None
-    return (math.log10(val) + W_SHARE * share + W_NEURAL * math.log10(1 + neural)
-            + W_PHYSICAL * len(params))
+    """The rule's score (see ``hyarch.ranking.rule``); None when not rankable."""
+    from hyarch.ranking.rule import score_of as _score
+
+    return _score(result)
+
+
+def objectives_of(run: Run) -> Objectives:
+    """The objectives the run was searched with (run.yaml), else the defaults."""
+    try:
+        o = run.config().get("objectives")
+    except Exception:  # noqa: BLE001 - an unreadable run.yaml: defaults
+        o = None
+    if not isinstance(o, dict):
+        return Objectives()
+    try:
+        cap = o.get("closure_share_cap")
+        return Objectives(
+            regularizer=str(o.get("regularizer", "closure_share")),
+            complexity=str(o.get("complexity", "n_neural_params")),
+            closure_share_cap=None if cap is None else float(cap),
+            plausible=tuple((str(k), float(lo), float(hi))
+                            for k, (lo, hi) in (o.get("plausible") or {}).items()))
+    except (TypeError, ValueError):
+        return Objectives()
 
 
 def pareto_front(points: dict[str, list[float]]) -> set[str]:
@@ -67,48 +76,55 @@ def pareto_front(points: dict[str, list[float]]) -> set[str]:
     return front
 
 
-def leaderboard(run: Run, obj: Objectives = Objectives()) -> list[Row]:
-    """All candidates, best first; failed and unfinished ones at the end."""
-    records = list(run.candidates())
+def leaderboard(run: Run, obj: Objectives | None = None) -> list[Row]:
+    """All candidates, best first (``hyarch.ranking.rule``); failed and pending at the end."""
+    obj = objectives_of(run) if obj is None else obj
+    records = {r.id: r for r in run.candidates()}
     verdicts = run.verdicts()
+    results = {cid: (r.result if isinstance(r.result, dict) else {"status": "pending"})
+               for cid, r in records.items()}
+    rejected = {c for c in records if verdicts.get(c, {}).get("verdict") == "rejected"}
+    infeasible = {c for c, res in results.items()
+                  if res.get("status") == "ok" and not _feasible(res, obj)}
+    pending = {c for c, res in results.items() if res.get("status") == "pending"}
+    order = rank(results, rejected=rejected, infeasible=infeasible, pending=pending)
     points = {}
-    for r in records:
-        if r.result is not None:
-            v = objective_values(r.result, obj)
+    for c, ev in order:
+        if ev.group == "ranked":
+            v = objective_values(results[c], obj)
             if v is not None:
-                points[r.id] = v
-    rows = []
-    for r in records:
-        v = verdicts.get(r.id, {})
-        s = score_of(r.result) if r.result else None
-        if s is None:
-            points.pop(r.id, None)
-        rows.append((r, s, v))
+                points[c] = v
     front = pareto_front(points)
-    rows = [Row(r.id, r, s, r.id in front, v.get("verdict"), tuple(v.get("notes", ())),
-                tuple(points[r.id]) if r.id in points else None) for r, s, v in rows]
-
-    def key(row: Row):
-        rejected = row.verdict == "rejected"
-        infeasible = (isinstance(row.record.result, dict)
-                      and not feasible(row.record.result, obj))
-        return (row.score is None, rejected, infeasible,
-                row.score if row.score is not None else math.inf, row.id)
-
-    return sorted(rows, key=key)
+    rows = []
+    for c, ev in order:
+        v = verdicts.get(c, {})
+        rows.append(Row(c, records[c], ev.score if ev.group != "failed" else None,
+                        c in front, v.get("verdict"), tuple(v.get("notes", ())),
+                        tuple(points[c]) if c in points else None, ev))
+    return rows
 
 
-def leaderboard_json(run: Run, obj: Objectives = Objectives()) -> list[dict[str, Any]]:
+def _feasible(result: dict[str, Any], obj: Objectives) -> bool:
+    try:
+        return feasible(result, obj)
+    except Exception:  # noqa: BLE001 - a malformed record is not feasible
+        return False
+
+
+def leaderboard_json(run: Run, obj: Objectives | None = None) -> list[dict[str, Any]]:
     """The ``hyarch leaderboard --json`` list: best first, evaluate's fields plus provenance."""
     out = []
-    for rank, row in enumerate(leaderboard(run, obj), start=1):
+    for place, row in enumerate(leaderboard(run, obj), start=1):
         res = row.record.result
         if not isinstance(res, dict):
             res = {"status": "pending", "reason": "not evaluated yet"}
         out.append({
-            "rank": rank, "id": row.id, "status": res.get("status"), "reason": res.get("reason"),
+            "rank": place, "id": row.id, "status": res.get("status"), "reason": res.get("reason"),
             "proposer": row.record.proposer, "parents": row.record.parents,
             "round": row.record.meta.get("round"), "score": row.score, "pareto": row.pareto,
+            "tier": row.evidence.tier if row.evidence else None,
+            "complexity": row.evidence.complexity if row.evidence else None,
+            "evidence": row.evidence.describe() if row.evidence else None,
             "verdict": row.verdict, "notes": list(row.notes),
             **{k: v for k, v in res.items() if k not in ("status", "reason", "traceback")},
         })

@@ -40,7 +40,7 @@ def _num(x: Any) -> float | None:
 
 def log_errors(result: Any) -> list[float] | None:
     """log10 of each validation trajectory's normalised MSE, or None (not rankable)."""
-    if not isinstance(result, dict) or result.get("status") != "ok":
+    if not isinstance(result, dict) or result.get("status") != "ok" or not _well_formed(result):
         return None
     val = ((result.get("metrics") or {}).get("val") or {}) if isinstance(
         result.get("metrics"), dict) else {}
@@ -54,6 +54,16 @@ def log_errors(result: Any) -> list[float] | None:
     if nmse is None or nmse < 0:  # a record from before per-trajectory errors
         return None
     return [math.log10(max(nmse, FLOOR))]
+
+
+def _well_formed(result: dict[str, Any]) -> bool:
+    """The fields the rule reads have their types (a tampered record never ranks)."""
+    share, n_net, params = (result.get("closure_share"), result.get("n_neural_params"),
+                            result.get("parameters"))
+    return ((share is None or _num(share) is not None)
+            and (n_net is None or (isinstance(n_net, int) and not isinstance(n_net, bool)
+                                   and n_net >= 0))
+            and (params is None or isinstance(params, dict)))
 
 
 def score_of(result: Any) -> float | None:

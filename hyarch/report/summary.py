@@ -1,9 +1,8 @@
 """A run's candidates as rows a person reads: ranked, Pareto-marked, with their verdicts.
 
-Both the terminal review and the HTML report read the run folder through this module, so
-they rank and mark candidates the same way. Ranking rule: finished candidates by validation
-nmse (lower is better); the Pareto front is taken over (validation nmse, closure share,
-neural parameters), all minimised, as the search's default objectives are.
+Both the terminal review and the HTML report read the run folder through this module; the
+order, the ranks and the Pareto marks come from ``hyarch.ranking.leaderboard``, the one
+ranking every view uses (see ``hyarch.ranking.rule`` for the rule).
 """
 
 from __future__ import annotations
@@ -40,7 +39,10 @@ class Row:
     verdict: str | None = None
     notes: tuple[str, ...] = ()
     pareto: bool = False
-    rank: int | None = None  # 1-based among ranked (finished, ok) candidates
+    rank: int | None = None  # 1-based among ranked candidates (not rejected or infeasible)
+    score: float | None = None  # the rule's score: mean log10 validation nMSE
+    tier: int | None = None
+    evidence: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -93,14 +95,25 @@ def pareto_ids(rows: list[Row]) -> set[str]:
 
 
 def leaderboard(run: Run) -> list[Row]:
-    """Every candidate: ranked ones first (by validation nmse), then failed, then pending."""
+    """Every candidate in the one ranking's order: ranked ones, then rejected and
+    infeasible, failed, pending."""
+    from hyarch.ranking.leaderboard import leaderboard as ranked
+
     verdicts = run.verdicts()
-    rows = [row_of(rec, i, verdicts.get(rec.id)) for i, rec in enumerate(run.candidates())]
-    front = pareto_ids(rows)
-    ranked = sorted((r for r in rows if r.ok), key=lambda r: (r.val_nmse, r.index))
-    out = [_replace(r, pareto=r.id in front, rank=i + 1) for i, r in enumerate(ranked)]
-    out += [r for r in rows if not r.ok and r.status != "pending"]
-    out += [r for r in rows if r.status == "pending"]
+    rows = {rec.id: row_of(rec, i, verdicts.get(rec.id))
+            for i, rec in enumerate(run.candidates())}
+    out, k = [], 0
+    for r in ranked(run):
+        row = rows.get(r.id)
+        if row is None:
+            continue
+        ev = r.evidence
+        extra = {"pareto": r.pareto, "score": r.score,
+                 "tier": ev.tier if ev else None, "evidence": ev.describe() if ev else None}
+        if r.ranked:
+            k += 1
+            extra["rank"] = k
+        out.append(_replace(row, **extra))
     return out
 
 
@@ -112,7 +125,8 @@ def _replace(row: Row, **kw) -> Row:
 
 def best_rows(rows: list[Row], n: int = 3, *, include_baselines: bool = False) -> list[Row]:
     """The ``n`` best ranked candidates (baselines left out unless asked)."""
-    return [r for r in rows if r.ok and (include_baselines or not r.baseline)][:n]
+    return [r for r in rows
+            if r.rank is not None and (include_baselines or not r.baseline)][:n]
 
 
 def fmt(x: float | int | None, spec: str = ".3g") -> str:
