@@ -154,19 +154,15 @@ def test_specific_outcomes(corpus):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="hole: the child's claims (n_neural_params, closure_share,"
-                   " regularizers, fitted parameters) are taken at its word; a candidate can"
-                   " override n_neural_params() and rank as if it had no closure")
 def test_claimed_neural_parameter_count_is_checked(corpus):
+    """The child's claims are checked where the code allows: a network-size claim below
+    what the code declares is replaced by the declared size (3*16 + 17*16 + 17 weights)."""
     _, results, _, _ = corpus
     r = results["forge_claims"].result
     assert r["status"] == "ok"
-    assert r["n_neural_params"] > 0  # the closure has 16*16 + ... weights
+    assert r["n_neural_params"] >= 3 * 16 + 17 * 16 + 17
 
 
-@pytest.mark.xfail(strict=True, reason="hole: hyarch/cli.py prints the candidate's reason as rich"
-                   " markup (c.print(f'[bold red]failed[/]: {reason}')): '[/oops]' raises"
-                   " MarkupError and crashes `hyarch evaluate`")
 def test_rich_markup_reason_prints_on_the_terminal(tmp_path):
     """The non-JSON evaluate output renders a hostile reason as text, not as markup."""
     space = write_space(tmp_path)

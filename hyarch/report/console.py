@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -15,7 +16,7 @@ def _fmt(x, spec=".3g") -> str:
 def print_evaluation(res: dict[str, Any], title: str = "", console: Console | None = None) -> None:
     c = console or Console()
     if res["status"] != "ok":
-        c.print(f"[bold red]failed[/]: {res['reason']}")
+        c.print(f"[bold red]failed[/]: {escape(str(res['reason']))}", highlight=False)
         return
     t = Table(title=title or None)
     t.add_column("split")
@@ -34,7 +35,7 @@ def print_evaluation(res: dict[str, Any], title: str = "", console: Console | No
     p.add_column("rel. error vs truth", justify="right")
     for name, v in res["parameters"].items():
         err = res["param_rel_error"].get(name)
-        p.add_row(name, f"{v:.6g}", "-" if err is None else f"{100 * err:.3f}%")
+        p.add_row(name, _fmt(v, ".6g"), "-" if err is None else f"{100 * err:.3f}%")
     c.print(p)
     regs = ", ".join(f"{k}={_fmt(v)}" for k, v in res["regularizers"].items()
                      if not isinstance(v, dict))
@@ -42,7 +43,12 @@ def print_evaluation(res: dict[str, Any], title: str = "", console: Console | No
             f"{res['n_neural_params']}, regularizers: {regs}")
     tr = res.get("training", {})
     c.print(f"trained in {res['seconds']:.1f} s ({tr.get('iterations')} iterations,"
-            f" stopped: {tr.get('stopped')})")
+            f" stopped: {escape(str(tr.get('stopped')))})", highlight=False)
+    acc = res.get("integration") or {}
+    bad = [k for k, a in acc.items() if isinstance(a, dict) and not a.get("converged")]
+    if bad:
+        c.print(f"[yellow]scoring rollouts did not reach the integration tolerance on"
+                f" {', '.join(bad)}[/]: their scores include solver error")
 
 
 def print_space_summary(space, prior_fit: dict | None = None,
@@ -82,5 +88,5 @@ def print_space_summary(space, prior_fit: dict | None = None,
             c.print(f"prior fit: val log10 MSE {_fmt(prior_fit['metrics']['val']['log10_mse'], '.2f')},"
                     f" parameters {prior_fit['parameters']}")
         else:
-            c.print(f"[red]prior failed[/]: {prior_fit['reason']}")
+            c.print(f"[red]prior failed[/]: {escape(str(prior_fit['reason']))}")
     c.print("[green]valid[/]")

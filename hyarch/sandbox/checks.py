@@ -80,6 +80,16 @@ def check_source(source: str, filename: str = "model.py") -> ast.Module:
     classes = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Model"]
     if not classes:
         raise CheckError("the file must define `class Model(HybridModel)` at top level")
+    if len(classes) > 1:
+        raise CheckError(f"the file defines `class Model` {len(classes)} times (lines"
+                         f" {', '.join(str(c.lineno) for c in classes)}); define it once")
+    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+        for fn in cls.body:
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.name in _core_methods():
+                raise CheckError(
+                    f"line {fn.lineno}: {cls.name} redefines {fn.name}(), which hyarch's core"
+                    " provides; a candidate defines setup() and derivatives() (and helpers"
+                    " of its own, under other names)")
     methods = {n.name for n in classes[-1].body if isinstance(n, ast.FunctionDef)}
     if "derivatives" not in methods and not classes[-1].bases:
         raise CheckError("class Model must define derivatives(self, t, s, u)")
@@ -121,3 +131,73 @@ def _strip_comments(source: str) -> str:
     except (tokenize.TokenError, IndentationError):
         return " ".join(source.split())
     return " ".join(out)
+
+
+_OWN = {"setup", "derivatives", "observe", "__init__"}
+
+
+def _core_methods() -> frozenset[str]:
+    """Methods of HybridModel and torch.nn.Module a candidate may not redefine: they report
+    its size, its parameters and its weights, or run it."""
+    global _CORE
+    if _CORE is None:
+        from hyarch.core.model import HybridModel
+
+        names = {n for n in dir(HybridModel) if callable(getattr(HybridModel, n, None))}
+        _CORE = frozenset(n for n in names if n not in _OWN and not (
+            n.startswith("__") and n not in ("__call__", "__getattr__", "__setattr__",
+                                              "__getattribute__", "__reduce__",
+                                              "__reduce_ex__", "__getstate__", "__setstate__",
+                                              "__del__")))
+    return _CORE
+
+
+_CORE: frozenset[str] | None = None
+
+
+def network_floor(source: str) -> int:
+    """A lower bound on the candidate's network weights, read from its code: each
+    ``Closure(...)`` with literal ``inputs`` and ``hidden`` counts its exact size, any other
+    ``Closure``, ``nn.Linear`` or ``nn.Parameter`` at least one. The parent takes the larger
+    of this and what the candidate's process claims, so a claim of "no network" cannot
+    hide one."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return 0
+    total = 0
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+        if name == "Closure":
+            total += _closure_size(node) or 1
+        elif name == "Linear":
+            try:
+                a, b = (ast.literal_eval(x) for x in node.args[:2])
+                total += (int(a) + 1) * int(b)
+            except (ValueError, TypeError, SyntaxError):
+                total += 1
+        elif name in ("Parameter", "ParameterList", "Conv1d", "Conv2d", "GRU", "LSTM", "RNN"):
+            total += 1
+    return total
+
+
+def _closure_size(call: ast.Call) -> int | None:
+    kw = {k.arg: k.value for k in call.keywords if k.arg}
+    args = list(call.args)
+    try:
+        inputs = ast.literal_eval(kw.get("inputs", args[0] if args else None))
+        hidden = ast.literal_eval(kw["hidden"]) if "hidden" in kw else (
+            ast.literal_eval(args[1]) if len(args) > 1 else (64, 64))
+        outputs = ast.literal_eval(kw["outputs"]) if "outputs" in kw else 1
+        time = ast.literal_eval(kw["time"]) if "time" in kw else False
+    except (ValueError, TypeError, SyntaxError, KeyError):
+        return None
+    n_in = 1 if isinstance(inputs, str) else len(inputs)
+    hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden)
+    sizes = [n_in + bool(time), *hidden, outputs]
+    if not all(isinstance(x, int) and x > 0 for x in sizes):
+        return None
+    return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))

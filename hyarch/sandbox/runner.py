@@ -203,7 +203,7 @@ def _in_process(space, job, expected, start) -> SandboxResult:
 
     header, arrays, weights = run_job(job)
     return _score(space, _decode(encode_reply(header, arrays, weights), expected),
-                  time.perf_counter() - start, None, "")
+                  time.perf_counter() - start, None, "", None, job["source"])
 
 
 def _run_child(space, job, expected, limits: Limits, scratch: str, start: float,
@@ -310,7 +310,7 @@ def _run_child(space, job, expected, limits: Limits, scratch: str, start: float,
     except ReplyError as e:
         return SandboxResult(failed(str(e), seconds), seconds=seconds, returncode=rc,
                              stderr_tail=stderr)
-    return _score(space, reply, seconds, rc, stderr, limits)
+    return _score(space, reply, seconds, rc, stderr, limits, job["source"])
 
 
 def _why_no_result(rc: int | None, stderr: str, limits: Limits) -> str:
@@ -334,14 +334,15 @@ def _why_no_result(rc: int | None, stderr: str, limits: Limits) -> str:
     return why + (f": {last[0][:300]}" if last else "")
 
 
-def _score(space, reply, seconds, rc, stderr, limits: Limits | None = None) -> SandboxResult:
+def _score(space, reply, seconds, rc, stderr, limits: Limits | None = None,
+           source: str | None = None) -> SandboxResult:
     from hyarch.sandbox.scoring import score_reply
 
     if reply.header.get("checked") is True and reply.header.get("status") == "ok":
         return SandboxResult({"status": "ok", "reason": None, "checked": True}, None, seconds,
                              rc, stderr)
 
-    result = score_reply(space, reply, seconds)
+    result = score_reply(space, reply, seconds, source)
     reason = str(result.get("reason") or "")
     if limits and any(m in reason for m in ("DefaultCPUAllocator", "bad_alloc", "out of memory")):
         result["reason"] = (f"the candidate exceeded the {limits.memory_mb} MB memory limit"

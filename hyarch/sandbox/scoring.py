@@ -26,7 +26,8 @@ def _failed(reason: str, seconds: float, **extra) -> dict[str, Any]:
     return failed(reason, seconds, **extra)
 
 
-def score_reply(space, reply: Reply, seconds: float) -> dict[str, Any]:
+def score_reply(space, reply: Reply, seconds: float, source: str | None = None
+                ) -> dict[str, Any]:
     from hyarch.sandbox.runner import scrub
 
     h = reply.header
@@ -66,6 +67,12 @@ def score_reply(space, reply: Reply, seconds: float) -> dict[str, Any]:
     n_neural = h.get("n_neural_params")
     if not isinstance(n_neural, int) or isinstance(n_neural, bool) or n_neural < 0:
         n_neural = None
+    if source is not None:  # a claim of fewer weights than the code declares is not taken
+        from hyarch.sandbox.checks import network_floor
+
+        floor = network_floor(source)
+        if floor and (n_neural is None or n_neural < floor):
+            n_neural = floor
     training = {}
     if isinstance(h.get("training"), dict):
         t = h["training"]
