@@ -1,7 +1,8 @@
 """Tuning one candidate's training settings with an inner, single-objective Optuna study.
 
 The search's own study is multi-objective, where Optuna cannot prune; tuning is a separate
-single-objective study on the validation error with pruning. Each trial trains at low
+single-objective study on the selection error (the part of the training split that
+training stops on; never the validation split that ranks) with pruning. Each trial trains at low
 fidelity first (a short final phase), reports that to a median pruner, and only trials
 that are not pruned pay for the full training. Tuned: learning rates, the closure-norm
 weight and the closures' width (for candidates with networks).
@@ -46,7 +47,9 @@ class TuneResult:
 def _val(result: dict[str, Any]) -> float:
     if result.get("status") != "ok":
         return math.inf
-    v = (result.get("metrics") or {}).get("val", {}).get("nmse")
+    # the selection split: tuning is a training choice, and the validation split that
+    # ranks candidates must stay unseen by every training choice
+    v = (result.get("metrics") or {}).get("selection", {}).get("nmse")
     return math.inf if v is None else float(v)
 
 
@@ -57,7 +60,7 @@ def tune(space: Space, source: str, n_trials: int, *, seed: int = 0, device: str
     say = progress or (lambda m: None)
     base = dict(overrides or {})
     untuned = evaluate_source(space, source, device=device, overrides=base).result
-    say(f"untuned: val nmse {_val(untuned):.3g}")
+    say(f"untuned: selection nmse {_val(untuned):.3g}")
     has_net = "Closure(" in source
     cfg = space.train_config(**base)
     low_iters = max(cfg.final_iters // 4, 20)
@@ -80,7 +83,7 @@ def tune(space: Space, source: str, n_trials: int, *, seed: int = 0, device: str
             raise optuna.TrialPruned()
         full = evaluate_source(space, src, device=device, overrides={**base, **settings}).result
         value = _val(full)
-        say(f"trial {trial.number}: val nmse {value:.3g} with {trial.params}")
+        say(f"trial {trial.number}: selection nmse {value:.3g} with {trial.params}")
         return value if math.isfinite(value) else 1e9
 
     study = optuna.create_study(

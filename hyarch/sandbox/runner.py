@@ -121,9 +121,10 @@ def build_job(space, source: str, *, filename: str, device: str,
     from hyarch.sandbox.work import traj_to_job
 
     fit, selection = space.fit_and_selection()
-    predict = {name: traj_to_job(tr, starts_only=True) for name, tr in space.splits.items()}
+    scored = {**space.splits, "selection": selection}
+    predict = {name: traj_to_job(tr, starts_only=True) for name, tr in scored.items()}
     expected = {}
-    for name, tr in space.splits.items():
+    for name, tr in scored.items():
         shape = tuple(tr.y.shape)
         expected[f"{name}.full"] = shape
         expected[f"{name}.reduced"] = shape

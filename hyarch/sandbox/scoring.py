@@ -42,7 +42,10 @@ def score_reply(space, reply: Reply, seconds: float, source: str | None = None
     scales = state_scales(space.train)
     metrics, red = {}, {}
     preds = {}
-    for name, data in space.splits.items():
+    # the selection split (part of train, used by training to stop) is scored too: choices
+    # made for training (tuning) read it, never the validation split that ranks
+    _, selection = space.fit_and_selection()
+    for name, data in {**space.splits, "selection": selection}.items():
         full = reply.arrays.get(f"{name}.full")
         reduced = reply.arrays.get(f"{name}.reduced")
         if full is None or reduced is None:
