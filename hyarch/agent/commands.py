@@ -147,6 +147,14 @@ def _print_leaderboard(run_dir, console, top=None) -> None:
     console.print(t)
 
 
+def wide_console():
+    """A console for tables: the terminal's width, or when piped, room for every column
+    (rich would cut a pipe at 80 columns)."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=240)
+
+
 def _plain(console):
     """Progress lines carry candidates' reasons and expressions: print them as plain text."""
     return lambda msg: console.print(msg, markup=False, highlight=False)
@@ -199,7 +207,7 @@ def cmd_leaderboard(args) -> int:
         rows = leaderboard_json(run)
         print(json.dumps(rows[: args.top] if args.top else rows, indent=2, default=str))
     else:
-        _print_leaderboard(run.path, Console(), top=args.top)
+        _print_leaderboard(run.path, wide_console(), top=args.top)
     return EXIT_OK
 
 

@@ -70,14 +70,15 @@ def _tags(r: Row) -> str:
 
 
 def _params_inline(r: Row) -> str:
-    return ", ".join(f"{_e(k)}={v:.4g}" for k, v in r.parameters.items()) or "-"
+    return ", ".join(f"{_e(k)}={fmt(v, '.4g')}" for k, v in r.parameters.items()) or "-"
 
 
 def leaderboard_html(rows: list[Row], limit: int = 40) -> str:
     ranked = [r for r in rows if r.ok][:limit]
-    head = ["rank", "candidate", "proposer", "round", "parents", "val nmse", "test nmse",
-            "OOD nmse", "closure share", "neural params", "parameters", "review"]
-    body = [[str(r.rank), f"<b>{_e(r.id)}</b>{_tags(r)}", _e(r.proposer), fmt(r.round),
+    head = ["rank", "candidate", "score", "tier", "proposer", "round", "parents", "val nmse",
+            "test nmse", "OOD nmse", "closure share", "neural params", "parameters", "review"]
+    body = [[fmt(r.rank, "d"), f"<b>{_e(r.id)}</b>{_tags(r)}", fmt(r.score, ".2f"),
+             _e(r.evidence or "-"), _e(r.proposer), fmt(r.round),
              _e(", ".join(r.parents) or "-"), fmt(r.val_nmse), fmt(r.test_nmse),
              fmt(r.ood_nmse), fmt(r.closure_share, ".2f"), fmt(r.n_neural, "d"),
              _params_inline(r), _e("; ".join(r.notes)) or "-"] for r in ranked]
