@@ -39,7 +39,7 @@ def analyse(run_dir: Path, truth: dict[str, float]) -> dict:
         w = ranked[0].record.result
         out["winner"] = {
             "id": ranked[0].id, "proposer": ranked[0].record.proposer,
-            "parameters": sorted((w.get("parameters") or {})),
+            "parameters": sorted(w.get("parameters") or {}),
             "network": bool(w.get("n_neural_params")),
             "param_rel_error": w.get("param_rel_error") or {},
             "score": ranked[0].score, "tier": ranked[0].evidence.tier,

@@ -192,7 +192,6 @@ def cmd_worker(args) -> int:
 
 
 def cmd_leaderboard(args) -> int:
-    from rich.console import Console
 
     from hyarch.cli import EXIT_OK, EXIT_USAGE
     from hyarch.ranking.leaderboard import leaderboard_json
