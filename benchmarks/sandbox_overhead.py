@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("files", nargs="*")
     ap.add_argument("--space", default="damped_pendulum")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--startup", type=int, default=10, metavar="N",
+                    help="also time N contract checks (start, isolate, build the model, one"
+                         " derivative; no training) in each mode: the fixed cost of isolation")
     args = ap.parse_args(argv)
     from hyarch.sandbox import runner
     from hyarch.spaces.loader import load_space
@@ -55,6 +58,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"on:  {_set_mode(True)}")
     print(f"off: {_set_mode(False)}")
     rows = []
+    if args.startup:
+        src = files[0].read_text()
+        t: dict[bool, list[float]] = {True: [], False: []}
+        for r in range(args.startup):
+            for on in ((True, False) if r % 2 == 0 else (False, True)):
+                _set_mode(on)
+                t0 = time.perf_counter()
+                res = runner.run_candidate(space, src, check_only=True)
+                t[on].append(time.perf_counter() - t0)
+                assert res.result["status"] == "ok", res.result["reason"]
+        on, off = statistics.median(t[True]), statistics.median(t[False])
+        print(f"contract check only ({args.startup} each): off {off:.3f} s, on {on:.3f} s,"
+              f" isolation costs {on - off:+.3f} s")
     for f in files:
         src = f.read_text()
         times: dict[bool, list[float]] = {True: [], False: []}
