@@ -117,6 +117,8 @@ def test_a_model_needs_a_state():
 @pytest.mark.parametrize("case", list(BAD))
 def test_evaluate_source_turns_contract_errors_into_failed_records(tiny_space, case):
     code, words = BAD[case]
+    if case == "Model not a class":  # the static checks see it before anything runs
+        words = ["must define `class Model(HybridModel)`"]
     res = evaluate_source(tiny_space, code, filename="cand.py").result
     assert res["status"] == "failed"
     for w in words:
@@ -131,7 +133,9 @@ def test_evaluate_source_turns_contract_errors_into_failed_records(tiny_space, c
         (HEADER + "class Model(HybridModel)\n    pass\n", ["syntax error at line 4"]),
         (candidate('{"theta": s.omega, "omega": 1 / 0}'),
          ["ZeroDivisionError", "line 9", "1 / 0"]),
-        (HEADER + "import os\nraise RuntimeError('boom')\n", ["RuntimeError", "boom"]),
+        (candidate('{"theta": s.omega, "omega": s.theta}') + "\nraise RuntimeError('boom')\n",
+         ["RuntimeError", "boom"]),
+        (HEADER + "import os\nraise RuntimeError('boom')\n", ["import of 'os' is not allowed"]),
     ],
 )
 def test_evaluate_source_never_raises_for_a_broken_candidate(tiny_space, code, words):

@@ -45,7 +45,8 @@ def check_ok_record(res):
     err = abs(res["parameters"]["omega0_sq"] - 1.0966227112321507) / 1.0966227112321507
     assert res["param_rel_error"]["omega0_sq"] == pytest.approx(err, rel=1e-6)
     for part in ("metrics", "reduced"):
-        assert set(res[part]) == set(SPLITS)
+        # every split of the space, and the selection part of train that training stops on
+        assert set(res[part]) == set(SPLITS) | {"selection"}
         for split in SPLITS:
             m = res[part][split]
             assert FIT_KEYS <= set(m)
