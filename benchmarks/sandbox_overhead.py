@@ -38,6 +38,40 @@ def _set_mode(on: bool) -> str:
     return isolation.detect().describe()
 
 
+def _launches(n: int) -> None:
+    """Process start + torch import (+ Landlock and seccomp) with and without bubblewrap."""
+    import subprocess
+
+    from hyarch.sandbox import isolation, runner
+
+    isolation.detect.cache_clear()
+    caps = isolation.detect()
+    pkg = runner.package_dir()
+    lock = (f"import sys; sys.path.insert(0, {str(Path(pkg).parent)!r});"
+            "from hyarch.sandbox import isolation as i;"
+            f"i.apply_landlock({caps.landlock_abi}, i.read_roots({pkg!r}) + ['/dev/null'], ['/tmp'])"
+            if caps.landlock_abi else "pass")
+    code = f"import torch; {lock}; from hyarch.sandbox import isolation as i; i.apply_seccomp()"
+    code = (f"import sys; sys.path.insert(0, {str(Path(pkg).parent)!r}); " + code)
+    plain = [sys.executable, "-I", "-c", code]
+    boxed = (isolation.bwrap_command(caps.bwrap, pkg, 256, False) + ["--"] + plain
+             if caps.bwrap else None)
+    t: dict[str, list[float]] = {"plain": [], "bwrap": []}
+    for r in range(n):
+        for kind in (("plain", "bwrap") if r % 2 == 0 else ("bwrap", "plain")):
+            if kind == "bwrap" and boxed is None:
+                continue
+            t0 = time.perf_counter()
+            subprocess.run(plain if kind == "plain" else boxed, check=True)
+            t[kind].append(time.perf_counter() - t0)
+    p = statistics.median(t["plain"])
+    line = f"launch + import torch + Landlock + seccomp ({n} each): plain {p:.3f} s"
+    if t["bwrap"]:
+        b = statistics.median(t["bwrap"])
+        line += f", in bubblewrap {b:.3f} s: namespaces cost {b - p:+.3f} s"
+    print(line, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("files", nargs="*")
@@ -46,7 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--startup", type=int, default=10, metavar="N",
                     help="also time N contract checks (start, isolate, build the model, one"
                          " derivative; no training) in each mode: the fixed cost of isolation")
+    ap.add_argument("--launch", type=int, default=20, metavar="N",
+                    help="also time N launches of `python -c 'import torch; <lock down>'`"
+                         " with and without bubblewrap: isolation's own cost, free of"
+                         " training noise")
     args = ap.parse_args(argv)
+    if args.launch:
+        _launches(args.launch)
     from hyarch.sandbox import runner
     from hyarch.spaces.loader import load_space
 
@@ -58,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"on:  {_set_mode(True)}")
     print(f"off: {_set_mode(False)}")
     rows = []
+    if not args.repeats:
+        files = []
     if args.startup:
         src = files[0].read_text()
         t: dict[bool, list[float]] = {True: [], False: []}
@@ -85,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         on, off = statistics.median(times[True]), statistics.median(times[False])
         rows.append((f.name, "/".join(sorted(status)), off, on))
     _set_mode(True)
+    if not rows:
+        return 0
     print()
     print(f"{'candidate':<16}{'status':>8}{'off (s)':>10}{'on (s)':>10}{'overhead':>10}")
     for name, st, off, on in rows:
