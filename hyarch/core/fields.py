@@ -137,7 +137,7 @@ def accurate_rollout(
             return pred, Accuracy(method, n, err, False)
         finer = rollout(model, data, method=method, substeps=n * 2)
         diff = ((finer - pred) / scales)[..., 1:, :]
-        err = float(diff.pow(2).mean().sqrt()) if diff.numel() else 0.0
+        err = float(diff.detach().pow(2).mean().sqrt()) if diff.numel() else 0.0
         pred, n = finer, n * 2
         if err <= tol:
             return pred, Accuracy(method, n, err, bool(torch.isfinite(pred).all()))

@@ -26,7 +26,8 @@ def print_evaluation(res: dict[str, Any], title: str = "", console: Console | No
     t.add_column("reduced log10 MSE", justify="right")
     for split, m in res["metrics"].items():
         r = res["reduced"].get(split, {})
-        t.add_row(split, _fmt(m["log10_mse"], ".2f"), _fmt(m["mse"]), _fmt(m["nmse"]),
+        nmse = "diverged" if m.get("diverged") else _fmt(m["nmse"])
+        t.add_row(split, _fmt(m["log10_mse"], ".2f"), _fmt(m["mse"]), nmse,
                   _fmt(r.get("log10_mse"), ".2f"))
     c.print(t)
     p = Table(title="physical parameters")

@@ -95,8 +95,14 @@ def _metrics_table(result: dict[str, Any], space) -> str:
     for split, m in (result.get("metrics") or {}).items():
         red = (result.get("reduced") or {}).get(split, {})
         per = m.get("per_state") or {}
-        body.append([_e(plots.SPLIT_TITLES.get(split, split)), fmt(m.get("nmse")),
-                     fmt(m.get("log10_mse"), ".2f")]
+        if not isinstance(m, dict):
+            continue
+        acc = (result.get("integration") or {}).get(split) or {}
+        title = plots.SPLIT_TITLES.get(split, split)
+        if acc and not acc.get("converged"):
+            title += " (integration tolerance not reached)"
+        nmse = "diverged" if m.get("diverged") else fmt(m.get("nmse"))
+        body.append([_e(title), nmse, fmt(m.get("log10_mse"), ".2f")]
                     + [fmt((per.get(s) or {}).get("nmse")) for s in space.states]
                     + [fmt(red.get("log10_mse"), ".2f")])
     return _table(head, body)
@@ -108,7 +114,7 @@ def _params_table(result: dict[str, Any], specs: dict[str, Any], truth: dict[str
     for name, v in (result.get("parameters") or {}).items():
         s = specs.get(name)
         err = (result.get("param_rel_error") or {}).get(name)
-        body.append([_e(name), f"{v:.6g}", fmt(getattr(s, "lower", None), ".4g"),
+        body.append([_e(name), fmt(v, ".6g"), fmt(getattr(s, "lower", None), ".4g"),
                      fmt(getattr(s, "upper", None), ".4g"), fmt(truth.get(name), ".6g"),
                      "-" if err is None else f"{100 * err:.2f}%"])
     if not body:

@@ -1,0 +1,95 @@
+"""The parent's scores: from predictions to metrics, with known answers; accurate rollouts."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hyarch.core.data import Trajectories
+from hyarch.core.fields import accurate_rollout
+from hyarch.core.model import HybridModel
+from hyarch.sandbox.protocol import Reply
+from hyarch.sandbox.scoring import score_reply
+
+
+def _reply(space, pred_of, **header):
+    _, sel = space.fit_and_selection()
+    splits = {**space.splits, "selection": sel}
+    arrays = {}
+    for name, data in splits.items():
+        p = pred_of(name, data.y.numpy().astype(np.float64))
+        arrays[f"{name}.full"] = p
+        arrays[f"{name}.reduced"] = p
+    return Reply({"status": "ok", "parameters": {"omega0_sq": 1.0}, "n_neural_params": 0,
+                  **header}, arrays)
+
+
+def test_perfect_predictions_score_zero_and_offsets_score_their_square(tiny_space):
+    res = score_reply(tiny_space, _reply(tiny_space, lambda n, y: y), 1.0)
+    assert res["status"] == "ok" and res["metrics"]["val"]["nmse"] == 0.0
+    assert res["metrics"]["val"]["per_trajectory_nmse"] == [0.0] * tiny_space.val.n
+    # a constant offset of one training std on the first state: that state's nmse is 1
+    scale = float(tiny_space.scales()[tiny_space.states[0]])
+
+    def off(name, y):
+        y = y.copy()
+        y[:, 1:, 0] += scale
+        return y
+
+    res = score_reply(tiny_space, _reply(tiny_space, off), 1.0)
+    first = res["metrics"]["val"]["per_state"][tiny_space.states[0]]["nmse"]
+    assert first == pytest.approx(1.0, rel=1e-3)
+    assert res["param_rel_error"]["omega0_sq"] == pytest.approx(
+        abs(1.0 - tiny_space.truth["omega0_sq"]) / tiny_space.truth["omega0_sq"])
+
+
+def test_a_diverged_split_is_flagged_not_blank(tiny_space):
+    def blow_up(name, y):
+        if name in ("test", "ood"):
+            y = y.copy()
+            y[:, -1] = np.inf
+        return y
+
+    res = score_reply(tiny_space, _reply(tiny_space, blow_up), 1.0)
+    assert res["status"] == "ok"
+    assert res["metrics"]["test"]["diverged"] and res["metrics"]["test"]["nmse"] is None
+    assert not res["metrics"]["val"]["diverged"]
+    res = score_reply(tiny_space, _reply(tiny_space, lambda n, y: y * np.nan), 1.0)
+    assert res["status"] == "failed" and "NaN or infinite" in res["reason"]
+
+
+def test_claims_are_numbers_or_dropped(tiny_space):
+    rep = _reply(tiny_space, lambda n, y: y, closure_share="0.0", n_neural_params=-3,
+                 regularizers={"closure_norm": "x", "decorrelation": float("nan")})
+    res = score_reply(tiny_space, rep, 1.0)
+    assert res["closure_share"] is None and res["n_neural_params"] is None
+    assert res["regularizers"]["closure_norm"] is None
+    rep = _reply(tiny_space, lambda n, y: y, parameters={"not an identifier": 1.0})
+    assert score_reply(tiny_space, rep, 1.0)["status"] == "failed"
+
+
+class Decay(HybridModel):
+    def setup(self):
+        self.k = self.parameter(init=1.0, bounds=(0.1, 10.0))
+
+    def derivatives(self, t, s, u):
+        return {"x": -self.k * s.x}
+
+
+def test_accurate_rollout_meets_its_tolerance_on_an_exact_solution():
+    """dx/dt = -x from x = 1 on a coarse grid (dt = 1): RK4 with one step is 1e-2 off;
+    step doubling reaches the tolerance and the known answer exp(-t)."""
+    t = torch.arange(0.0, 6.0, 1.0, dtype=torch.float64)
+    y = torch.exp(-t).unsqueeze(-1)
+    data = Trajectories.from_arrays(t, y, states=("x",))
+    model = Decay(("x",), (), scales={"x": 1.0}).double()
+    scales = torch.ones(1, dtype=torch.float64)
+    pred, acc = accurate_rollout(model, data, scales, tol=1e-6)
+    assert acc.converged and acc.substeps >= 4 and acc.error <= 1e-6
+    assert float((pred[0, :, 0] - torch.exp(-t)).abs().max()) < 1e-6
+    _, capped = accurate_rollout(model, data, scales, tol=1e-14, max_substeps=4)
+    assert not capped.converged and capped.substeps == 4
+    assert math.isfinite(capped.error)
