@@ -297,3 +297,40 @@ def test_search_with_hostile_llm_replies(tmp_path, monkeypatch):
         assert can.wait_no_leftovers() == []
     finally:
         can.stop()
+
+
+# -- the same attacks through the `hyarch evaluate` command ----------------------------------
+
+CLI_SAMPLE = ("write_torch_os", "read_parent_environ", "proc_posixsubprocess", "net_tcp",
+              "signal_parent", "forge_result_fd")
+
+
+@pytest.mark.slow
+def test_attacks_through_hyarch_evaluate(tmp_path):
+    """`hyarch evaluate` runs candidates through the same runner: one attack of each kind
+    exits 1 with its reason in the JSON, and the canaries stay quiet."""
+    root = tmp_path / "c"
+    root.mkdir()
+    can = Canaries(root, write_space(tmp_path)).start(list(CLI_SAMPLE))
+    env = {**os.environ, "OPENAI_API_KEY": can.api_key, "DATABASE_URL": can.db_url}
+    try:
+        def one(name):
+            f = tmp_path / f"{name}.py"
+            f.write_text(can.source(ATTACKS[name]))
+            return name, subprocess.run(
+                [sys.executable, "-m", "hyarch", "evaluate", str(can.space_file), str(f),
+                 "--json"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+
+        with ThreadPoolExecutor(2) as pool:
+            outs = dict(pool.map(one, CLI_SAMPLE))
+        for name, out in outs.items():
+            assert out.returncode == 1, (name, out.returncode, out.stderr[-1000:])
+            rec = json.loads(out.stdout)
+            assert rec["status"] == "failed" and rec["reason"], name
+            assert not can.leaks(out.stdout + out.stderr), name
+        assert not can.file_changes()
+        assert not [n for n in can.network() if n[1]]
+        assert can.victim_alive()
+        assert not can.wait_no_leftovers()
+    finally:
+        can.stop()
