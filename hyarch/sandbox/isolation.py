@@ -181,6 +181,8 @@ def bwrap_command(bwrap: str, package_dir: str, scratch_mb: int, gpu: bool) -> l
     for link in ("/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/etc/localtime"):
         if os.path.islink(link):  # merged-/usr systems: the loader is reached through these
             cmd += ["--symlink", os.readlink(link), link]
+    if os.path.isdir("/sys/devices/system/cpu"):  # torch's CPU detection reads it
+        cmd += ["--ro-bind", "/sys/devices/system/cpu", "/sys/devices/system/cpu"]
     cmd += ["--proc", "/proc", "--dev", "/dev",
             "--size", str(scratch_mb * 1024 * 1024), "--tmpfs", "/tmp",
             "--chdir", "/tmp"]

@@ -218,7 +218,8 @@ def _run_child(space, job, expected, limits: Limits, scratch: str, start: float,
     read_fd, write_fd = os.pipe()
     job["result_fd"] = write_fd
     job["lockdown"] = {"landlock_abi": caps.landlock_abi, "seccomp": caps.seccomp,
-                       "read": iso.read_roots(pkg) + ["/dev/null", "/dev/urandom", "/proc/self"]
+                       "read": iso.read_roots(pkg) + ["/dev/null", "/dev/urandom", "/proc/self",
+                                                      "/proc/cpuinfo", "/sys/devices/system/cpu"]
                        + (["/dev", "/sys"] if device.startswith("cuda") else []),
                        "write": [inner_scratch]}
     boot = ("import importlib.util as u, sys;"

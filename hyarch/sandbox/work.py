@@ -94,7 +94,7 @@ def run_job(job: dict[str, Any], lockdown=None) -> tuple[dict, dict[str, np.ndar
     post = job.get("post") or {}
     if post.get("distill") or post.get("profile"):
         import hyarch.distill  # noqa: F401 - imports read files: before the lockdown
-    import torch._dynamo  # noqa: F401 - torch imports it lazily on the first optimizer step
+    # (torch imports torch._dynamo lazily at the first optimizer step: reading is allowed)
     if lockdown is not None:
         lockdown()
     try:
