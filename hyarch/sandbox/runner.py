@@ -345,6 +345,13 @@ def _score(space, reply, seconds, rc, stderr, limits: Limits | None = None,
                              rc, stderr)
 
     result = score_reply(space, reply, seconds, source)
+    # provenance: how this evaluation was isolated (the record says so, not only a warning)
+    if limits is None:
+        result["isolation"] = "none (in process)"
+    else:
+        from hyarch.sandbox.isolation import detect
+
+        result["isolation"] = detect().describe()
     reason = str(result.get("reason") or "")
     if limits and any(m in reason for m in ("DefaultCPUAllocator", "bad_alloc", "out of memory")):
         result["reason"] = (f"the candidate exceeded the {limits.memory_mb} MB memory limit"
