@@ -11,10 +11,12 @@ import sys
 from collections.abc import Callable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM (128 + SIGINT), as a shell reports it
 
 
 def _space_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("space", help="search space: a YAML path or a built-in name (damped_pendulum)")
+    p.add_argument("space", help="search space: a YAML path or a built-in name (list them with"
+                   " hyarch spaces)")
 
 
 def _device_arg(p: argparse.ArgumentParser) -> None:
@@ -141,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     _space_arg(p)
     p.add_argument("file", help="candidate Python file defining class Model(HybridModel)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None,
+                   help="training seed (default: the space's training.seed)")
     p.add_argument("--tune", type=int, metavar="N", default=0,
                    help="tune the training settings over N Optuna trials (with pruning)")
     p.add_argument("--threads", type=int, default=1,
@@ -194,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -106,3 +106,9 @@ class Proposer(ABC):
 
     def observe(self, proposal: Proposal, entry: PoolEntry) -> None:  # noqa: B027
         """Learn from an evaluated proposal (the offline proposer tells its sampler)."""
+
+    def exhausted(self) -> str | None:
+        """Why this proposer has nothing new left to propose (the search then ends with
+        this reason), or None while it may still have. Asked after a round that gave
+        nothing new, with nothing in flight."""
+        return None

@@ -25,7 +25,8 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --run")
     p.add_argument("--review-every", type=int, metavar="N", help="pause for review every N rounds")
     p.add_argument("--device", help="torch device (default: cuda when available)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the offline proposer's sampler (default 0)")
     p.add_argument("--timeout", type=float, help="seconds per candidate evaluation")
     p.add_argument("--quick", action="store_true",
                    help="shorter training per candidate (a smoke test, not a result)")
@@ -47,13 +48,15 @@ def register(sub) -> None:
     p = sub.add_parser("leaderboard", help="rank a run's candidates")
     p.add_argument("run", help="run folder")
     p.add_argument("--json", action="store_true", help="print the leaderboard as JSON")
-    p.add_argument("--top", type=int, default=None)
+    p.add_argument("--top", type=int, default=None, metavar="N",
+                   help="show only the N best candidates")
     p.set_defaults(func=cmd_leaderboard)
 
     p = sub.add_parser("show", help="show a run, or one candidate of it")
     p.add_argument("run", help="run folder")
     p.add_argument("id", nargs="?", help="candidate id (default: the best)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true",
+                   help="print the candidate's record (code, result, metadata) as JSON")
     p.add_argument("--identifiability", action="store_true",
                    help="profile each physical parameter and retrain with other closure"
                         " capacities (minutes); saved to identifiability.json")
@@ -71,7 +74,7 @@ def cmd_search(args) -> int:
     from rich.console import Console
 
     from hyarch.agent.loop import SearchConfig, SearchError, Session, install_sigterm_as_interrupt
-    from hyarch.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, resolve_device
+    from hyarch.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, resolve_device
     from hyarch.spaces.errors import SpaceError
 
     console = Console(stderr=False)
@@ -108,9 +111,23 @@ def cmd_search(args) -> int:
     if proposer == "offline":
         console.print("[dim]no LLM configured: used the offline structural search[/]")
     console.print(f"[bold]search stopped[/]: {summary.stopped}; {summary.candidates} candidates"
-                  f" ({summary.ok} ok, {summary.failed} failed) in {summary.seconds:.0f} s;"
-                  f" run folder {summary.run_dir}")
-    _print_leaderboard(summary.run_dir, console, top=5)
+                  f" finished ({summary.ok} ok, {summary.failed} failed) in"
+                  f" {summary.seconds:.0f} s; run folder {summary.run_dir}", highlight=False)
+    if summary.interrupted:
+        flight = ", ".join(summary.in_flight) if summary.in_flight else "nothing"
+        console.print(f"in flight when interrupted: {flight}"
+                      + (" (stopped; evaluated again by"
+                         f" hyarch search --run {summary.run_dir} --resume)"
+                         if summary.in_flight else ""), markup=False, highlight=False)
+    elif summary.pending:
+        console.print(f"{summary.pending} candidate(s) left unfinished (evaluated again with"
+                      " --resume)", markup=False, highlight=False)
+    try:
+        _print_leaderboard(summary.run_dir, console, top=5)
+    except KeyboardInterrupt:
+        pass
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
     return EXIT_OK if summary.ok else EXIT_FAILED
 
 

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,9 @@ class RunSummary:
     seconds: float
     tokens: int = 0
     cost: float = 0.0
+    interrupted: bool = False  # Ctrl-C or SIGTERM: the CLI exits 130
+    in_flight: tuple[str, ...] = ()  # candidates unfinished when interrupted (re-run on resume)
+    pending: int = 0  # candidates written but not finished (in flight when the run stopped)
 
 
 class Session:
@@ -327,6 +330,11 @@ class Session:
         stop_beat = threading.Event()
         beat = threading.Thread(target=self._heartbeats, args=(stop_beat,), daemon=True)
         beat.start()
+        idle_rounds = 0  # proposal rounds in a row that gave nothing new to train
+        budget_spent = False  # a claim found the shared budget spent
+        last_review = round_no
+        exhausted = False
+        in_flight: list[str] = []
         try:
             while True:
                 if self.minutes and (time.perf_counter() - start) / 60 >= self.minutes:
@@ -339,12 +347,18 @@ class Session:
                     stopped = "cost budget"
                     break
                 self._sync_from_study()
-                round_no += 1
                 claimed = len(claimed_ids(self.study))
+                if claimed < self.budget:
+                    budget_spent = False
                 busy = len(self._inflight) >= max(cfg.workers, 1)
-                want = min(self.per_round, self.budget - claimed) if not (pending or busy) else 0
+                want = (min(self.per_round, self.budget - claimed)
+                        if not (pending or busy or budget_spent) else 0)
                 to_repair: list[tuple[str, Proposal, PoolEntry]] = []
+                proposed_round = False
+                fresh = 0  # proposals this round that are not repeats of earlier candidates
                 if want > 0:
+                    round_no += 1  # counts proposal rounds, nothing else
+                    proposed_round = True
                     fb = self.feedback(round_no)
                     self.progress(f"round {round_no}: proposing {want} candidate(s) with"
                                   f" {self.proposer.name}")
@@ -358,32 +372,48 @@ class Session:
                         cost += float(prop.usage.get("cost") or 0.0)
                         admitted = self._admit(prop, round_no, hashes)
                         if admitted is None:
+                            budget_spent = True
                             break  # the shared budget is spent
                         if admitted is DUPLICATE_ELSEWHERE:
                             continue
                         cid, early = admitted
                         if early is None:
                             pending.append((cid, prop))
+                            fresh += 1
                         else:  # failed before training; counted against the budget
                             to_repair.append((cid, prop, early))
-                if not pending and not to_repair and not self._inflight:
-                    if want <= 0:
+                            if not (early.reason or "").startswith("duplicate of"):
+                                fresh += 1
+                    idle_rounds = idle_rounds + 1 if fresh == 0 else 0
+                if not pending and not self._inflight and (not to_repair or fresh == 0):
+                    # nothing to train, nothing in flight, nothing but repeats to repair:
+                    # stop, or try another round (bounded by the patience)
+                    if budget_spent or not proposed_round:
                         stopped = "budget"
                         break
-                    stale += self.per_round
-                    if stale >= self.patience * self.per_round:
-                        stopped = "no new proposals"
+                    if self._distilled:
+                        continue  # a distilled candidate waits for the next round
+                    reason = self.proposer.exhausted()
+                    if reason:
+                        stopped = reason
+                        exhausted = True
+                        break
+                    if idle_rounds >= self.patience:
+                        stopped = (f"no new proposals in {idle_rounds} rounds (the proposer"
+                                   " returned nothing or only repeats)")
                         break
                     continue
                 # evaluate (returning as soon as a worker is free, so that the next
                 # proposals keep every worker busy; all at the end of the budget), then
-                # repair failures (bounded attempts, within the budget)
+                # repair failures (bounded attempts, within the budget). A round that gave
+                # nothing new waits for a candidate in flight: the loop never spins.
                 n_done = 0
                 workers = max(cfg.workers, 1)
-                budget_left = len(claimed_ids(self.study)) < self.budget
+                budget_left = len(claimed_ids(self.study)) < self.budget and not budget_spent
+                must_wait = bool(self._inflight) and not pending and (not to_repair or fresh == 0)
                 while True:
                     busy = len(self._inflight) >= workers
-                    if pending or busy:
+                    if pending or busy or (must_wait and self._inflight):
                         finished = self._evaluate(pool, pending, drain=False)
                     elif self._inflight and not budget_left and not to_repair:
                         finished = self._evaluate(pool, [], drain=True)
@@ -391,6 +421,7 @@ class Session:
                         finished = []
                     else:
                         break
+                    must_wait = False
                     pending = []
                     n_done += len(finished)
                     to_repair += [f for f in finished if f[2].status == "failed"]
@@ -410,6 +441,7 @@ class Session:
                         cost += float(fix.usage.get("cost") or 0.0)
                         admitted = self._admit(fix, round_no, hashes, attempt=attempt)
                         if admitted is None:
+                            budget_spent, budget_left = True, False
                             break
                         if admitted is DUPLICATE_ELSEWHERE:
                             continue
@@ -432,23 +464,43 @@ class Session:
                     stopped = (f"no improvement in {stale} candidates"
                                f" ({self.patience} rounds' worth)")
                     break
-                if (cfg.review_every and self.review is not None
+                if (cfg.review_every and self.review is not None and round_no != last_review
                         and round_no % cfg.review_every == 0
                         and len(claimed_ids(self.study)) < self.budget):
+                    last_review = round_no
                     self.review(run)
-            if stopped == "budget":
+            if stopped == "budget" or exhausted:
                 self._await_others()
         except KeyboardInterrupt:
             interrupted.set()
             stopped = "interrupted (resume with --resume)"
-            from hyarch.sandbox.runner import kill_all
-
-            kill_all()
+            in_flight = [cid for cid, _ in self._inflight.values()] + [cid for cid, _ in pending]
+            self._stop_children()
         finally:
             stop_beat.set()
             pool.shutdown(wait=not interrupted.is_set(), cancel_futures=True)
-            beat.join(timeout=30)
-        return self._summary(stopped, start, tokens, cost)
+            beat.join(timeout=2 if interrupted.is_set() else 30)
+        summary = self._summary(stopped, start, tokens, cost)
+        if interrupted.is_set():
+            summary = replace(summary, interrupted=True,
+                              in_flight=tuple(sorted(dict.fromkeys(in_flight))))
+        return summary
+
+    def _stop_children(self, grace: float = 8.0) -> None:
+        """Ctrl-C: kill every evaluation, again while a worker thread may still be starting
+        one, until the threads have returned (or ``grace`` seconds have passed), so that
+        the process exits within seconds."""
+        from hyarch.sandbox.runner import kill_all
+
+        for fut in self._inflight:
+            fut.cancel()
+        deadline = time.monotonic() + grace
+        while True:
+            kill_all()
+            left = [f for f in self._inflight if not f.done()]
+            if not left or time.monotonic() >= deadline:
+                return
+            wait(left, timeout=0.1)
 
     def _await_others(self) -> None:
         """The budget is claimed: wait for other workers' last candidates, then sync them,
@@ -707,9 +759,11 @@ class Session:
         ok = sum(1 for r in rows if r.record.status == "ok")
         failed = sum(1 for r in rows if r.record.status == "failed")
         best = rows[0].id if rows and rows[0].ranked else "-"
-        done = len(rows)
-        line = (f"round {round_no} done: {done}/{self.budget} candidates ({ok} ok, {failed}"
-                f" failed), best {best}, {time.perf_counter() - start:.0f} s")
+        unfinished = len(rows) - ok - failed  # in flight (here or in another worker)
+        line = (f"round {round_no}: {ok + failed}/{self.budget} candidates done ({ok} ok,"
+                f" {failed} failed")
+        line += f", {unfinished} in flight)" if unfinished else ")"
+        line += f", best {best}, {time.perf_counter() - start:.0f} s"
         if tokens:
             line += f", {tokens} tokens, ${cost:.4f}"
         return line
@@ -718,9 +772,10 @@ class Session:
         rows = leaderboard(self.run, self.objectives)
         ok = [r for r in rows if r.record.status == "ok"]
         best = rows[0] if rows and rows[0].ranked else None
+        failed = sum(1 for r in rows if r.record.status == "failed")
         return RunSummary(
-            run_dir=self.run.path, candidates=len(rows), ok=len(ok),
-            failed=sum(1 for r in rows if r.record.status == "failed"),
+            run_dir=self.run.path, candidates=len(ok) + failed, ok=len(ok), failed=failed,
+            pending=len(rows) - len(ok) - failed,
             best_id=best.id if best else None, best=best.record.result if best else None,
             stopped=stopped, seconds=time.perf_counter() - start, tokens=tokens, cost=cost,
         )

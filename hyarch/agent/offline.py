@@ -10,6 +10,7 @@ candidates are told as bad, and pinned ones seed their neighbours.
 from __future__ import annotations
 
 import ast
+import itertools
 import math
 import re
 from typing import Any
@@ -24,6 +25,7 @@ from hyarch.spaces.space import Space
 
 NONE = "none"
 PENALTY_TERM, PENALTY_CLOSURE, FAILED_VALUE = 0.15, 0.6, 5.0
+MAX_ENUMERATED = 100_000  # structures scanned for an untried one the sampler missed
 
 
 def _hidden_label(h) -> str:
@@ -68,6 +70,7 @@ class OfflineProposer(Proposer):
         self._seen: set[tuple] = set()
         self._seeded = False
         self._extra: list[dict[str, Any]] = []  # distilled terms added to the grammar
+        self._empty = False  # the last propose() found no untried structure
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(builtin_dir("prompts"))),
                                  undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
         self._template = env.get_template("offline_candidate.py.j2")
@@ -146,6 +149,7 @@ class OfflineProposer(Proposer):
         for entry in feedback.pool:
             if entry.verdict == "pinned" and entry.choices:
                 self._enqueue_neighbours(study, grammar, entry.choices)
+        self._empty = False
         out = []
         for _ in range(n):
             choices = None
@@ -160,7 +164,22 @@ class OfflineProposer(Proposer):
                     break
                 # a repeat: tell the sampler what that structure scored, and draw again
                 study.tell(trial, self._known_value(study, c))
+            while choices is None:  # the sampler found none: enumerate the grammar
+                wanted = self._untried(grammar)
+                if wanted is None:
+                    break
+                study.enqueue_trial(wanted)
+                trial = study.ask()  # the enqueued trial (or an older enqueued one)
+                c = {k: trial.suggest_categorical(k, opts) for k, opts in grammar.items()}
+                key = tuple(sorted(c.items()))
+                if key in self._seen:
+                    study.tell(trial, self._known_value(study, c))
+                    continue
+                self._seen.add(key)
+                choices = c
+                self._trials[trial.number] = trial
             if choices is None:
+                self._empty = True
                 break  # the grammar is exhausted
             try:
                 source = self.render(space, choices)
@@ -170,6 +189,24 @@ class OfflineProposer(Proposer):
                 continue
             out.append(Proposal(source, self.name, choices={**choices, "_trial": trial.number}))
         return out
+
+    def _untried(self, grammar: dict[str, list]) -> dict[str, Any] | None:
+        """An untried structure the sampler missed (it draws at random), or None when
+        every structure of the grammar has been tried."""
+        keys = list(grammar)
+        for i, combo in enumerate(itertools.product(*(grammar[k] for k in keys))):
+            if i >= MAX_ENUMERATED:
+                return None
+            c = dict(zip(keys, combo, strict=True))
+            if tuple(sorted(c.items())) not in self._seen:
+                return c
+        return None
+
+    def exhausted(self) -> str | None:
+        if not self._empty:
+            return None
+        return (f"the offline grammar has no untried structure left: {len(self._seen)}"
+                " distinct candidates")
 
     def _known_value(self, study, choices) -> float:
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
@@ -234,7 +271,8 @@ class OfflineProposer(Proposer):
             call = f"self.{attr}({', '.join(f'{_ref(space, n)}' for n in site.inputs)})"
             parts.setdefault(site.state, []).append(
                 ("mul" if site.kind == "multiplicative" else "add", call))
-            desc.append(f"a {site.kind} closure ({label}) on {site.state}")
+            article = "an" if site.kind[:1] in "aeiou" else "a"
+            desc.append(f"{article} {site.kind} closure ({label}) on {site.state}")
         updates = {}
         for state, items in parts.items():
             expr = f'd["{state}"]'

@@ -1,4 +1,5 @@
-"""``hyarch baselines SPACE``: train the three baselines of a space and print their table."""
+"""``hyarch baselines SPACE``: train the three baselines of a space and print their table;
+``hyarch spaces``: list the built-in search spaces."""
 
 from __future__ import annotations
 
@@ -53,8 +54,44 @@ def cmd_baselines(args) -> int:
     return EXIT_OK if all(r["status"] == "ok" for r in results.values()) else EXIT_FAILED
 
 
+def cmd_spaces(args) -> int:
+    """List the built-in spaces: name, states and description (from each YAML's header,
+    without simulating data)."""
+    import yaml
+
+    from hyarch.cli import EXIT_OK
+    from hyarch.spaces.loader import builtin_spaces
+
+    rows = []
+    for name, path in builtin_spaces().items():
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            raw = {}
+        desc = " ".join(str(raw.get("description") or "").split())
+        states = list((raw.get("states") or {}).keys()) if isinstance(raw.get("states"), dict) else []
+        rows.append({"name": name, "path": str(path), "states": states, "description": desc})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    for r in rows:
+        print(f"{r['name']:<20} {', '.join(r['states'])}")
+        first = r["description"].split(". ")[0].split(": ")[0].rstrip(".")
+        if first:
+            print(f"{'':<20} {first}")
+    print("\nuse a name wherever a SPACE is asked for (hyarch validate damped_pendulum),"
+          " or a path to your own YAML", file=sys.stderr)
+    return EXIT_OK
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``hyarch baselines`` to the command line."""
+    """Add ``hyarch baselines`` and ``hyarch spaces`` to the command line."""
+    p = sub.add_parser("spaces", help="list the built-in search spaces",
+                       description="List the built-in search spaces (their names can be given"
+                                   " wherever a SPACE is asked for).")
+    p.add_argument("--json", action="store_true", help="print name, path, states and"
+                   " description of each as JSON")
+    p.set_defaults(func=cmd_spaces)
     p = sub.add_parser(
         "baselines", help="train the prior, a neural ODE and an APHYNITY-style hybrid; compare",
         description="Train and score a space's three baselines: the prior with fitted"
@@ -66,7 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated subset of prior,neural_ode,aphynity")
     p.add_argument("--quick", action="store_true",
                    help="short training (a smoke test; the numbers are not final)")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, help="training seed (default: the space's)")
     p.add_argument("--json", action="store_true", help="print each result record as JSON")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     p.add_argument("--save", metavar="DIR", default=None,
