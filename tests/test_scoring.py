@@ -93,3 +93,20 @@ def test_accurate_rollout_meets_its_tolerance_on_an_exact_solution():
     _, capped = accurate_rollout(model, data, scales, tol=1e-14, max_substeps=4)
     assert not capped.converged and capped.substeps == 4
     assert math.isfinite(capped.error)
+
+
+def test_malformed_replies_are_reasons_not_crashes():
+    import struct
+
+    from hyarch.sandbox.protocol import MAGIC, ReplyError, decode_reply, encode_reply
+
+    deep = b"[" * 200_000 + b"]" * 200_000
+    cases = [b"", b"HYR1", MAGIC + struct.pack("<Q", 10 ** 12),
+             MAGIC + struct.pack("<Q", len(deep)) + deep,
+             MAGIC + struct.pack("<Q", 4) + b"\xff\xfe\xfd\xfc",
+             encode_reply({"status": "ok"}, {"val.full": np.zeros((2, 3))}),  # wrong shape
+             MAGIC + struct.pack("<Q", 12) + b'{"blobs": 3}',
+             MAGIC + struct.pack("<Q", 30) + b'{"blobs": [["a", "x", [1], 9]]}']
+    for data in cases:
+        with pytest.raises(ReplyError):
+            decode_reply(data, {"val.full": (2, 3, 1)})

@@ -80,7 +80,7 @@ def decode_reply(data: bytes, expected: dict[str, tuple[int, ...]]) -> Reply:
         raise ReplyError("the evaluation process returned a malformed result (header size)")
     try:
         header = json.loads(data[12:12 + n].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # deep nesting too
         raise ReplyError("the evaluation process returned a malformed result (header)") from None
     if not isinstance(header, dict) or not isinstance(header.get("blobs", []), list):
         raise ReplyError("the evaluation process returned a malformed result (header)")
