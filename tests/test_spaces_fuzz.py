@@ -148,3 +148,52 @@ def test_random_csv_loads_or_says_why(tmp_path, header, rows, split_col, missing
         assert "data.csv" in str(e) or "space.yaml" in str(e) or "split" in str(e)
     else:
         assert sp.train.n >= 1 and sp.val.n >= 1
+
+
+def _leaves(obj, prefix=()):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _leaves(v, (*prefix, k))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _leaves(v, (*prefix, i))
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        yield prefix
+
+
+@FUZZ
+@given(base=st.sampled_from([VALID, SIM]), data=st.data(),
+       bad=st.sampled_from([float("nan"), float("inf"), float("-inf"), 10**11, -(10**12)]))
+def test_nan_infinity_and_absurd_numbers_are_rejected_where_written(tmp_path, base, data, bad):
+    """Any number of a valid space replaced by NaN, infinity or an absurd size: an error
+    naming that field and its line, never a crash (or a silent acceptance) further on."""
+    doc = copy.deepcopy(base)
+    path = data.draw(st.sampled_from([p for p in _leaves(doc) if not str(p[-1]).endswith("seed")]))
+    parent = doc
+    for k in path[:-1]:
+        parent = parent[k]
+    parent[path[-1]] = bad
+    (tmp_path / "data.csv").write_text(
+        "run,t,x,v,f\n" + "".join(f"r{r},{k},{r + k},{k},0\n" for r in range(4) for k in range(4)))
+    (tmp_path / "space.yaml").write_text(_dump(doc))
+    try:
+        load_space(tmp_path / "space.yaml")
+    except SpaceError as e:
+        field = ".".join(str(x) for x in path)
+        assert "space.yaml:" in str(e) and field in str(e), (field, str(e))
+    else:
+        raise AssertionError(f"{'.'.join(map(str, path))} = {bad} was accepted")
+
+
+@FUZZ
+@given(base=st.sampled_from([VALID, SIM]), data=st.data())
+def test_a_repeated_top_level_key_is_an_error(base, data):
+    lines = _dump(base).splitlines()
+    key = data.draw(st.sampled_from(list(base)))
+    text = "\n".join(lines + [f"{key}: {data.draw(st.integers(0, 9))}"]) + "\n"
+    try:
+        parse_spec(text, "dup.yaml")
+    except SpaceError as e:
+        assert f"duplicate key {key!r}" in str(e) and f"dup.yaml:{len(lines) + 1}:" in str(e)
+    else:
+        raise AssertionError(f"a second {key!r} was accepted")

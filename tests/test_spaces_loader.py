@@ -371,3 +371,77 @@ def test_simulated_data_is_cached_between_loads_and_keyed_by_the_spec(tiny_space
         f.unlink()
     assert torch.equal(load_space(tiny_space_path).splits["val"].y, first.splits["val"].y)
     assert not list(cache.glob("*.pkl"))
+
+
+# -- numbers, duplicate keys, sizes, options, hypothesis names ------------------------------
+SIM_SPACE = ("name: s\nstates: {theta: {}, omega: {}}\n"
+             "data: {simulator: {name: damped_pendulum, options: {points: 6},"
+             " trajectories: {train: 2, val: 1}}}\n"
+             "truth: {omega0_sq: 1.0, alpha: 0.2}\n")
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "1.0e+400"])
+def test_nan_and_infinity_are_errors_where_written(tmp_path, value):
+    text = CSV_SPACE + f"splits: {{by: trajectory, fractions: {{train: {value}, val: 0.5}}}}\n"
+    e = error(write(tmp_path, text, long_csv()))
+    assert "space.yaml:9:" in str(e) and "splits.fractions.train" in str(e)
+    assert "NaN and infinity are not allowed" in str(e)
+    e = error(write(tmp_path, SIM_SPACE.replace("alpha: 0.2", f"alpha: {value}")))
+    assert "space.yaml:4:" in str(e) and "truth.alpha" in str(e)
+
+
+def test_nan_split_fraction_by_time_is_an_error_not_a_crash(tmp_path):
+    text = CSV_SPACE + "splits: {by: time, fractions: {train: .nan, val: 0.5}}\n"
+    e = error(write(tmp_path, text, long_csv()))
+    assert "splits.fractions.train" in str(e) and "nan" in str(e)
+
+
+def test_duplicate_keys_are_errors(tmp_path):
+    e = error(write(tmp_path, CSV_SPACE + "name: again\n", long_csv()))
+    assert "space.yaml:9:" in str(e) and "duplicate key 'name' (first given on line 1)" in str(e)
+    nested = SIM_SPACE.replace("truth: {omega0_sq: 1.0, alpha: 0.2}",
+                               "truth:\n  alpha: 0.1\n  omega0_sq: 1.0\n  alpha: 0.2")
+    e = error(write(tmp_path, nested))
+    assert "space.yaml:7:" in str(e) and "truth.alpha" in str(e) and "duplicate key" in str(e)
+
+
+def test_absurd_sizes_are_errors(tmp_path):
+    text = CSV_SPACE + "closures: [{state: v, inputs: [x, v], hidden: [[100000000000]]}]\n"
+    e = error(write(tmp_path, text, long_csv()))
+    assert "space.yaml:9:" in str(e) and "closures.0.hidden" in str(e) and "absurdly large" in str(e)
+    text = CSV_SPACE + "closures: [{state: v, inputs: [x, v], hidden: [[50000]]}]\n"
+    e = error(write(tmp_path, text, long_csv()))
+    assert "space.yaml:9:" in str(e) and "closures.0.hidden" in str(e) and "4096 units" in str(e)
+    e = error(write(tmp_path, SIM_SPACE.replace("points: 6", "points: 100000000000")))
+    assert "space.yaml:3:" in str(e) and "data.simulator.options.points" in str(e)
+
+
+def test_unknown_simulator_option_names_the_valid_ones(tmp_path):
+    e = error(write(tmp_path, SIM_SPACE.replace("points: 6", "points: 6, radios: [1, 2]")))
+    assert "space.yaml:3:" in str(e) and "data.simulator.options.radios" in str(e)
+    assert "unknown option 'radios'" in str(e) and "did you mean 'radius'?" in str(e)
+    assert "valid: dt, points, radius" in str(e)
+    ood = SIM_SPACE.replace("trajectories: {train: 2, val: 1}",
+                            "trajectories: {train: 2, val: 1}, ood: {options: {size: 3}}")
+    e = error(write(tmp_path, ood))
+    assert "data.simulator.ood.options.size" in str(e)
+
+
+@pytest.mark.parametrize("expr, says", [
+    ("-cc * s.x", "unknown name 'cc' (did you mean 'c'?)"),
+    ("-c * s.vv", "s.vv: 'vv' is not a state"),
+    ("-c * u.g", "u.g: 'g' is not an input"),
+    ("-c * torch.sinn(s.x)", "torch.sinn does not exist"),
+])
+def test_hypothesis_names_are_checked_without_running_them(tmp_path, expr, says):
+    text = CSV_SPACE + textwrap.dedent(f"""\
+        hypotheses:
+          v:
+            - {{name: ok, expr: "-k * s.x + c * u.f + math.pi * t + abs(torch.sin(s.v))",
+               parameters: {{c: {{init: 0.5, bounds: [0, 1]}}}}}}
+            - {{name: bad, expr: "{expr}", parameters: {{c: {{init: 0.5, bounds: [0, 1]}}}}}}
+        prior: prior.py
+        """)
+    e = error(write(tmp_path, text, long_csv(), **{"prior.py": PRIOR}))
+    assert "space.yaml:13:" in str(e) and "hypotheses.v.1.expr" in str(e)
+    assert "hypothesis 'bad'" in str(e) and says in str(e), str(e)

@@ -114,8 +114,10 @@ def parse_spec(text: str, file: str = "<space>") -> SpaceSpec:
     if not isinstance(raw, dict):
         raise SpaceError("a search space is a YAML mapping (name:, states:, data:, ...)",
                          file=file, line=1)
+    _check_duplicate_keys(root, file)
+    _check_numbers(raw, root, file)
     try:
-        return SpaceSpec.model_validate(raw)
+        spec = SpaceSpec.model_validate(raw)
     except pydantic.ValidationError as e:
         lines = []
         first_line = None
@@ -136,6 +138,122 @@ def parse_spec(text: str, file: str = "<space>") -> SpaceSpec:
         raise SpaceError(
             "invalid search space:\n" + "\n".join(lines), file=file, line=first_line
         ) from None
+    _check_simulator_options(spec, root, file)
+    return spec
+
+
+def _check_duplicate_keys(node, file: str, path: tuple = ()) -> None:
+    """YAML keeps the last of two equal keys without a word: here it is an error."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for k, v in node.value:
+            key = str(k.value)
+            line = k.start_mark.line + 1
+            if key in seen:
+                field = ".".join(str(x) for x in (*path, key))
+                raise SpaceError(f"duplicate key {key!r} (first given on line {seen[key]}):"
+                                 " YAML would keep only the last one", file=file, line=line,
+                                 field=field)
+            seen[key] = line
+            _check_duplicate_keys(v, file, (*path, key))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            _check_duplicate_keys(v, file, (*path, i))
+
+
+MAX_NUMBER = 1e300  # beyond: infinity in all but name
+MAX_INT = 10**9  # no count, width or length in a space is this large (seeds excepted)
+
+
+def _check_numbers(value, root, file: str, path: tuple = ()) -> None:
+    """NaN and infinity are nowhere meaningful in a space (a split fraction, a parameter,
+    a bound, a truth value); they are errors where they are written."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_numbers(v, root, file, (*path, k))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_numbers(v, root, file, (*path, i))
+    elif (isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT
+          and not str(path[-1] if path else "").endswith("seed")):
+        field = ".".join(str(x) for x in path)
+        raise SpaceError(f"{value} is absurdly large for a size or count (at most {MAX_INT:,})",
+                         file=file, line=_line_of(root, path), field=field)
+    elif isinstance(value, float) and not (math.isfinite(value) and abs(value) <= MAX_NUMBER):
+        field = ".".join(str(x) for x in path)
+        raise SpaceError(f"{value!r} is not a usable number here (NaN and infinity are not"
+                         " allowed in a space)", file=file, line=_line_of(root, path),
+                         field=field)
+
+
+def _simulator_options(fn) -> set[str] | None:
+    """The option names a simulator reads (``options.get("x")``, ``options["x"]``, also in
+    the module's helpers it hands ``options`` to), or None when they cannot be told."""
+    import ast
+
+    module = sys.modules.get(fn.__module__)
+    try:
+        tree = ast.parse(inspect.getsource(module))
+    except (OSError, TypeError):
+        return None
+    reads: dict[str, set[str]] = {}
+    calls: dict[str, set[str]] = {}
+    for fdef in tree.body:
+        if not isinstance(fdef, ast.FunctionDef):
+            continue
+        keys, callees = reads.setdefault(fdef.name, set()), calls.setdefault(fdef.name, set())
+        for node in ast.walk(fdef):
+            if isinstance(node, ast.Call):
+                f = node.func
+                if (isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name)
+                        and f.value.id == "options" and f.attr in ("get", "pop")
+                        and node.args and isinstance(node.args[0], ast.Constant)):
+                    keys.add(str(node.args[0].value))
+                elif isinstance(f, ast.Name) and any(
+                        isinstance(a, ast.Name) and a.id == "options" for a in node.args):
+                    callees.add(f.id)
+            elif (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
+                  and node.value.id == "options" and isinstance(node.slice, ast.Constant)):
+                keys.add(str(node.slice.value))
+            elif (isinstance(node, ast.Name) and node.id == "options"
+                  and not isinstance(node.ctx, ast.Load)):
+                return None  # options rebound: cannot tell
+    if fn.__name__ not in reads:
+        return None
+    out, todo, done = set(), [fn.__name__], set()
+    while todo:
+        name = todo.pop()
+        if name in done:
+            continue
+        done.add(name)
+        out |= reads.get(name, set())
+        todo += list(calls.get(name, ()))
+    return out
+
+
+def _check_simulator_options(spec: SpaceSpec, root, file: str) -> None:
+    sim = spec.data.simulator
+    if sim is None:
+        return
+    try:
+        fn = get_simulator(sim.name)
+    except ValueError as e:
+        raise SpaceError(str(e), file=file, line=_line_of(root, ("data", "simulator", "name")),
+                         field="data.simulator.name") from None
+    known = _simulator_options(fn)
+    if not known:
+        return
+    given = [(("data", "simulator", "options"), sim.options)]
+    if sim.ood and isinstance(sim.ood.get("options"), dict):
+        given.append((("data", "simulator", "ood", "options"), sim.ood["options"]))
+    for loc, options in given:
+        for key in options:
+            if key not in known:
+                raise SpaceError(
+                    f"unknown option {key!r} for simulator {sim.name!r}"
+                    f"{suggest(key, sorted(known))}; valid: {', '.join(sorted(known))}",
+                    file=file, line=_line_of(root, (*loc, key)),
+                    field=".".join((*loc, key)))
 
 
 def load_space(ref: str | Path) -> Space:
@@ -157,7 +275,56 @@ def load_space(ref: str | Path) -> Space:
             raise SpaceError(f"prior file {spec.prior!r} does not exist (looked at {prior})",
                              file=str(path), line=line, field="prior")
         check_prior(space)
+    _check_hypotheses(spec, prior.read_text() if prior is not None else "", text, str(path))
     return space
+
+
+HYPOTHESIS_MODULES = ("torch", "math")
+
+
+def _check_hypotheses(spec: SpaceSpec, prior_source: str, text: str, file: str) -> None:
+    """Every name in a hypothesis expression must be known, checked without running it:
+    the term's parameters, the prior's, ``s.<state>``, ``u.<input>``, ``t``, ``torch`` and
+    ``math``, and Python's builtins (``abs``, ``min``)."""
+    import ast
+    import builtins
+    import re
+
+    prior_params = set(re.findall(r"self\.(\w+)\s*=\s*self\.parameter\(", prior_source))
+    root = None
+    for state, terms in spec.hypotheses.items():
+        for i, term in enumerate(terms):
+            known = (set(term.parameters) | prior_params | {"s", "u", "t"}
+                     | set(HYPOTHESIS_MODULES) | set(dir(builtins)))
+            problem = None
+            for node in ast.walk(ast.parse(term.expr, mode="eval")):
+                if isinstance(node, ast.Name) and node.id not in known:
+                    valid = sorted(set(term.parameters) | prior_params)
+                    problem = (f"unknown name {node.id!r}{suggest(node.id, valid + ['s', 'u'])};"
+                               f" a term may use its parameters"
+                               f" ({', '.join(term.parameters) or 'none'}), the prior's"
+                               f" ({', '.join(sorted(prior_params)) or 'none'}), s.<state>,"
+                               " u.<input>, t, torch and math")
+                elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                    base, attr = node.value.id, node.attr
+                    if base == "s" and attr not in spec.states:
+                        problem = (f"s.{attr}: {attr!r} is not a state"
+                                   f"{suggest(attr, list(spec.states))}; states:"
+                                   f" {', '.join(spec.states)}")
+                    elif base == "u" and attr not in spec.inputs:
+                        problem = (f"u.{attr}: {attr!r} is not an input"
+                                   f"{suggest(attr, list(spec.inputs))}; inputs:"
+                                   f" {', '.join(spec.inputs) or 'none'}")
+                    elif base in HYPOTHESIS_MODULES and not hasattr(
+                            __import__(base), attr):
+                        problem = f"{base}.{attr} does not exist"
+                if problem:
+                    break
+            if problem:
+                root = root if root is not None else yaml.compose(text)
+                loc = ("hypotheses", state, i, "expr")
+                raise SpaceError(f"hypothesis {term.name!r}: {problem}", file=file,
+                                 line=_line_of(root, loc), field=".".join(map(str, loc)))
 
 
 def check_prior(space: Space) -> None:

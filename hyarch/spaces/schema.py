@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+MAX_WIDTH, MAX_DEPTH = 4096, 16  # a closure network's largest layer and depth
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -150,6 +152,15 @@ class ClosureSite(Strict):
     inputs: tuple[str, ...]
     hidden: tuple[tuple[int, ...], ...] = ((32, 32), (64, 64))
     kind: Literal["additive", "multiplicative"] = "additive"
+
+    @field_validator("hidden")
+    @classmethod
+    def _hidden(cls, v):
+        for h in v:
+            if not 1 <= len(h) <= MAX_DEPTH or not all(1 <= w <= MAX_WIDTH for w in h):
+                raise ValueError(f"hidden layers {list(h)}: from 1 to {MAX_DEPTH} layers of 1 to"
+                                 f" {MAX_WIDTH} units each")
+        return v
 
 
 class Training(Strict):
