@@ -14,6 +14,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+DISTILL_MISSING = ("distill needs PySINDy, which is not installed: "
+                   "pip install 'pysindy>=1.7,<3'")
+
+
+def sindy_installed() -> bool:
+    """Whether PySINDy can be imported (distillation runs in the sandboxed child, where a
+    missing module would surface only as a traceback in its record)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("pysindy") is not None
+    except (ImportError, ValueError):
+        return False
+
 
 def _overrides(pairs: list[str]) -> dict[str, Any]:
     import yaml
@@ -75,6 +89,9 @@ def cmd_distill(args) -> int:
     path = Path(args.file)
     if not path.is_file():
         return _usage(f"candidate file {args.file!r} does not exist")
+    if not sindy_installed():
+        print(f"hyarch: {DISTILL_MISSING}", file=sys.stderr)
+        return EXIT_FAILED
     try:
         overrides = _overrides(args.set)
         if args.seed is not None:

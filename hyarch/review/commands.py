@@ -71,12 +71,25 @@ def cmd_review(args) -> int:
     return EXIT_OK
 
 
+DASHBOARD_MISSING = ("--serve needs optuna-dashboard, which is not installed: "
+                     "pip install 'optuna-dashboard>=0.15,<1'")
+
+
+def _dashboard_missing(e: ModuleNotFoundError) -> bool:
+    return bool(e.name) and e.name.split(".")[0] == "optuna_dashboard"
+
+
 def _dashboard(run, args, console) -> int:
+    import importlib.util
+
+    # optuna_dashboard is imported lazily inside serve.py: check before starting anything
+    if importlib.util.find_spec("optuna_dashboard") is None:
+        return _err(DASHBOARD_MISSING)
     try:
         from hyarch.review.serve import NoStudy, import_answers, serve
     except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("optuna_dashboard"):
-            return _err("--serve needs optuna-dashboard: pip install 'hyarch[review]'")
+        if _dashboard_missing(e):
+            return _err(DASHBOARD_MISSING)
         raise
     try:
         if args.sync:
@@ -86,6 +99,10 @@ def _dashboard(run, args, console) -> int:
         serve(run, args.host, args.port, top=args.top, console=console)
     except NoStudy as e:
         return _err(str(e))
+    except ModuleNotFoundError as e:
+        if _dashboard_missing(e):
+            return _err(DASHBOARD_MISSING)
+        raise
     except OSError as e:
         return _err(f"cannot serve on {args.host}:{args.port}: {e.strerror or e}"
                     " (try another --port)")
