@@ -19,7 +19,7 @@ import yaml
 from hyarch.core.data import Trajectories
 from hyarch.spaces.errors import SpaceError, suggest
 from hyarch.spaces.schema import SpaceSpec
-from hyarch.spaces.simulators import Simulated, get_simulator
+from hyarch.spaces.simulators import Simulated, SimulationError, get_simulator
 from hyarch.spaces.space import Space
 
 
@@ -494,6 +494,10 @@ def _simulate(spec: SpaceSpec, fn) -> dict[str, list[Simulated]]:
                 f"simulator {sim.name!r} needs parameter {e.args[0]!r}; give it under truth:"
                 f" or data.simulator.parameters (given: {', '.join(params) or 'none'})",
                 field="data.simulator.parameters") from None
+        except SimulationError as e:  # our own words, whatever the SciPy version says
+            raise SpaceError(f"simulator {sim.name!r}: {e}; check the parameters (truth:,"
+                             " data.simulator.parameters) and options (points, dt)",
+                             field="data.simulator") from None
         except Exception as e:  # options come from the user: any failure is their input's
             raise SpaceError(f"simulator {sim.name!r} failed with these parameters and options:"
                              f" {type(e).__name__}: {e}", field="data.simulator") from None

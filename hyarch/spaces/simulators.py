@@ -44,6 +44,17 @@ def _grid(options: dict[str, Any], points: int, dt: float) -> np.ndarray:
 
 MAX_EVALUATIONS = 200_000
 
+SOLVER_FAILED = ("the simulator's ODE solver failed: the system is too stiff or too long for"
+                 " these parameters")
+
+
+class SimulationError(RuntimeError):
+    """The ODE solver could not simulate these parameters and options. The message is ours
+    (``SOLVER_FAILED``), with the solver's own words in parentheses for detail."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"{SOLVER_FAILED} ({detail})")
+
 
 class _Budget:
     """Counts right-hand-side evaluations and stops a solve that will not finish.
@@ -58,16 +69,29 @@ class _Budget:
     def __call__(self, *args):
         self.left -= 1
         if self.left < 0:
-            raise RuntimeError("the simulation is too stiff or too long (over"
-                               f" {MAX_EVALUATIONS} solver steps); check the parameters")
+            raise SimulationError(f"over {MAX_EVALUATIONS} right-hand-side evaluations")
         return self.f(*args)
 
 
+def _solve_ivp(fun, t_span, y0, **kw):
+    """``scipy.integrate.solve_ivp`` whose every failure (an exception on the way, or a
+    solution without success) is a ``SimulationError`` in our words, whatever the SciPy
+    version says: "Required step size is less than spacing between numbers", an overflow..."""
+    try:
+        sol = solve_ivp(fun, t_span, y0, **kw)
+    except SimulationError:
+        raise
+    except (ArithmeticError, ValueError) as e:
+        raise SimulationError(f"{type(e).__name__}: {e}") from None
+    if not sol.success or not np.all(np.isfinite(sol.y)):
+        raise SimulationError(str(sol.message) if not sol.success
+                              else "the solution is not finite")
+    return sol
+
+
 def _solve(f, y0, t, **kw) -> np.ndarray:
-    sol = solve_ivp(_Budget(f), (t[0], t[-1]), y0, t_eval=t, method="DOP853", rtol=1e-10,
-                    atol=1e-10, **kw)
-    if not sol.success:
-        raise RuntimeError(f"simulation failed: {sol.message}")
+    sol = _solve_ivp(_Budget(f), (t[0], t[-1]), y0, t_eval=t, method="DOP853", rtol=1e-10,
+                     atol=1e-10, **kw)
     return sol.y.T
 
 
@@ -103,11 +127,9 @@ def _segments(f, y0: np.ndarray, t: np.ndarray, policy, rtol: float = 1e-9) -> t
         us.append(u)
         if k == len(t) - 1:
             break
-        sol = solve_ivp(lambda tt, y, u=u: budget(tt, y.reshape(N, S), u).reshape(-1),
-                        (t[k], t[k + 1]), ys[-1].reshape(-1), method="DOP853", rtol=rtol,
-                        atol=rtol * 1e-2)
-        if not sol.success:
-            raise RuntimeError(f"simulation failed: {sol.message}")
+        sol = _solve_ivp(lambda tt, y, u=u: budget(tt, y.reshape(N, S), u).reshape(-1),
+                         (t[k], t[k + 1]), ys[-1].reshape(-1), method="DOP853", rtol=rtol,
+                         atol=rtol * 1e-2)
         ys.append(sol.y[:, -1].reshape(N, S))
     return np.stack(ys, axis=1), np.stack(us, axis=1)  # (N, T, S), (N, T, I)
 
@@ -233,10 +255,8 @@ def reaction_diffusion(p, n, rng, options) -> list[Simulated]:
         dv = b * _laplacian(v, dx) + u - v
         return np.stack([du, dv], axis=1).reshape(-1)
 
-    sol = solve_ivp(_Budget(f), (t[0], t[-1]), f0.reshape(-1), t_eval=t, method="RK45", rtol=1e-8,
-                    atol=1e-10)
-    if not sol.success:
-        raise RuntimeError(f"simulation failed: {sol.message}")
+    sol = _solve_ivp(_Budget(f), (t[0], t[-1]), f0.reshape(-1), t_eval=t, method="RK45",
+                     rtol=1e-8, atol=1e-10)
     y = sol.y.T.reshape(points, n, 2 * cells).transpose(1, 0, 2)
     return [Simulated(t, y[i]) for i in range(n)]
 
