@@ -63,7 +63,7 @@ class SearchError(Exception):
 class SearchConfig:
     """A search session's settings (CLI flags and the space's budget/llm sections)."""
 
-    space: str | None
+    space: str | Space | None  # a name or YAML path, or a loaded Space (kept as it is)
     run_dir: Path
     budget: int | None = None  # candidates; default from the space
     minutes: float | None = None
@@ -121,16 +121,23 @@ class Session:
     def _prepare(self) -> None:
         cfg = self.cfg
         self.run = Run(cfg.run_dir)
-        space_ref = cfg.space
-        if space_ref is None and self.run.exists():
-            space_ref = self.run.config().get("space")
-        if space_ref is None and cfg.join and cfg.storage:
-            study = open_study(self.run, cfg.storage)
-            space_ref = study.user_attrs.get(keys.SPACE)
-        if space_ref is None:
-            raise SearchError("no search space given, and none recorded in the run or study")
-        self.space_path = resolve_space_path(space_ref).resolve()
-        self.space: Space = load_space(self.space_path)
+        if isinstance(cfg.space, Space):
+            # the library's ``search(load_space(...))``: the object itself, never reloaded
+            # (a Space made in memory has no path; its run records none)
+            self.space: Space = cfg.space
+            self.space_path = Path(cfg.space.path).resolve() if cfg.space.path else None
+        else:
+            space_ref = cfg.space
+            if space_ref is None and self.run.exists():
+                space_ref = self.run.config().get("space")
+            if space_ref is None and cfg.join and cfg.storage:
+                study = open_study(self.run, cfg.storage)
+                space_ref = study.user_attrs.get(keys.SPACE)
+            if space_ref is None:
+                raise SearchError("no search space given, and none recorded in the run or"
+                                  " study")
+            self.space_path = resolve_space_path(space_ref).resolve()
+            self.space = load_space(self.space_path)
         if cfg.join:
             pass
         elif self.run.exists() and not cfg.resume:
@@ -140,7 +147,11 @@ class Session:
             raise SearchError(f"--resume: {cfg.run_dir} holds no run to resume")
         if (cfg.resume or cfg.join) and self.run.exists():
             old = self.run.config()
-            if old.get("space") and Path(old["space"]).resolve() != self.space_path:
+            if self.space_path is None:
+                if old.get("space_name") not in (None, self.space.name):
+                    raise SearchError(f"--resume: the run was made on {old['space_name']},"
+                                      f" not {self.space.name}")
+            elif old.get("space") and Path(old["space"]).resolve() != self.space_path:
                 raise SearchError(f"--resume: the run was made on {old['space']},"
                                   f" not {self.space_path}")
         spec = self.space.spec
@@ -161,14 +172,24 @@ class Session:
         if self.proposer is None:
             self.proposer = make_proposer(cfg, self.space, self.run)
         if not self.run.exists():
-            self.run.write_config(self._config_record())
+            record = self._config_record()
+            if self.space_path is None:  # a Space made in memory: no file to reload it from
+                record["space"] = None
+            self.run.write_config(record)
         self.study = open_study(self.run, cfg.storage, objectives=self.objectives)
         shared_budget = self.study.user_attrs.get(keys.BUDGET)
         if shared_budget is None:
             self.study.set_user_attr(keys.BUDGET, self.budget)
-            self.study.set_user_attr(keys.SPACE, str(self.space_path))
+            if self.space_path is not None:
+                self.study.set_user_attr(keys.SPACE, str(self.space_path))
         elif cfg.budget is None or cfg.join:
             self.budget = int(shared_budget)
+        if cfg.distill:
+            from hyarch.distill_cli import sindy_installed
+
+            if not sindy_installed():  # a core dependency; said, should an install lack it
+                self.progress("note: no closure will be distilled in this run: PySINDy is not"
+                              " installed (pip install 'pysindy>=1.7,<3')")
 
     def _config_record(self) -> dict[str, Any]:
         import optuna
@@ -803,12 +824,29 @@ def make_proposer(cfg: SearchConfig, space: Space, run: Run) -> Proposer:
     return OfflineProposer(seed=cfg.seed)
 
 
-def search(space: str | Path, *, run: str | Path | None = None, **kw) -> RunSummary:
-    """Library entry: run a search session (see ``SearchConfig`` for the options)."""
-    name = Path(str(space)).stem
+def search(space: Space | str | Path, *, run: str | Path | None = None,
+           progress: Callable[[str], None] | None = None, **kw) -> RunSummary:
+    """Library entry: run a search session and return how it ended (``RunSummary``).
+
+    ``space`` is a ``Space`` (``hyarch.load_space(...)``, used as it is, with or without a
+    file behind it), a built-in space's name or a YAML path. ``run`` is the run folder
+    (default ``runs/<space>-<date-time>``). ``progress`` receives each progress line the
+    CLI prints (rounds, candidates, status); the default prints nothing, and
+    ``progress=print`` follows the search on stdout. The other keywords are
+    ``SearchConfig``'s: ``budget``, ``minutes``, ``workers``, ``resume``, ``seed``,
+    ``overrides`` (training settings), ``llm``, ``storage``...
+    """
+    if isinstance(space, Space):
+        name = space.name
+    elif isinstance(space, (str, os.PathLike)):
+        space = os.fspath(space)
+        name = Path(space).stem
+    else:
+        raise TypeError("search() takes a Space (hyarch.load_space(...)), a built-in space's"
+                        f" name or a YAML path, not {type(space).__name__}")
     run_dir = Path(run) if run else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    cfg = SearchConfig(space=str(space), run_dir=run_dir, **kw)
-    return Session(cfg).run_search()
+    cfg = SearchConfig(space=space, run_dir=run_dir, **kw)
+    return Session(cfg, progress=progress).run_search()
 
 
 def install_sigterm_as_interrupt() -> None:
