@@ -146,6 +146,9 @@ def test_specific_outcomes(corpus):
     assert prior > 10 * friction
     for name in ("forge_monkeypatch", "forge_result_fd_arrays"):
         r = results[name].result
+        if name == "forge_result_fd_arrays" and r["status"] == "failed":
+            assert "no predictions" in r["reason"]  # it forged too few splits
+            continue
         assert r["status"] == "ok" and "score" not in r
         assert r["metrics"]["val"]["nmse"] > 0.3 * prior, (name, r["metrics"]["val"])
     r = results["forge_training_data"].result

@@ -80,7 +80,7 @@ def score_reply(space, reply: Reply, seconds: float, source: str | None = None
     if isinstance(h.get("training"), dict):
         t = h["training"]
         training = {k: number(t.get(k)) for k in ("iterations", "train_nmse", "selection_nmse",
-                                                   "seconds")}
+                                                   "seconds", "substeps")}
         if isinstance(t.get("stopped"), str):
             training["stopped"] = t["stopped"][:200]
     integration = {}

@@ -38,14 +38,20 @@ class Model(HybridModel):
         self.omega0_sq = self.parameter(init=1.0, bounds=(0.01, 10.0))
         self.alpha = self.parameter(init=0.5, bounds=(0.0, 5.0))
 
-    def state_dict(self, *args, **kwargs):
-        d = super().state_dict(*args, **kwargs)
-        if torch.sys._getframe(1).f_code.co_name == "run_job":
-            d["huge"] = torch.zeros(25_000_000, dtype=torch.float64)
-        return d
-
     def derivatives(self, t, s, u):
         return {
             "theta": s.omega,
             "omega": -self.omega0_sq * torch.sin(s.theta) - self.alpha * s.omega,
         }
+
+
+def _state_dict(self, *args, **kwargs):
+    d = HybridModel.state_dict(self, *args, **kwargs)
+    if torch.sys._getframe(1).f_code.co_name == "run_job":
+        d["huge"] = torch.zeros(25_000_000, dtype=torch.float64)
+    return d
+
+
+# bound after the class: the contract's check of class bodies does not see it,
+# so the operating system's layers are what this tests
+Model.state_dict = _state_dict

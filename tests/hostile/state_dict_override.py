@@ -46,13 +46,19 @@ class Model(HybridModel):
         self.omega0_sq = self.parameter(init=1.0, bounds=(0.01, 10.0))
         self.alpha = self.parameter(init=0.5, bounds=(0.0, 5.0))
 
-    def state_dict(self, *args, **kwargs):
-        if len(LOG) < 4:
-            hostile("state_dict")
-        return super().state_dict(*args, **kwargs)
-
     def derivatives(self, t, s, u):
         return {
             "theta": s.omega,
             "omega": -self.omega0_sq * torch.sin(s.theta) - self.alpha * s.omega,
         }
+
+
+def _state_dict(self, *args, **kwargs):
+    if len(LOG) < 4:
+        hostile("state_dict")
+    return HybridModel.state_dict(self, *args, **kwargs)
+
+
+# bound after the class: the contract's check of class bodies does not see it,
+# so the operating system's layers are what this tests
+Model.state_dict = _state_dict
