@@ -29,43 +29,31 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from hyarch.record import Evaluation
+
 RULE = "one-standard-error rule over validation trajectories"
 FLOOR = 1e-30  # log10 of a zero error
 
 
-def _num(x: Any) -> float | None:
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
+def _evaluation(result: Any) -> Evaluation:
+    return result if isinstance(result, Evaluation) else Evaluation.from_dict(result)
 
 
 def log_errors(result: Any) -> list[float] | None:
-    """log10 of each validation trajectory's normalised MSE, or None (not rankable)."""
-    if not isinstance(result, dict) or result.get("status") != "ok" or not _well_formed(result):
+    """log10 of each validation trajectory's normalised MSE, or None (not rankable: failed,
+    pending, or a record that does not parse)."""
+    ev = _evaluation(result)
+    val = ev.split("val") if ev.ok else None
+    if val is None:
         return None
-    val = ((result.get("metrics") or {}).get("val") or {}) if isinstance(
-        result.get("metrics"), dict) else {}
-    per = val.get("per_trajectory_nmse") if isinstance(val, dict) else None
-    if isinstance(per, list) and per:
-        vals = [_num(v) for v in per]
-        if any(v is None or v < 0 for v in vals):
+    per = val.per_trajectory_nmse
+    if per:
+        if any(v is None or v < 0 for v in per):
             return None
-        return [math.log10(max(v, FLOOR)) for v in vals]
-    nmse = _num(val.get("nmse")) if isinstance(val, dict) else None
-    if nmse is None or nmse < 0:  # a record from before per-trajectory errors
+        return [math.log10(max(v, FLOOR)) for v in per]
+    if val.nmse is None or val.nmse < 0:  # a record from before per-trajectory errors
         return None
-    return [math.log10(max(nmse, FLOOR))]
-
-
-def _well_formed(result: dict[str, Any]) -> bool:
-    """The fields the rule reads have their types (a tampered record never ranks)."""
-    share, n_net, params = (result.get("closure_share"), result.get("n_neural_params"),
-                            result.get("parameters"))
-    return ((share is None or _num(share) is not None)
-            and (n_net is None or (isinstance(n_net, int) and not isinstance(n_net, bool)
-                                   and n_net >= 0))
-            and (params is None or isinstance(params, dict)))
+    return [math.log10(max(val.nmse, FLOOR))]
 
 
 def score_of(result: Any) -> float | None:
@@ -76,13 +64,8 @@ def score_of(result: Any) -> float | None:
 
 def complexity_of(result: Any) -> int:
     """Fitted values: physical parameters plus network weights."""
-    if not isinstance(result, dict):
-        return 0
-    params = result.get("parameters")
-    n_phys = len(params) if isinstance(params, dict) else 0
-    n_net = result.get("n_neural_params")
-    n_net = n_net if isinstance(n_net, int) and not isinstance(n_net, bool) and n_net > 0 else 0
-    return n_phys + n_net
+    ev = _evaluation(result)
+    return ev.fitted_values if ev.ok else 0
 
 
 @dataclass(frozen=True)
@@ -134,8 +117,9 @@ def rank(items: dict[str, dict[str, Any]], *, rejected: set[str] = frozenset(),
     """Order candidates ``{id: result}`` best first, each with the evidence for its place.
 
     Ties are broken by id, so the order is a function of the records alone."""
-    errors = {cid: log_errors(r) for cid, r in items.items()}
-    cx = {cid: complexity_of(r) for cid, r in items.items()}
+    parsed = {cid: _evaluation(r) for cid, r in items.items()}
+    errors = {cid: log_errors(ev) for cid, ev in parsed.items()}
+    cx = {cid: complexity_of(ev) for cid, ev in parsed.items()}
     live = {cid: e for cid, e in errors.items()
             if e is not None and cid not in rejected and cid not in infeasible}
     out: list[tuple[str, Evidence]] = []

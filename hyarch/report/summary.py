@@ -61,24 +61,25 @@ def _inf(x: float | None) -> float:
     return math.inf if x is None or not math.isfinite(x) else float(x)
 
 
-def _split_nmse(result: dict[str, Any], split: str) -> float | None:
-    return ((result.get("metrics") or {}).get(split) or {}).get("nmse")
-
-
 def row_of(rec: CandidateRecord, index: int, review: dict[str, Any] | None = None) -> Row:
-    res = rec.result or {}
+    from hyarch.record import Evaluation
+
+    ev = Evaluation.from_dict(rec.result or {"status": "pending"})
     review = review or {}
     rnd = rec.meta.get("round")
+
+    def nmse(split: str) -> float | None:
+        s = ev.split(split)
+        return None if s is None else s.nmse
+
     return Row(
         id=rec.id, index=index, proposer=rec.proposer,
         round=int(rnd) if isinstance(rnd, (int, float)) else None,
-        parents=tuple(rec.parents), status=rec.status, reason=res.get("reason"),
-        val_nmse=_split_nmse(res, "val"), train_nmse=_split_nmse(res, "train"),
-        test_nmse=_split_nmse(res, "test"), ood_nmse=_split_nmse(res, "ood"),
-        closure_share=res.get("closure_share"), n_neural=res.get("n_neural_params"),
-        parameters=dict(res.get("parameters") or {}),
-        param_rel_error=dict(res.get("param_rel_error") or {}),
-        seconds=res.get("seconds"), verdict=review.get("verdict"),
+        parents=tuple(rec.parents), status=ev.status.value, reason=ev.reason,
+        val_nmse=nmse("val"), train_nmse=nmse("train"), test_nmse=nmse("test"),
+        ood_nmse=nmse("ood"), closure_share=ev.closure_share, n_neural=ev.n_neural_params,
+        parameters=dict(ev.parameters), param_rel_error=dict(ev.param_rel_error),
+        seconds=ev.seconds, verdict=review.get("verdict"),
         notes=tuple(review.get("notes", ())),
     )
 

@@ -352,6 +352,9 @@ def _score(space, reply, seconds, rc, stderr, limits: Limits | None = None,
         from hyarch.sandbox.isolation import detect
 
         result["isolation"] = detect().describe()
+    from hyarch.record import Evaluation
+
+    result = Evaluation.from_dict(result).to_dict()  # the typed record's schema, always
     reason = str(result.get("reason") or "")
     if limits and any(m in reason for m in ("DefaultCPUAllocator", "bad_alloc", "out of memory")):
         result["reason"] = (f"the candidate exceeded the {limits.memory_mb} MB memory limit"
