@@ -56,24 +56,25 @@ class PoolEntry:
     def from_result(cls, cid: str, source: str, meta: dict[str, Any],
                     result: dict[str, Any] | None, review: dict[str, Any] | None = None
                     ) -> PoolEntry:
-        result = result or {"status": "pending"}
-        metrics = result.get("metrics") or {}
-        val = metrics.get("val") or {}
-        train = metrics.get("train") or {}
-        regs = {k: v for k, v in (result.get("regularizers") or {}).items()
-                if k != "errors" and not isinstance(v, dict)}
+        from hyarch.record import Evaluation
+
+        ev = Evaluation.from_dict(result or {"status": "pending"})
+        val, train = ev.split("val"), ev.split("train")
+        extra = dict(ev.extra)
         review = review or {}
+        tb = extra.get("traceback")
         return cls(
             id=cid, source=source, proposer=meta.get("proposer", "?"),
-            status=result.get("status", "pending"), reason=result.get("reason"),
+            status=ev.status.value, reason=ev.reason,
             parents=tuple(meta.get("parents", ())),
-            parameters=dict(result.get("parameters") or {}),
-            val_nmse=val.get("nmse"), train_nmse=train.get("nmse"),
-            val_per_state={k: v.get("nmse") for k, v in (val.get("per_state") or {}).items()},
-            regularizers=regs, closure_share=result.get("closure_share"),
-            n_neural_params=result.get("n_neural_params"),
+            parameters=dict(ev.parameters),
+            val_nmse=val.nmse if val else None, train_nmse=train.nmse if train else None,
+            val_per_state={n: nmse for n, _, nmse in (val.per_state if val else ())},
+            regularizers=dict(ev.regularizers), closure_share=ev.closure_share,
+            n_neural_params=ev.n_neural_params,
             verdict=review.get("verdict"), notes=tuple(review.get("notes", ())),
-            traceback=result.get("traceback"), choices=dict(meta.get("choices") or {}),
+            traceback=tb if isinstance(tb, str) else None,
+            choices=dict(meta.get("choices") or {}),
         )
 
 
