@@ -27,8 +27,28 @@ DEFAULT_SPACES = ("damped_pendulum", "lotka_volterra", "seir_lockdown", "lung_ca
 TRUE_TERMS = {"damped_pendulum": {"linear_friction"}, "lotka_volterra": {"logistic_prey"}}
 
 
-def analyse(run_dir: Path, truth: dict[str, float], true_terms: set[str] = frozenset()
-            ) -> dict:
+def prior_and_term_parameters(space, true_terms: set[str]) -> set[str]:
+    """The prior's parameters (read from its code, not run) plus the true term's."""
+    import ast
+
+    path = space.prior_path()
+    if path is None or not true_terms:
+        return set()
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+                and isinstance(node.value.func, ast.Attribute)
+                and node.value.func.attr == "parameter"):
+            names |= {t.attr for t in node.targets if isinstance(t, ast.Attribute)}
+    for terms in space.spec.hypotheses.values():
+        for t in terms:
+            if t.name in true_terms:
+                names |= set(t.parameters)
+    return names
+
+
+def analyse(run_dir: Path, truth: dict[str, float], true_terms: set[str] = frozenset(),
+            true_params: set[str] = frozenset()) -> dict:
     from hyarch.ranking.leaderboard import leaderboard
     from hyarch.runs import load_run
 
@@ -39,7 +59,8 @@ def analyse(run_dir: Path, truth: dict[str, float], true_terms: set[str] = froze
         res = row.record.result or {}
         if res.get("n_neural_params"):
             return False
-        if set(res.get("parameters") or {}) == set(truth):
+        params = set(res.get("parameters") or {})
+        if params == set(truth) or (true_params and params == true_params):
             return True
         terms = {k.split(":", 1)[1] for k, v in (row.record.meta.get("choices") or {}).items()
                  if k.startswith("term:") and v is True}
@@ -89,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             elif not args.json:
                 print(f"{run_dir}: exists, read as it is", file=sys.stderr)
             row = {"space": name, "seed": seed, "seconds": round(time.perf_counter() - t0, 1),
-                   **analyse(run_dir, space.truth, TRUE_TERMS.get(name, set()))}
+                   **analyse(run_dir, space.truth, TRUE_TERMS.get(name, set()),
+                             prior_and_term_parameters(space, TRUE_TERMS.get(name, set())))}
             rows.append(row)
             if not args.json:
                 w = row.get("winner") or {}
