@@ -123,7 +123,7 @@ def cmd_search(args) -> int:
         console.print(f"{summary.pending} candidate(s) left unfinished (evaluated again with"
                       " --resume)", markup=False, highlight=False)
     try:
-        _print_leaderboard(summary.run_dir, console, top=5)
+        _print_leaderboard(summary.run_dir, wide_console(), top=5)
     except KeyboardInterrupt:
         pass
     if summary.interrupted:
