@@ -196,11 +196,7 @@ def test_canaries_fire_without_the_sandbox(tmp_path, monkeypatch):
                                 isolation="none", overrides=QUICK)
             assert "ESCAPED" in res.result["reason"], res.result["reason"]
         assert [f for f in can.file_changes() if "write_torch_os" in f]
-        for _ in range(50):  # the listener thread records what it received
-            if any(can.marker("net_tcp").encode() in x[1] for x in can.network()):
-                break
-            time.sleep(0.1)
-        assert any(can.marker("net_tcp").encode() in x[1] for x in can.network())
+        assert can.wait_received(can.marker("net_tcp").encode())
         assert can.leftovers(can.marker("proc_subprocess_import"))
         started = can.leftovers()
     finally:

@@ -239,7 +239,7 @@ def test_evaluation_dies_with_a_killed_parent(space_path, tmp_path):
 
     while time.monotonic() < deadline and not python_child(seen):  # polls: it starts slowly
         seen |= _descendants(parent.pid)
-        time.sleep(0.2)
+        time.sleep(0.2)  # bounded by the deadline: another process's children, no event to wait on
     assert seen, "the evaluation never started"
     parent.send_signal(signal.SIGKILL)
     parent.wait()
@@ -248,5 +248,5 @@ def test_evaluation_dies_with_a_killed_parent(space_path, tmp_path):
     while alive and time.monotonic() < deadline:
         alive = {p for p in seen if os.path.exists(f"/proc/{p}")
                  and open(f"/proc/{p}/stat").read().split()[2] != "Z"}
-        time.sleep(0.2)
+        time.sleep(0.2)  # bounded: the kernel tears the namespace down asynchronously
     assert not alive, f"processes outlived their killed parent: {alive}"

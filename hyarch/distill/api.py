@@ -22,6 +22,8 @@ def _header(parts: list[Distillation]) -> str:
 
 
 def _check(space: Space, source: str) -> None:
+    # Safe to load here: distillation runs only inside the sandboxed child (the runner's
+    # post-training step), in the process that already runs the candidate's own code.
     cls = load_model_class(source, "<distilled>")
     model = make_factory(cls, space.states, space.inputs, space.scales(), space.shapes)()
     train = space.train

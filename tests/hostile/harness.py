@@ -102,7 +102,7 @@ class Canaries:
             fh.write(f"# {self.space_secret}\n")
         self.sock_dir = Path(tempfile.mkdtemp(prefix="hyc"))  # short: a Unix socket path
         self.received: list[tuple[str, bytes]] = []
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()  # listener threads notify what they receive
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.victim: subprocess.Popen | None = None
@@ -164,6 +164,7 @@ class Canaries:
                 continue
             with self._lock:
                 self.received.append((kind, b"<connection>"))
+                self._lock.notify_all()
             conn.settimeout(1.0)
             try:
                 data = conn.recv(1 << 16)
@@ -173,6 +174,7 @@ class Canaries:
                 conn.close()
             with self._lock:
                 self.received.append((kind, data[:200]))
+                self._lock.notify_all()
 
     def _recv_udp(self) -> None:
         while not self._stop.is_set():
@@ -182,6 +184,7 @@ class Canaries:
                 continue
             with self._lock:
                 self.received.append(("udp", data[:200]))
+                self._lock.notify_all()
 
     # -- templates ----------------------------------------------------------------------
     def values(self, name: str) -> dict[str, str]:
@@ -265,6 +268,12 @@ class Canaries:
         out += [f"changed: {p}" for p in sorted(set(after) & set(self.before))
                 if after[p] != self.before[p] and not os.path.isdir(p)]
         return out
+
+    def wait_received(self, needle: bytes, timeout: float = 5.0) -> bool:
+        """Wait (on the listeners' notifications) until some received bytes hold ``needle``."""
+        with self._lock:
+            return self._lock.wait_for(lambda: any(needle in x[1] for x in self.received),
+                                       timeout)
 
     def network(self) -> list[tuple[str, bytes]]:
         with self._lock:
