@@ -171,7 +171,10 @@ def bwrap_command(bwrap: str, package_dir: str, scratch_mb: int, gpu: bool) -> l
     """The bubblewrap prefix: a private, read-only view and every namespace unshared."""
     cmd = [bwrap, "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534",
            "--cap-drop", "ALL", "--die-with-parent", "--new-session", "--clearenv",
-           "--hostname", "sandbox"]
+           "--hostname", "sandbox",
+           # the private /tmp first: read-only binds below it (a venv or a checkout under
+           # /tmp) are mounted on top of it, not hidden by it
+           "--size", str(scratch_mb * 1024 * 1024), "--tmpfs", "/tmp"]
     for r in read_roots(package_dir):
         cmd += ["--ro-bind", r, r]
     # the interpreter may be reached through symlinks (/usr/bin/python3 -> python3.11)
@@ -183,9 +186,7 @@ def bwrap_command(bwrap: str, package_dir: str, scratch_mb: int, gpu: bool) -> l
             cmd += ["--symlink", os.readlink(link), link]
     if os.path.isdir("/sys/devices/system/cpu"):  # torch's CPU detection reads it
         cmd += ["--ro-bind", "/sys/devices/system/cpu", "/sys/devices/system/cpu"]
-    cmd += ["--proc", "/proc", "--dev", "/dev",
-            "--size", str(scratch_mb * 1024 * 1024), "--tmpfs", "/tmp",
-            "--chdir", "/tmp"]
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--chdir", "/tmp"]
     if gpu:
         for dev in sorted(os.listdir("/dev")):
             if dev.startswith("nvidia"):
