@@ -175,11 +175,12 @@ def bwrap_command(bwrap: str, package_dir: str, scratch_mb: int, gpu: bool) -> l
            # the private /tmp first: read-only binds below it (a venv or a checkout under
            # /tmp) are mounted on top of it, not hidden by it
            "--size", str(scratch_mb * 1024 * 1024), "--tmpfs", "/tmp"]
-    for r in read_roots(package_dir):
+    roots = read_roots(package_dir)
+    for r in roots:
         cmd += ["--ro-bind", r, r]
     # the interpreter may be reached through symlinks (/usr/bin/python3 -> python3.11)
     exe = sys.executable
-    if not any(exe.startswith(r.rstrip("/") + "/") for r in read_roots(package_dir)):
+    if not any(exe.startswith(r.rstrip("/") + "/") for r in roots):
         cmd += ["--ro-bind", exe, exe]
     for link in ("/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/etc/localtime"):
         if os.path.islink(link):  # merged-/usr systems: the loader is reached through these

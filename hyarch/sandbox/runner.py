@@ -198,12 +198,11 @@ def run_candidate(
 
 
 def _in_process(space, job, expected, start) -> SandboxResult:
-    from hyarch.sandbox.protocol import decode_reply as _decode
     from hyarch.sandbox.protocol import encode_reply
     from hyarch.sandbox.work import run_job
 
     header, arrays, weights = run_job(job)
-    return _score(space, _decode(encode_reply(header, arrays, weights), expected),
+    return _score(space, decode_reply(encode_reply(header, arrays, weights), expected),
                   time.perf_counter() - start, None, "", None, job["source"])
 
 
