@@ -35,6 +35,8 @@ class Action:
     prompt_tokens: int | None = 11
     completion_tokens: int | None = 7
     headers: dict[str, str] = field(default_factory=dict)
+    data: bytes = b""  # raw: the exact body sent
+    drip: float = 0.0  # raw: seconds between bytes (a server that drips its reply)
 
 
 class FakeOpenAI:
@@ -67,6 +69,15 @@ class FakeOpenAI:
 
     def hang(self) -> FakeOpenAI:
         self.script.put(Action("hang"))
+        return self
+
+    def raw(self, data: bytes | dict, *, drip: float = 0.0, status: int = 200,
+            headers: dict[str, str] | None = None) -> FakeOpenAI:
+        """Send exactly ``data`` (a dict is sent as JSON), ``drip`` seconds per byte."""
+        if isinstance(data, dict):
+            data = json.dumps(data).encode()
+        self.script.put(Action("raw", data=data, drip=drip, status=status,
+                               headers=dict(headers or {})))
         return self
 
     def malformed(self) -> FakeOpenAI:
@@ -155,6 +166,8 @@ class _Handler(BaseHTTPRequestHandler):
         if action.kind == "error":
             return self._error(action.status, action.message, "server_error",
                                headers=action.headers)
+        if action.kind == "raw":
+            return self._safe(lambda: self._raw(action))
         if action.kind == "malformed":
             return self._send(200, b'{"id": "chatcmpl-x", "choices": [{"mess', "application/json")
         if body.get("stream"):
@@ -216,6 +229,22 @@ class _Handler(BaseHTTPRequestHandler):
                 "total_tokens": action.prompt_tokens + (action.completion_tokens or 0)}})
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
+
+    def _raw(self, action: Action) -> None:
+        self.send_response(action.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(action.data)))
+        for k, v in action.headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        if not action.drip:
+            self.wfile.write(action.data)
+            return
+        for i in range(len(action.data)):
+            if self.fake._release.wait(action.drip):
+                return
+            self.wfile.write(action.data[i:i + 1])
+            self.wfile.flush()
 
     def _safe(self, fn) -> None:
         """Write a response the client may have given up on (a timed-out request)."""

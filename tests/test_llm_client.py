@@ -1,11 +1,19 @@
 """LLMClient against a scripted OpenAI-compatible server on loopback."""
 
 import json
+import time
 
 import pytest
 from fake_openai import FakeOpenAI
 
-from hyarch.agent.llm import LLMClient, LLMConfig, LLMConfigError, LLMError, llm_available
+from hyarch.agent.llm import (
+    LLMClient,
+    LLMConfig,
+    LLMConfigError,
+    LLMError,
+    LLMUnreachable,
+    llm_available,
+)
 from hyarch.runs import Run, read_jsonl
 
 MSGS = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}]
@@ -184,3 +192,103 @@ def test_log_entries_are_json(server):
     entries = []
     make(server, log=entries.append).complete(MSGS)
     assert json.loads(json.dumps(entries[0]))["reply"] == "ok"
+
+
+# -- a server that misbehaves: never a crash, never unbounded ---------------------------
+def _chat(content, usage=None, finish="stop"):
+    body = {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+            "choices": [{"index": 0, "finish_reason": finish,
+                         "message": {"role": "assistant", "content": content}}]}
+    if usage is not None:
+        body["usage"] = usage
+    return body
+
+
+@pytest.mark.parametrize("content", [42, ["a", "list"], {"a": 1}])
+def test_content_that_is_not_text_is_a_failed_call_not_a_crash(server, content):
+    server.raw(_chat(content)).raw(_chat(content))
+    with pytest.raises(LLMError, match="not text"):
+        make(server, retries=1).complete(MSGS)
+
+
+def test_token_counts_that_are_not_integers_are_estimated(server):
+    server.raw(_chat("x" * 400, usage={"prompt_tokens": "many", "completion_tokens": 3.5}))
+    entries = []
+    done = make(server, log=entries.append).complete(MSGS)
+    assert done.text == "x" * 400 and done.tokens_estimated
+    # 4 characters a token: the 400-character reply is 100 tokens, the 13-character prompt 4
+    assert done.completion_tokens == 100 and done.prompt_tokens == 4
+    assert entries[0]["total_tokens"] == 103 and entries[0]["tokens_estimated"] is True
+
+
+def test_a_dripping_reply_is_cut_at_the_deadline(server):
+    server.raw(_chat("never finished " * 50), drip=0.05)
+    t0 = time.perf_counter()
+    with pytest.raises(LLMError, match="no reply within the 1s timeout"):
+        make(server, timeout=1.0, timeout_retries=0).complete(MSGS)
+    assert time.perf_counter() - t0 < 3.0  # not the minutes the drip would take
+
+
+def test_a_dripping_stream_is_cut_at_the_deadline(server):
+    server.chunk = 1
+    server.reply("y" * 400)  # one event per character; each event arrives fast...
+    server.raw(b"data: {", drip=0.2)  # ...but this one never completes
+    t0 = time.perf_counter()
+    with pytest.raises(LLMError, match="timeout"):
+        make(server, timeout=1.0, timeout_retries=0, stream=True).complete(MSGS)
+        make(server, timeout=1.0, timeout_retries=0, stream=True).complete(MSGS)
+    assert time.perf_counter() - t0 < 4.0
+
+
+def test_a_huge_reply_is_capped(server):
+    server.reply("z" * 50_000)
+    done = make(server, max_reply_chars=10_000).complete(MSGS)
+    assert len(done.text) == 10_000 and done.clipped
+    server.raw(_chat("z" * 200_000))  # far past the byte cap: not read at all
+    with pytest.raises(LLMError, match="larger than"):
+        make(server, max_reply_chars=10_000, retries=0).complete(MSGS)
+
+
+def test_retry_after_longer_than_the_client_may_wait_ends_the_call(server):
+    server.error(429, "slow down", headers={"Retry-After": "3600"})
+    t0 = time.perf_counter()
+    with pytest.raises(LLMError, match="retry after 3600 s"):
+        make(server).complete(MSGS)
+    assert time.perf_counter() - t0 < 2.0 and len(server.requests) == 1
+
+
+def test_a_deadline_set_by_the_caller_bounds_the_call(server):
+    server.hang()
+    client = make(server, timeout=30.0)
+    client.deadline = time.monotonic() + 0.5
+    t0 = time.perf_counter()
+    with pytest.raises(LLMError):
+        client.complete(MSGS)
+    assert time.perf_counter() - t0 < 2.0
+
+
+def test_timeouts_are_retried_once_only(server):
+    server.hang().hang().reply("third time")
+    with pytest.raises(LLMError, match="gave up after 2 attempt"):
+        make(server, timeout=0.3, retries=5).complete(MSGS)
+    assert len(server.requests) == 2
+
+
+def test_a_refused_connection_costs_seconds_not_minutes():
+    with FakeOpenAI() as server:
+        url = server.url
+    t0 = time.perf_counter()
+    with pytest.raises(LLMUnreachable, match="cannot connect"):
+        LLMClient(LLMConfig(model="m", base_url=url, api_key="k", retries=4,
+                            backoff=1.0)).complete(MSGS)
+    assert time.perf_counter() - t0 < 3.0
+
+
+def test_seed_is_sent_and_logged(server):
+    server.reply("a").reply("b")
+    entries = []
+    client = make(server, log=entries.append)
+    client.complete(MSGS, seed=17)
+    client.complete(MSGS)
+    assert server.bodies[0]["seed"] == 17 and "seed" not in server.bodies[1]
+    assert entries[0]["seed"] == 17
