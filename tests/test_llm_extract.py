@@ -62,3 +62,20 @@ def test_indented_fence_and_empty_reply():
     indented = "  ```python\n  " + MODEL.replace("\n", "\n  ").rstrip() + "\n  ```"
     assert extract_code(indented).source == MODEL
     assert extract_code("").reason == "the reply was empty"
+
+
+def test_extraction_is_linear_in_the_reply():
+    # a million backticks, and thousands of unclosed fences: each took minutes with a
+    # backtracking pattern; one pass over the lines takes well under a second
+    import time
+
+    t0 = time.perf_counter()
+    assert extract_code("`" * 1_000_000).source is None
+    assert extract_code("```python\nx = 1\n" * 50_000).source is None
+    assert extract_code("<think>" * 100_000 + "```python\nclass Model:\n    pass\n```").source is None
+    assert time.perf_counter() - t0 < 10.0
+
+
+def test_longer_fence_holds_a_shorter_one():
+    reply = "````python\nclass Model(HybridModel):\n    doc = \"```\"\n````\n"
+    assert 'doc = "```"' in extract_code(reply).source

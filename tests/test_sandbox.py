@@ -31,10 +31,38 @@ def space_path(tmp_path_factory):
     (_with_setup("torch.save(1, 'x')"), ".save is not allowed"),
     (GOOD.replace("class Model(", "class Other("), "must define `class Model"),
     ("", "empty"),
+    (GOOD + "\n\nclass Model(HybridModel):\n    pass\n", "class Model is defined 2 times"),
 ])
 def test_static_checks_reject_with_reason(source, reason):
     with pytest.raises(CheckError, match=reason.replace("(", r"\(").replace(")", r"\)")):
         check_source(source)
+
+
+CLOSURE = """import torch
+from hyarch import Closure, HybridModel
+
+
+class Model(HybridModel):
+    def setup(self):
+        self.k = self.parameter(init=1.0, bounds=(0.1, 10.0))
+        self.net = Closure(inputs=("x", "v"), hidden=(8,))
+
+    def derivatives(self, t, s, u):
+        return {"x": s.v, "v": -self.k * s.x + self.net(CALL)}
+"""
+
+
+@pytest.mark.parametrize("call, ok", [
+    ("s.x, s.v", True), ('s["x"], s.v', True),
+    ("s.x * 2, s.v", True),  # computed arguments: only their shapes are checked, at run time
+    ("s.v, s.x", False), ("s.x", False), ("s.x, s.v, s.v", False)])
+def test_closures_are_called_with_their_inputs_in_the_declared_order(call, ok):
+    source = CLOSURE.replace("CALL", call)
+    if ok:
+        check_source(source)
+    else:
+        with pytest.raises(CheckError, match=r"self.net is declared with inputs \('x', 'v'\)"):
+            check_source(source)
 
 
 def test_code_hash_ignores_comments_and_docstrings():

@@ -15,10 +15,7 @@ import re
 import textwrap
 from dataclasses import dataclass
 
-_THINK = re.compile(r"<think>.*?(</think>|\Z)", re.DOTALL | re.IGNORECASE)
-# a fence opens at the start of a line; the closing fence may be missing (a cut-off reply)
-_FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})[ \t]*([\w.+-]*)[^\n]*\n(.*?)(?:^[ \t]*\1[ \t]*$|\Z)",
-                    re.DOTALL | re.MULTILINE)
+_FENCE_OPEN = re.compile(r"[ \t]*(`{3,}|~{3,})[ \t]*([\w.+-]*)")
 _DEFINES_MODEL = re.compile(r"^class\s+Model\b", re.MULTILINE)
 _PYTHON_TAGS = {"", "python", "py", "python3", "py3"}
 
@@ -34,13 +31,46 @@ class Extracted:
     blocks: int = 0  # fenced Python blocks in the reply
 
 
+def _drop_thinking(text: str) -> str:
+    """The reply without ``<think>...</think>`` spans (an unclosed one runs to the end)."""
+    out, pos, low = [], 0, text.lower()
+    while True:
+        i = low.find("<think>", pos)
+        if i < 0:
+            out.append(text[pos:])
+            return "".join(out)
+        out.append(text[pos:i])
+        j = low.find("</think>", i)
+        if j < 0:
+            return "".join(out)
+        pos = j + len("</think>")
+
+
 def code_blocks(reply: str) -> list[str]:
-    """The fenced Python (or untagged) blocks of a reply, in order."""
-    text = _THINK.sub("", reply or "")
-    out = []
-    for m in _FENCE.finditer(text):
-        if m.group(2).lower() in _PYTHON_TAGS:
-            out.append(_dedent(m.group(3)))
+    """The fenced Python (or untagged) blocks of a reply, in order. One pass over the
+    lines: a fence opens at the start of a line and closes at a line holding only the same
+    fence character at least as many times; a block left open (a cut-off reply) runs to
+    the end."""
+    out: list[str] = []
+    fence: str | None = None
+    tag = ""
+    body: list[str] = []
+    for line in _drop_thinking(reply or "").split("\n"):
+        if fence is None:
+            m = _FENCE_OPEN.match(line)
+            if m:
+                fence, tag, body = m.group(1), m.group(2).lower(), []
+            continue
+        stripped = line.strip()
+        if stripped and stripped[0] == fence[0] and len(stripped) >= len(fence) \
+                and stripped == stripped[0] * len(stripped):
+            if tag in _PYTHON_TAGS:
+                out.append(_dedent("\n".join(body) + "\n"))
+            fence = None
+            continue
+        body.append(line)
+    if fence is not None and tag in _PYTHON_TAGS:
+        out.append(_dedent("\n".join(body) + ("\n" if body else "")))
     return out
 
 
@@ -54,7 +84,7 @@ def extract_code(reply: str | None) -> Extracted:
     if blocks:
         return Extracted(None, f"the reply's {len(blocks)} ```python block(s) do not define"
                                " class Model", len(blocks))
-    bare = _THINK.sub("", reply).strip()
+    bare = _drop_thinking(reply).strip()
     if _DEFINES_MODEL.search(bare) and _parses(bare):
         return Extracted(bare + "\n", None, 0)
     return Extracted(None, NO_CODE, 0)

@@ -80,6 +80,11 @@ def check_source(source: str, filename: str = "model.py") -> ast.Module:
     classes = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Model"]
     if not classes:
         raise CheckError("the file must define `class Model(HybridModel)` at top level")
+    if len(classes) > 1:
+        lines = ", ".join(str(c.lineno) for c in classes)
+        raise CheckError(f"class Model is defined {len(classes)} times (lines {lines}); a"
+                         " candidate file defines it once")
+    _check_closure_calls(tree)
     for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
         for fn in cls.body:
             if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.name in _core_methods():
@@ -91,6 +96,60 @@ def check_source(source: str, filename: str = "model.py") -> ast.Module:
     if "derivatives" not in methods and not classes[-1].bases:
         raise CheckError("class Model must define derivatives(self, t, s, u)")
     return tree
+
+
+def _check_closure_calls(tree: ast.Module) -> None:
+    """A closure declared with literal inputs and called with states and inputs by name
+    (``self.net(s.x, u.f)``) must be called with them in the declared order: the network
+    cannot tell ``(x, v)`` from ``(v, x)``, so a swapped call trains silently on the wrong
+    variables."""
+    declared: dict[str, tuple[str, ...]] = {}
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)):
+            continue
+        f = node.value.func
+        if (f.id if isinstance(f, ast.Name) else getattr(f, "attr", "")) != "Closure":
+            continue
+        kw = {k.arg: k.value for k in node.value.keywords if k.arg}
+        spec = kw.get("inputs", node.value.args[0] if node.value.args else None)
+        try:
+            inputs = ast.literal_eval(spec) if spec is not None else None
+        except (ValueError, TypeError, SyntaxError):
+            continue
+        if isinstance(inputs, str):
+            inputs = (inputs,)
+        if not isinstance(inputs, (tuple, list)) or not all(isinstance(i, str) for i in inputs):
+            continue
+        for target in node.targets:
+            if (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
+                    and target.value.id == "self"):
+                declared[target.attr] = tuple(inputs)
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "self"
+                and node.func.attr in declared) or node.keywords:
+            continue
+        names = [_variable_name(a) for a in node.args]
+        if any(n is None for n in names):
+            continue  # computed arguments: the runtime check sees their shapes only
+        want = declared[node.func.attr]
+        if tuple(names) != want:
+            raise CheckError(
+                f"line {node.lineno}: self.{node.func.attr} is declared with inputs"
+                f" {want} but called with ({', '.join(names)}); call it with its inputs in"
+                " the declared order")
+
+
+def _variable_name(arg: ast.expr) -> str | None:
+    """``s.x`` / ``u.f`` / ``s["x"]`` as the variable's name, else None."""
+    if isinstance(arg, ast.Attribute) and isinstance(arg.value, ast.Name) \
+            and arg.value.id in ("s", "u"):
+        return arg.attr
+    if (isinstance(arg, ast.Subscript) and isinstance(arg.value, ast.Name)
+            and arg.value.id in ("s", "u") and isinstance(arg.slice, ast.Constant)
+            and isinstance(arg.slice.value, str)):
+        return arg.slice.value
+    return None
 
 
 def _allowed(module: str, line: int) -> None:
