@@ -447,6 +447,19 @@ class Run:
             raise FileNotFoundError(f"{self.path}: not a hyarch run (no run.yaml)")
         return yaml.safe_load(p.read_text()) or {}
 
+    def elapsed(self) -> float:
+        """Seconds the run's search sessions have taken so far (0 for a new run)."""
+        try:
+            value = json.loads((self.path / "elapsed.json").read_text()).get("seconds")
+        except (OSError, ValueError, AttributeError):
+            return 0.0
+        return float(value) if isinstance(value, (int, float)) and value >= 0 else 0.0
+
+    def write_elapsed(self, seconds: float) -> None:
+        """Record the search's total time, so that a time budget survives --resume."""
+        if self.exists():
+            atomic_write(self.path / "elapsed.json", json.dumps({"seconds": round(seconds, 3)}))
+
     # -- candidates -------------------------------------------------------------------
     def candidate_dir(self, cid: str) -> Path:
         """The candidate's folder. Raises ValueError for an id that is not a plain name and

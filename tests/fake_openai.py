@@ -37,6 +37,7 @@ class Action:
     headers: dict[str, str] = field(default_factory=dict)
     data: bytes = b""  # raw: the exact body sent
     drip: float = 0.0  # raw: seconds between bytes (a server that drips its reply)
+    delay: float = 0.0  # reply: seconds before answering (a slow model)
 
 
 class FakeOpenAI:
@@ -56,9 +57,9 @@ class FakeOpenAI:
 
     # -- scripting --------------------------------------------------------------------
     def reply(self, text: str, *, prompt_tokens: int | None = 11,
-              completion_tokens: int | None = 7) -> FakeOpenAI:
+              completion_tokens: int | None = 7, delay: float = 0.0) -> FakeOpenAI:
         self.script.put(Action("reply", text=text, prompt_tokens=prompt_tokens,
-                               completion_tokens=completion_tokens))
+                               completion_tokens=completion_tokens, delay=delay))
         return self
 
     def error(self, status: int, message: str = "scripted error",
@@ -166,6 +167,8 @@ class _Handler(BaseHTTPRequestHandler):
         if action.kind == "error":
             return self._error(action.status, action.message, "server_error",
                                headers=action.headers)
+        if action.delay and fake._release.wait(action.delay):
+            return None
         if action.kind == "raw":
             return self._safe(lambda: self._raw(action))
         if action.kind == "malformed":

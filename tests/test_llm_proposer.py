@@ -84,12 +84,41 @@ def test_two_blocks_take_the_model(space, server):
     assert p.source == GOOD
 
 
-def test_failing_server_gives_failed_proposals_not_a_crash(space, server):
+def test_failing_server_gives_transport_failures_not_a_crash(space, server):
     server.default.message = "upstream overloaded"
     got = proposer(server, retries=1).propose(space, Feedback(round=0), n=2)
     assert [p.source for p in got] == [None, None]
-    assert all("LLM call failed" in p.reason and "upstream overloaded" in p.reason for p in got)
+    # a failure of the call, not of a candidate: the loop neither counts nor shows it
+    assert all(p.reason is None and "upstream overloaded" in p.transport_error for p in got)
     assert got[0].usage["attempts"] == 2 and len(server.requests) == 4
+
+
+def test_each_sample_has_its_own_reproducible_seed(space, server):
+    server.default = type(server.default)("reply", text=fenced(GOOD))
+    proposer(server, seed=3).propose(space, Feedback(round=1), n=3)
+    proposer(server, seed=3).propose(space, Feedback(round=1), n=3)
+    proposer(server, seed=4).propose(space, Feedback(round=1), n=1)
+    seeds = [b["seed"] for b in server.bodies]
+    assert len(set(seeds[:3])) == 3  # samples of a round differ
+    assert seeds[3:6] == seeds[:3]  # the same search seed asks the same way again
+    assert seeds[6] not in seeds[:3]
+    assert all(isinstance(x, int) and 0 <= x < 2**31 for x in seeds)
+
+
+def test_a_duplicate_is_answered_in_the_same_conversation(space, server):
+    server.reply(fenced(GOOD))
+    server.reply(fenced(BROKEN, "Then a different one."))
+    prop = proposer(server).propose(space, Feedback(round=0), n=1)[0]
+    earlier = entry("c0004", parameters={"omega0_sq": 1.0, "alpha": 0.1}, val_nmse=1e-4)
+    again = proposer(server).retry_duplicate(space, prop, earlier, attempt=1)
+    assert again.source == BROKEN
+    msgs = server.bodies[1]["messages"]
+    assert msgs[:2] == server.bodies[0]["messages"]  # the same conversation...
+    assert msgs[2] == {"role": "assistant", "content": prop.reply}  # ...its repeat...
+    assert "same model as candidate `c0004`" in msgs[3]["content"]  # ...and why it is not new
+    assert "alpha = 0.1" in msgs[3]["content"]
+    assert server.bodies[1]["seed"] != server.bodies[0]["seed"]
+    assert proposer(server).retry_duplicate(space, prop, earlier, attempt=3) is None  # 2 allowed
 
 
 def test_transient_errors_are_absorbed(space, server):

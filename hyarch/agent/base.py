@@ -28,6 +28,10 @@ class Proposal:
     choices: dict[str, Any] = field(default_factory=dict)  # structural choices (offline)
     repair_of: str | None = None  # id of the failed candidate this repairs
     usage: dict[str, Any] = field(default_factory=dict)  # tokens, cost
+    # the call to the LLM failed (unreachable, timed out, an unusable reply): no candidate,
+    # never counted against the budget nor shown in a prompt
+    transport_error: str | None = None
+    cut_off: bool = False  # the reply hit max_tokens (its code may be incomplete)
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,10 @@ class Proposer(ABC):
     """Proposes candidate files. Subclasses: ``LLMProposer``, ``OfflineProposer``."""
 
     name: str = "proposer"
+    # proposals take long (an LLM call): the loop asks on a helper thread and records
+    # evaluations that finish meanwhile. A proposer that says so must not need observe()
+    # and propose() to be serialised.
+    asynchronous: bool = False
 
     @abstractmethod
     def propose(self, space: Space, feedback: Feedback, n: int) -> list[Proposal]:
@@ -104,6 +112,16 @@ class Proposer(ABC):
     def repair(self, space: Space, failed: PoolEntry, attempt: int) -> Proposal | None:
         """A fixed version of a failed candidate, or None when this proposer cannot."""
         return None
+
+    def retry_duplicate(self, space: Space, proposal: Proposal, earlier: PoolEntry,
+                        attempt: int) -> Proposal | None:
+        """A new proposal in place of ``proposal``, whose code repeats the evaluated
+        ``earlier``; None when this proposer cannot (the repeat is then dropped, at no
+        cost to the budget)."""
+        return None
+
+    def set_deadline(self, deadline: float | None) -> None:  # noqa: B027
+        """When the search's time runs out (``time.monotonic()``), for proposers that wait."""
 
     def observe(self, proposal: Proposal, entry: PoolEntry) -> None:  # noqa: B027
         """Learn from an evaluated proposal (the offline proposer tells its sampler)."""

@@ -14,6 +14,7 @@ def register(sub) -> None:
     p.add_argument("space", help="search space: a YAML path or a built-in name")
     p.add_argument("--llm", metavar="MODEL", help="LLM model name (OpenAI-compatible API)")
     p.add_argument("--base-url", help="OpenAI-compatible endpoint (or OPENAI_BASE_URL)")
+    _llm_options(p)
     p.add_argument("--budget", type=int, help="number of candidates (default: the space's)")
     p.add_argument("--minutes", type=float, help="stop after this many minutes")
     p.add_argument("--tokens", type=int, help="stop after this many LLM tokens")
@@ -39,8 +40,9 @@ def register(sub) -> None:
     p.add_argument("--space", help="search space (default: the one the run/study records)")
     p.add_argument("--workers", type=int, default=1, help="evaluations at once in this worker")
     p.add_argument("--device", help="torch device")
-    p.add_argument("--llm", metavar="MODEL")
-    p.add_argument("--base-url")
+    p.add_argument("--llm", metavar="MODEL", help="LLM model name (OpenAI-compatible API)")
+    p.add_argument("--base-url", help="OpenAI-compatible endpoint (or OPENAI_BASE_URL)")
+    _llm_options(p)
     p.add_argument("--seed", type=int, default=None, help="default: derived from the process id")
     p.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_worker)
@@ -61,6 +63,17 @@ def register(sub) -> None:
                    help="profile each physical parameter and retrain with other closure"
                         " capacities (minutes); saved to identifiability.json")
     p.set_defaults(func=cmd_show)
+
+
+def _llm_options(p) -> None:
+    p.add_argument("--llm-timeout", type=float, metavar="S",
+                   help="seconds for one LLM reply, first byte to last (default: the space's"
+                        " llm.timeout, 120)")
+    p.add_argument("--max-tokens", type=int, metavar="N",
+                   help="most tokens in one LLM reply (default: the space's llm.max_tokens,"
+                        " 2048: a candidate file and a few sentences)")
+    p.add_argument("--temperature", type=float,
+                   help="LLM sampling temperature (default: the space's llm.temperature, 0.7)")
 
 
 def _run_path(name: str | None, space: str) -> Path:
@@ -87,6 +100,7 @@ def cmd_search(args) -> int:
         minutes=args.minutes, tokens=args.tokens, cost=args.cost, per_round=args.per_round,
         workers=args.workers, resume=args.resume, review_every=args.review_every,
         device=resolve_device(args.device), llm=args.llm, base_url=args.base_url,
+        llm_timeout=args.llm_timeout, max_tokens=args.max_tokens, temperature=args.temperature,
         storage=args.storage, seed=args.seed, timeout=args.timeout, overrides=overrides,
     )
     review = None
@@ -122,12 +136,17 @@ def cmd_search(args) -> int:
     elif summary.pending:
         console.print(f"{summary.pending} candidate(s) left unfinished (evaluated again with"
                       " --resume)", markup=False, highlight=False)
+    if summary.error:
+        print(f"hyarch: error: {summary.error}; nothing was lost: once it is fixed, continue"
+              f" with hyarch search --run {summary.run_dir} --resume", file=sys.stderr)
     try:
         _print_leaderboard(summary.run_dir, wide_console(), top=5)
     except KeyboardInterrupt:
         pass
     if summary.interrupted:
         return EXIT_INTERRUPTED
+    if summary.error:
+        return EXIT_FAILED
     return EXIT_OK if summary.ok else EXIT_FAILED
 
 
@@ -193,7 +212,8 @@ def cmd_worker(args) -> int:
     cfg = SearchConfig(
         space=args.space, run_dir=_run_path(args.run, args.space or "run"), join=True,
         workers=args.workers, device=resolve_device(args.device), llm=args.llm,
-        base_url=args.base_url, storage=args.storage,
+        base_url=args.base_url, storage=args.storage, llm_timeout=args.llm_timeout,
+        max_tokens=args.max_tokens, temperature=args.temperature,
         seed=args.seed if args.seed is not None else os.getpid(),
         overrides=QUICK if args.quick else {},
     )

@@ -1,21 +1,31 @@
 """``LLMProposer``: candidates written by an LLM from the rendered prompts.
 
 Each round asks for ``n`` samples, one request each (``n=`` in one request is not honoured
-by every OpenAI-compatible server). A sample whose call fails after its retries, or whose
-reply holds no usable code, comes back as a failed ``Proposal`` with its reason: the
-search records it and goes on. Only ``LLMConfigError`` (bad key, unknown model) escapes,
-because no later round could succeed either.
+by every OpenAI-compatible server), each with its own ``seed`` derived from the search's
+seed, the round and the sample: samples differ even on a deterministic server, and a run
+can be reproduced on a server that honours seeds. A reply that holds no usable code comes
+back as a failed ``Proposal`` with its reason (a candidate that failed). A call that fails
+(unreachable, timed out, an unusable reply) comes back with ``transport_error`` set: the
+search does not count it as a candidate and never shows it in a prompt. Only
+``LLMConfigError`` (bad key, unknown model) escapes, because no later round could succeed
+either.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from typing import Any
 
 from hyarch.agent.base import Feedback, PoolEntry, Proposal, Proposer
 from hyarch.agent.extract import extract_code
 from hyarch.agent.llm import LLMClient, LLMConfig, LLMError
-from hyarch.agent.prompting import propose_messages, refine_messages, repair_messages
+from hyarch.agent.prompting import (
+    duplicate_messages,
+    propose_messages,
+    refine_messages,
+    repair_messages,
+)
 from hyarch.spaces.schema import Llm
 from hyarch.spaces.space import Space
 
@@ -24,12 +34,25 @@ class LLMProposer(Proposer):
     """Proposals from an LLM. ``max_pool`` / ``max_failures``: how much history a refine
     prompt shows; ``repair_attempts``: None takes the space's ``llm.repair_attempts``."""
 
+    asynchronous = True  # LLM calls run beside the evaluations; observe() is a no-op
+
     def __init__(self, client: LLMClient, *, max_pool: int = 8, max_failures: int = 4,
-                 repair_attempts: int | None = None) -> None:
+                 repair_attempts: int | None = None, seed: int = 0) -> None:
         self.client = client
         self.max_pool = max_pool
         self.max_failures = max_failures
         self.repair_attempts = repair_attempts
+        self.seed = seed
+        self._retries = 0
+
+    def set_deadline(self, deadline: float | None) -> None:
+        self.client.deadline = deadline
+
+    def sample_seed(self, purpose: str, index: int = 0) -> int:
+        """The request's seed: a function of the search seed, the call's purpose (round,
+        repair of which candidate) and the sample's index; a 31-bit integer, which every
+        server takes."""
+        return zlib.crc32(f"{self.seed}:{purpose}:{index}".encode()) & 0x7FFFFFFF
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -38,7 +61,7 @@ class LLMProposer(Proposer):
     @classmethod
     def from_config(cls, *, model: str, base_url: str | None = None,
                     api_key: str | None = None, settings: Llm | None = None,
-                    log: Callable[[dict[str, Any]], None] | None = None,
+                    log: Callable[[dict[str, Any]], None] | None = None, seed: int = 0,
                     **config: Any) -> LLMProposer:
         """A proposer for ``model`` at ``base_url`` (or ``OPENAI_BASE_URL``), with a space's
         ``llm`` settings (temperature, max_tokens, timeout, prices, repair_attempts) and
@@ -50,9 +73,9 @@ class LLMProposer(Proposer):
             kw = {"temperature": settings.temperature, "max_tokens": settings.max_tokens,
                   "timeout": settings.timeout, "prices": dict(settings.prices)}
             repair_attempts = settings.repair_attempts
-        kw.update(config)
+        kw.update({k: v for k, v in config.items() if v is not None})
         cfg = LLMConfig.resolve(model, base_url, api_key=api_key, **kw)
-        return cls(LLMClient(cfg, log=log), repair_attempts=repair_attempts)
+        return cls(LLMClient(cfg, log=log), repair_attempts=repair_attempts, seed=seed)
 
     def propose(self, space: Space, feedback: Feedback, n: int) -> list[Proposal]:
         if feedback.pool:
@@ -63,8 +86,9 @@ class LLMProposer(Proposer):
             messages = propose_messages(space, feedback, max_failures=self.max_failures)
             parents = ()
             purpose = "propose"
-        return [self._ask(messages, purpose=f"{purpose}:round{feedback.round}",
-                          parents=parents) for _ in range(max(0, n))]
+        tag = f"{purpose}:round{feedback.round}"
+        return [self._ask(messages, purpose=tag, parents=parents,
+                          seed=self.sample_seed(tag, i)) for i in range(max(0, n))]
 
     def repair(self, space: Space, failed: PoolEntry, attempt: int) -> Proposal | None:
         attempts = (self.repair_attempts if self.repair_attempts is not None
@@ -72,26 +96,43 @@ class LLMProposer(Proposer):
         if attempt > attempts or not failed.source:
             return None
         messages = repair_messages(space, failed, attempt, attempts)
-        return self._ask(messages, purpose=f"repair:{failed.id}:{attempt}",
-                         parents=(failed.id,), repair_of=failed.id)
+        tag = f"repair:{failed.id}:{attempt}"
+        return self._ask(messages, purpose=tag, parents=(failed.id,), repair_of=failed.id,
+                         seed=self.sample_seed(tag))
+
+    def retry_duplicate(self, space: Space, proposal: Proposal, earlier: PoolEntry,
+                        attempt: int) -> Proposal | None:
+        attempts = (self.repair_attempts if self.repair_attempts is not None
+                    else space.spec.llm.repair_attempts)
+        if attempt > attempts or not proposal.messages or proposal.reply is None:
+            return None
+        messages = duplicate_messages(list(proposal.messages), proposal.reply, earlier)
+        tag = f"duplicate:{earlier.id}:{attempt}"
+        # samples that repeat the same candidate carry the same conversation: the count of
+        # such retries tells their seeds apart
+        self._retries += 1
+        return self._ask(messages, purpose=tag, parents=proposal.parents,
+                         repair_of=proposal.repair_of, seed=self.sample_seed(tag, self._retries))
 
     def _ask(self, messages: list[dict[str, str]], *, purpose: str,
-             parents: tuple[str, ...], repair_of: str | None = None) -> Proposal:
+             parents: tuple[str, ...], repair_of: str | None = None,
+             seed: int | None = None) -> Proposal:
         common: dict[str, Any] = {"proposer": self.name, "parents": parents,
                                   "messages": tuple(messages), "repair_of": repair_of}
         try:
-            done = self.client.complete(messages, purpose=purpose)
+            done = self.client.complete(messages, purpose=purpose, seed=seed)
         except LLMError as e:
-            return Proposal(source=None, reason=f"the LLM call failed: {e}",
+            return Proposal(source=None, transport_error=str(e),
                             usage={"prompt_tokens": None, "completion_tokens": None,
                                    "total_tokens": 0, "cost": None, "latency": round(e.latency, 3),
                                    "attempts": e.attempts}, **common)
         got = extract_code(done.text)
         reason = got.reason
-        if reason and done.finish_reason == "length":
+        cut_off = done.finish_reason == "length" or done.clipped
+        if reason and cut_off:
             reason += " (the reply was cut off at max_tokens)"
         return Proposal(source=got.source, reason=reason, reply=done.text, usage=done.usage,
-                        **common)
+                        cut_off=cut_off, **common)
 
 
 def make_llm_proposer(space: Space, *, model: str | None = None, base_url: str | None = None,

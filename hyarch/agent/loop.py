@@ -78,6 +78,9 @@ class SearchConfig:
     device: str = "cpu"
     llm: str | None = None
     base_url: str | None = None
+    llm_timeout: float | None = None  # seconds per LLM call; default from the space's llm
+    max_tokens: int | None = None  # per LLM reply; default from the space's llm
+    temperature: float | None = None  # default from the space's llm
     storage: str | None = None
     seed: int = 0
     timeout: float | None = None  # per candidate; default from the space's training budget
@@ -103,6 +106,10 @@ class RunSummary:
     interrupted: bool = False  # Ctrl-C or SIGTERM: the CLI exits 130
     in_flight: tuple[str, ...] = ()  # candidates unfinished when interrupted (re-run on resume)
     pending: int = 0  # candidates written but not finished (in flight when the run stopped)
+    # the search could not go on (the LLM endpoint unreachable): the CLI exits non-zero and
+    # the run resumes where it stopped
+    error: str | None = None
+    dropped: tuple[str, ...] = ()  # queued distilled candidates the budget left no room for
 
 
 class Session:
@@ -116,6 +123,10 @@ class Session:
         self.progress = progress or (lambda msg: None)
         self.review = review
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self._cost_known = False
+        self._repeats = 0  # proposals that repeated an evaluated candidate
+        self._repair_base: dict[str, PoolEntry] = {}
+        self._start = time.perf_counter()
 
     # -- set-up ---------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -317,8 +328,18 @@ class Session:
         run = self.run
         self._numbers: dict[str, int] = {}
         self._distilled: list[Proposal] = []
+        self._early: list[tuple[str, Proposal | None, PoolEntry]] = []
+        self._inflight: dict[Future, tuple[str, Proposal | None]] = {}
+        self._error: str | None = None
         hashes: dict[str, str] = {}
         tokens, cost = self._usage_so_far()
+        # every budget survives --resume: time spent by earlier sessions counts too
+        self._elapsed_before = run.elapsed()
+        start -= self._elapsed_before
+        self._start = start
+        if self.minutes:
+            self.proposer.set_deadline(time.monotonic() + self.minutes * 60
+                                       - self._elapsed_before)
         self._sync_from_study()
         # Resume: finished candidates stay; unfinished ones nobody runs are evaluated again.
         entries = self._entries()
@@ -345,8 +366,8 @@ class Session:
         best = self._best_score()
         stale = 0  # finished candidates since the best score last improved
         stopped = "budget"
-        self._inflight: dict[Future, tuple[str, Proposal | None]] = {}
         pool = ThreadPoolExecutor(max_workers=max(cfg.workers, 1))
+        self._pool = pool
         interrupted = threading.Event()
         stop_beat = threading.Event()
         beat = threading.Thread(target=self._heartbeats, args=(stop_beat,), daemon=True)
@@ -358,14 +379,9 @@ class Session:
         in_flight: list[str] = []
         try:
             while True:
-                if self.minutes and (time.perf_counter() - start) / 60 >= self.minutes:
-                    stopped = "time budget"
-                    break
-                if self.max_tokens and tokens >= self.max_tokens:
-                    stopped = "token budget"
-                    break
-                if self.max_cost and cost >= self.max_cost:
-                    stopped = "cost budget"
+                spent = self._llm_budget_spent(tokens, cost)
+                if spent:
+                    stopped = spent
                     break
                 self._sync_from_study()
                 claimed = len(claimed_ids(self.study))
@@ -383,31 +399,40 @@ class Session:
                     fb = self.feedback(round_no)
                     self.progress(f"round {round_no}: proposing {want} candidate(s) with"
                                   f" {self.proposer.name}")
-                    # at most one distilled candidate a round: the proposer keeps exploring
-                    take = min(want, MAX_DISTILLED_PER_ROUND)
+                    # at most one distilled candidate a round, so that the proposer keeps
+                    # exploring; more when the budget left would not hold the queue
+                    take = min(want, len(self._distilled),
+                               max(MAX_DISTILLED_PER_ROUND,
+                                   len(self._distilled) - (self.budget - claimed - want)))
                     queued, self._distilled = self._distilled[:take], self._distilled[take:]
-                    proposals = queued + (self.proposer.propose(self.space, fb, want - len(queued))
+                    proposals = queued + (self._ask(self.proposer.propose, self.space, fb,
+                                                    want - len(queued))
                                           if want > len(queued) else [])
+                    replies = 0  # calls that reached the LLM (or proposals made offline)
+                    transport: list[str] = []
                     for prop in proposals:
-                        tokens += int(prop.usage.get("total_tokens") or 0)
-                        cost += float(prop.usage.get("cost") or 0.0)
-                        admitted = self._admit(prop, round_no, hashes)
-                        if admitted is None:
+                        got, tokens, cost = self._take(prop, round_no, hashes, tokens, cost)
+                        transport += got["transport"]
+                        replies += got["replies"]
+                        if got["budget"]:
                             budget_spent = True
                             break  # the shared budget is spent
-                        if admitted is DUPLICATE_ELSEWHERE:
-                            continue
-                        cid, early = admitted
-                        if early is None:
-                            pending.append((cid, prop))
-                            fresh += 1
-                        else:  # failed before training; counted against the budget
-                            to_repair.append((cid, prop, early))
-                            if not (early.reason or "").startswith("duplicate of"):
-                                fresh += 1
+                        pending += got["pending"]
+                        to_repair += got["failed"]
+                        fresh += len(got["pending"]) + len(got["failed"])
+                    if transport and not replies:
+                        # no call of this round reached the LLM: a dead or unusable endpoint.
+                        # Nothing was claimed for these calls; the run resumes where it is.
+                        self._error = (f"the LLM endpoint is unreachable: {transport[-1]}")
+                        stopped = self._error
+                        break
                     idle_rounds = idle_rounds + 1 if fresh == 0 else 0
-                if not pending and not self._inflight and (not to_repair or fresh == 0):
-                    # nothing to train, nothing in flight, nothing but repeats to repair:
+                # evaluations that finished while the LLM was asked (recorded already)
+                early, self._early = self._early, []
+                n_done = len(early)
+                to_repair += [f for f in early if f[2].status == "failed"]
+                if not pending and not self._inflight and not to_repair:
+                    # nothing to train, nothing in flight, nothing to repair:
                     # stop, or try another round (bounded by the patience)
                     if budget_spent or not proposed_round:
                         stopped = "budget"
@@ -428,10 +453,9 @@ class Session:
                 # proposals keep every worker busy; all at the end of the budget), then
                 # repair failures (bounded attempts, within the budget). A round that gave
                 # nothing new waits for a candidate in flight: the loop never spins.
-                n_done = 0
                 workers = max(cfg.workers, 1)
                 budget_left = len(claimed_ids(self.study)) < self.budget and not budget_spent
-                must_wait = bool(self._inflight) and not pending and (not to_repair or fresh == 0)
+                must_wait = bool(self._inflight) and not pending and not to_repair
                 while True:
                     busy = len(self._inflight) >= workers
                     if pending or busy or (must_wait and self._inflight):
@@ -448,32 +472,42 @@ class Session:
                     to_repair += [f for f in finished if f[2].status == "failed"]
                     repairs, to_repair = to_repair, []
                     for cid, prop, entry in repairs:
-                        if prop is None or not prop.source:
+                        if prop is None:
                             continue
-                        if (entry.reason or "").startswith("duplicate of"):
+                        # a reply without code is repaired from the last code that failed
+                        base = entry if entry.source else self._repair_base.get(cid)
+                        if base is None or not base.source:
                             continue
                         attempt = int(run.read_candidate(cid).meta.get("attempt", 0)) + 1
                         if attempt > self._repair_attempts():
                             continue
-                        fix = self.proposer.repair(self.space, entry, attempt)
+                        # no call after a budget is spent: its reply could not be evaluated
+                        budget_left = budget_left and len(claimed_ids(self.study)) < self.budget
+                        if not budget_left or self._llm_budget_spent(tokens, cost):
+                            continue
+                        fix = self._ask(self.proposer.repair, self.space, base, attempt)
                         if fix is None:
                             continue
-                        tokens += int(fix.usage.get("total_tokens") or 0)
-                        cost += float(fix.usage.get("cost") or 0.0)
-                        admitted = self._admit(fix, round_no, hashes, attempt=attempt)
-                        if admitted is None:
+                        got, tokens, cost = self._take(fix, round_no, hashes, tokens, cost,
+                                                       attempt=attempt)
+                        if got["budget"]:
                             budget_spent, budget_left = True, False
                             break
-                        if admitted is DUPLICATE_ELSEWHERE:
-                            continue
-                        fcid, early = admitted
-                        if early is None:
-                            pending.append((fcid, fix))
-                        else:
-                            to_repair.append((fcid, fix, early))
+                        pending += got["pending"]
+                        for failed_one in got["failed"]:
+                            self._repair_base[failed_one[0]] = base
+                        to_repair += got["failed"]
+                    # evaluations that finished during the calls above
+                    early, self._early = self._early, []
+                    n_done += len(early)
+                    to_repair += [f for f in early if f[2].status == "failed"]
                     if (not pending and not to_repair
                             and len(self._inflight) < workers and budget_left):
                         break  # a worker is free and the budget is not spent: propose more
+                spent = self._llm_budget_spent(tokens, cost)
+                if spent and not self._inflight and not pending:
+                    stopped = spent
+                    break
                 new_best = self._best_score()
                 if new_best is not None and (best is None or new_best < best - 1e-9):
                     best, stale = new_best, 0
@@ -492,6 +526,8 @@ class Session:
                     self.review(run)
             if stopped == "budget" or exhausted:
                 self._await_others()
+            elif self._error:
+                self._drain(pool)
         except KeyboardInterrupt:
             interrupted.set()
             stopped = "interrupted (resume with --resume)"
@@ -501,7 +537,14 @@ class Session:
             stop_beat.set()
             pool.shutdown(wait=not interrupted.is_set(), cancel_futures=True)
             beat.join(timeout=2 if interrupted.is_set() else 30)
-        summary = self._summary(stopped, start, tokens, cost)
+        run.write_elapsed(time.perf_counter() - start)
+        summary = replace(self._summary(stopped, start, tokens, cost), error=self._error,
+                          dropped=tuple(p.parents[0] if p.parents else "?"
+                                        for p in self._distilled))
+        if self._distilled:
+            self.progress(f"{len(self._distilled)} distilled candidate(s) left unevaluated by"
+                          " the budget (from " + ", ".join(summary.dropped) + "): raise"
+                          " --budget and --resume to evaluate them")
         if interrupted.is_set():
             summary = replace(summary, interrupted=True,
                               in_flight=tuple(sorted(dict.fromkeys(in_flight))))
@@ -542,6 +585,10 @@ class Session:
 
     def _heartbeats(self, stop: threading.Event) -> None:
         while not stop.wait(HEARTBEAT_S):
+            try:
+                self.run.write_elapsed(time.perf_counter() - self._start)
+            except OSError:  # a full disk must not end the search here
+                pass
             live = [n for cid, n in self._numbers.items()
                     if n is not None and not (self.run.candidate_dir(cid) / "metrics.json").is_file()]
             if live:
@@ -553,13 +600,115 @@ class Session:
     def _repair_attempts(self) -> int:
         return self.space.spec.llm.repair_attempts
 
+    def _llm_budget_spent(self, tokens: int, cost: float) -> str | None:
+        """Which of the time, token and cost budgets is spent (None: none is)."""
+        if self.minutes and (time.perf_counter() - self._start) / 60 >= self.minutes:
+            return "time budget"
+        if self.max_tokens and tokens >= self.max_tokens:
+            return f"token budget ({tokens} of {self.max_tokens} tokens spent)"
+        if self.max_cost and cost >= self.max_cost:
+            return f"cost budget (${cost:.4f} of ${self.max_cost:g} spent)"
+        return None
+
+    def _ask(self, fn, *args):
+        """``fn(*args)``, a call to the proposer. An asynchronous proposer (an LLM) is asked
+        on a helper thread while this one records the evaluations that finish meanwhile
+        (in ``self._early``), so that the next prompt sees them; Ctrl-C still reaches this
+        thread at once."""
+        if not self.proposer.asynchronous:
+            return fn(*args)
+        box: dict[str, Any] = {}
+
+        def call() -> None:
+            try:
+                box["value"] = fn(*args)
+            except BaseException as e:  # noqa: BLE001 - re-raised on this thread
+                box["error"] = e
+
+        helper = threading.Thread(target=call, name="hyarch-proposer", daemon=True)
+        helper.start()
+        while helper.is_alive():
+            helper.join(0.2)
+            for fut in [f for f in self._inflight if f.done()]:
+                self._early.append(self._collect(fut))
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    def _take(self, prop: Proposal, round_no: int, hashes: dict[str, str], tokens: int,
+              cost: float, attempt: int = 0) -> tuple[dict[str, Any], int, float]:
+        """Admit one proposal: count its tokens; a failed call is no candidate; a repeat of
+        an evaluated candidate is sent back to the proposer ("already tried") up to the
+        repair attempts, at no cost to the budget. Returns what came of it: ``pending``
+        (to evaluate), ``failed`` (failed before training), ``transport`` (failed calls),
+        ``replies`` (calls that got a reply), ``budget`` (the budget is spent)."""
+        got: dict[str, Any] = {"pending": [], "failed": [], "transport": [], "replies": 0,
+                               "budget": False}
+        retry = 0
+        while prop is not None:
+            tokens += int(prop.usage.get("total_tokens") or 0)
+            if isinstance(prop.usage.get("cost"), (int, float)):
+                cost += float(prop.usage["cost"])
+                self._cost_known = True
+            if prop.transport_error:
+                got["transport"].append(prop.transport_error)
+                self.progress(f"  the LLM call failed (not a candidate): {prop.transport_error}")
+                return got, tokens, cost
+            got["replies"] += 1
+            h = code_hash(prop.source) if prop.source is not None else None
+            earlier = hashes.get(h) if h is not None else None
+            if earlier is not None:
+                self._repeats += 1
+                self.progress(f"  a repeat of {earlier} (not evaluated again, not counted)")
+                retry += 1
+                if self._llm_budget_spent(tokens, cost):
+                    return got, tokens, cost
+                entry = self._entry(earlier)
+                prop = (self._ask(self.proposer.retry_duplicate, self.space, prop, entry, retry)
+                        if entry is not None else None)
+                continue
+            admitted = self._admit(prop, round_no, hashes, attempt=attempt)
+            if admitted is None:
+                got["budget"] = True
+            elif admitted is not DUPLICATE_ELSEWHERE:
+                cid, early = admitted
+                if prop.cut_off:
+                    self.progress(f"  {cid}: the reply was cut off at max_tokens"
+                                  " (raise --max-tokens if its code is incomplete)")
+                if early is None:
+                    got["pending"].append((cid, prop))
+                else:
+                    got["failed"].append((cid, prop, early))
+            return got, tokens, cost
+        return got, tokens, cost
+
+    def _entry(self, cid: str) -> PoolEntry | None:
+        try:
+            rec = self.run.read_candidate(cid)
+        except (OSError, ValueError):
+            return None
+        return PoolEntry.from_result(cid, rec.source, rec.meta, rec.result)
+
+    def _drain(self, pool) -> None:
+        """The search stops on an error: finish what is in flight, so that nothing done is
+        lost and --resume has nothing to redo."""
+        if self._inflight:
+            self.progress(f"waiting for {len(self._inflight)} evaluation(s) in flight")
+            self._evaluate(pool, [], drain=True)
+
     def _usage_so_far(self) -> tuple[int, float]:
         tokens, cost = 0, 0.0
         from hyarch.runs import read_jsonl
 
         for e in read_jsonl(self.run.llm_log):
-            tokens += int(e.get("total_tokens") or 0)
-            cost += float(e.get("cost") or 0.0)
+            total = e.get("total_tokens")
+            if not isinstance(total, int):  # logs of earlier versions have no total
+                total = sum(v for v in (e.get("prompt_tokens"), e.get("completion_tokens"))
+                            if isinstance(v, int))
+            tokens += total
+            c = e.get("cost")
+            cost += float(c) if isinstance(c, (int, float)) else 0.0
+            self._cost_known = self._cost_known or isinstance(c, (int, float))
         return tokens, cost
 
     def _admit(self, prop: Proposal, round_no: int, hashes: dict[str, str],
@@ -708,29 +857,32 @@ class Session:
             return finished  # a worker is still free: propose more first
         while self._inflight:
             done_set, _ = wait(set(self._inflight), timeout=0.5, return_when=FIRST_COMPLETED)
-            for fut in done_set:
-                cid, prop = self._inflight.pop(fut)
-                try:
-                    res = fut.result()
-                    result, weights = res.result, res.weights
-                    extra = res.extra
-                    if res.predictions:
-                        self.run.write_predictions(cid, res.predictions)
-                    # the whole sandboxed evaluation: process start, imports, checks,
-                    # training, scoring, distillation (``seconds`` is its own part)
-                    result["wall_seconds"] = round(res.seconds, 3)
-                except Exception as e:  # the harness itself failed: still a failed candidate
-                    from hyarch.evaluate import failed
-
-                    result, weights, extra = failed(f"evaluation harness error: {e}"), None, {}
-                if extra.get("distilled"):  # the child distils only what is worth distilling
-                    self._keep_distillation(cid, extra["distilled"])
-                entry = self._finish(cid, prop, result, weights)
-                finished.append((cid, prop, entry))
-                self.progress(self._candidate_line(cid, result))
+            finished += [self._collect(fut) for fut in done_set]
             if finished and not drain and len(self._inflight) < workers:
                 break
         return finished
+
+    def _collect(self, fut: Future) -> tuple[str, Proposal | None, PoolEntry]:
+        """Record one finished evaluation (files, study, proposer) and return it."""
+        cid, prop = self._inflight.pop(fut)
+        try:
+            res = fut.result()
+            result, weights = res.result, res.weights
+            extra = res.extra
+            if res.predictions:
+                self.run.write_predictions(cid, res.predictions)
+            # the whole sandboxed evaluation: process start, imports, checks,
+            # training, scoring, distillation (``seconds`` is its own part)
+            result["wall_seconds"] = round(res.seconds, 3)
+        except Exception as e:  # the harness itself failed: still a failed candidate
+            from hyarch.evaluate import failed
+
+            result, weights, extra = failed(f"evaluation harness error: {e}"), None, {}
+        if extra.get("distilled"):  # the child distils only what is worth distilling
+            self._keep_distillation(cid, extra["distilled"])
+        entry = self._finish(cid, prop, result, weights)
+        self.progress(self._candidate_line(cid, result))
+        return cid, prop, entry
 
     def _finish(self, cid: str, prop: Proposal | None, result: dict, weights: bytes | None
                 ) -> PoolEntry:
@@ -786,7 +938,11 @@ class Session:
         line += f", {unfinished} in flight)" if unfinished else ")"
         line += f", best {best}, {time.perf_counter() - start:.0f} s"
         if tokens:
-            line += f", {tokens} tokens, ${cost:.4f}"
+            line += f", {tokens} tokens"
+            if self._cost_known:  # a local model has no price: no "$0.0000"
+                line += f", ${cost:.4f}"
+        if self._repeats:
+            line += f", {self._repeats} repeat(s) not counted"
         return line
 
     def _summary(self, stopped, start, tokens, cost) -> RunSummary:
@@ -818,7 +974,9 @@ def make_proposer(cfg: SearchConfig, space: Space, run: Run) -> Proposer:
 
         llm = space.spec.llm
         return LLMProposer.from_config(model=cfg.llm or llm.model, base_url=base_url,
-                                       api_key=key, settings=llm, log=run.log_llm)
+                                       api_key=key, settings=llm, log=run.log_llm,
+                                       seed=cfg.seed, timeout=cfg.llm_timeout,
+                                       max_tokens=cfg.max_tokens, temperature=cfg.temperature)
     from hyarch.agent.offline import OfflineProposer
 
     return OfflineProposer(seed=cfg.seed)

@@ -172,6 +172,14 @@ def repair_messages(space: Space, failed: PoolEntry, attempt: int, attempts: int
             {"role": "user", "content": user}]
 
 
+def duplicate_messages(messages: list[dict[str, str]], reply: str, earlier: PoolEntry
+                       ) -> list[dict[str, str]]:
+    """The conversation that produced a repeat, the repeat, and "already tried: propose
+    something different" with what the earlier candidate scored (train/val only)."""
+    return [*messages, {"role": "assistant", "content": reply},
+            {"role": "user", "content": render("duplicate.j2", earlier=earlier)}]
+
+
 # -- generated candidates -----------------------------------------------------------------
 def render_candidate(
     *, docstring: str, parameters: Sequence[Mapping[str, Any]],

@@ -220,7 +220,7 @@ class Llm(Strict):
     model: str = "gpt-4o-mini"
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     samples: int = Field(2, ge=1)
-    max_tokens: int = Field(4096, ge=64)
+    max_tokens: int = Field(2048, ge=64)  # a candidate file (~1k tokens) and a few sentences
     repair_attempts: int = Field(2, ge=0)
     timeout: float = Field(120.0, gt=0)
     prices: dict[str, float] = {}  # USD per million tokens: {input: .., output: ..}
