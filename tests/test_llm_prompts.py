@@ -158,3 +158,19 @@ def test_candidate_template_rejects_bad_names():
     with pytest.raises(ValueError, match="used twice"):
         render_candidate(**{**PENDULUM, "closures": [{**PENDULUM["closures"][0],
                                                        "attr": "alpha"}]})
+
+
+def test_the_system_prompts_example_is_valid_and_no_builtin_spaces_answer():
+    """Small models copy the example word for word: it must pass the checks, and it must
+    not be the model of any built-in space (it was the pendulum hybrid)."""
+    from hyarch.agent.extract import code_blocks
+    from hyarch.agent.prompting import system_prompt
+    from hyarch.sandbox.checks import check_source
+    from hyarch.spaces.loader import builtin_dir
+
+    (example,) = code_blocks(system_prompt())
+    check_source(example)
+    for path in builtin_dir("search_spaces").glob("*.yaml"):
+        builtin = load_space(path)
+        names = set(builtin.spec.states) | set(builtin.spec.inputs)
+        assert not any(f"s.{n}" in example or f"u.{n}" in example for n in names), path.name
