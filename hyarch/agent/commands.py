@@ -74,6 +74,11 @@ def _llm_options(p) -> None:
                         " 2048: a candidate file and a few sentences)")
     p.add_argument("--temperature", type=float,
                    help="LLM sampling temperature (default: the space's llm.temperature, 0.7)")
+    p.add_argument("--llm-format", choices=("code", "structured"),
+                   help="code: the LLM writes each candidate file (strong models);"
+                        " structured: it fills a JSON form of terms, new terms and closures"
+                        " that hyarch renders (small local models; default: the space's"
+                        " llm.format, code)")
 
 
 def _run_path(name: str | None, space: str) -> Path:
@@ -101,7 +106,7 @@ def cmd_search(args) -> int:
         workers=args.workers, resume=args.resume, review_every=args.review_every,
         device=resolve_device(args.device), llm=args.llm, base_url=args.base_url,
         llm_timeout=args.llm_timeout, max_tokens=args.max_tokens, temperature=args.temperature,
-        storage=args.storage, seed=args.seed, timeout=args.timeout, overrides=overrides,
+        llm_format=args.llm_format, storage=args.storage, seed=args.seed, timeout=args.timeout, overrides=overrides,
     )
     review = None
     if args.review_every:
@@ -213,7 +218,7 @@ def cmd_worker(args) -> int:
         space=args.space, run_dir=_run_path(args.run, args.space or "run"), join=True,
         workers=args.workers, device=resolve_device(args.device), llm=args.llm,
         base_url=args.base_url, storage=args.storage, llm_timeout=args.llm_timeout,
-        max_tokens=args.max_tokens, temperature=args.temperature,
+        max_tokens=args.max_tokens, temperature=args.temperature, llm_format=args.llm_format,
         seed=args.seed if args.seed is not None else os.getpid(),
         overrides=QUICK if args.quick else {},
     )

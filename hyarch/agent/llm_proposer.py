@@ -20,8 +20,10 @@ from typing import Any
 from hyarch.agent.base import Feedback, PoolEntry, Proposal, Proposer
 from hyarch.agent.extract import extract_code
 from hyarch.agent.llm import LLMClient, LLMConfig, LLMError
+from hyarch.agent import structured
 from hyarch.agent.prompting import (
     duplicate_messages,
+    structured_messages,
     propose_messages,
     refine_messages,
     repair_messages,
@@ -37,8 +39,12 @@ class LLMProposer(Proposer):
     asynchronous = True  # LLM calls run beside the evaluations; observe() is a no-op
 
     def __init__(self, client: LLMClient, *, max_pool: int = 8, max_failures: int = 4,
-                 repair_attempts: int | None = None, seed: int = 0) -> None:
+                 repair_attempts: int | None = None, seed: int = 0,
+                 format: str = "code") -> None:
+        if format not in ("code", "structured"):
+            raise ValueError(f"unknown LLM format {format!r}: code or structured")
         self.client = client
+        self.format = format
         self.max_pool = max_pool
         self.max_failures = max_failures
         self.repair_attempts = repair_attempts
@@ -62,22 +68,30 @@ class LLMProposer(Proposer):
     def from_config(cls, *, model: str, base_url: str | None = None,
                     api_key: str | None = None, settings: Llm | None = None,
                     log: Callable[[dict[str, Any]], None] | None = None, seed: int = 0,
-                    **config: Any) -> LLMProposer:
+                    format: str | None = None, **config: Any) -> LLMProposer:
         """A proposer for ``model`` at ``base_url`` (or ``OPENAI_BASE_URL``), with a space's
         ``llm`` settings (temperature, max_tokens, timeout, prices, repair_attempts) and
         ``config`` overriding ``LLMConfig`` fields. Raises ``LLMConfigError`` when no
         endpoint is configured."""
         kw: dict[str, Any] = {}
         repair_attempts = None
+        fmt = format or (settings.format if settings is not None else "code")
         if settings is not None:
             kw = {"temperature": settings.temperature, "max_tokens": settings.max_tokens,
                   "timeout": settings.timeout, "prices": dict(settings.prices)}
             repair_attempts = settings.repair_attempts
         kw.update({k: v for k, v in config.items() if v is not None})
         cfg = LLMConfig.resolve(model, base_url, api_key=api_key, **kw)
-        return cls(LLMClient(cfg, log=log), repair_attempts=repair_attempts, seed=seed)
+        return cls(LLMClient(cfg, log=log), repair_attempts=repair_attempts, seed=seed,
+                   format=fmt)
 
     def propose(self, space: Space, feedback: Feedback, n: int) -> list[Proposal]:
+        if self.format == "structured":
+            messages, parents = structured_messages(space, feedback, max_pool=self.max_pool,
+                                                    max_failures=self.max_failures)
+            tag = f"form:round{feedback.round}"
+            return [self._ask(messages, purpose=tag, parents=parents, space=space,
+                              seed=self.sample_seed(tag, i)) for i in range(max(0, n))]
         if feedback.pool:
             messages, parents = refine_messages(space, feedback, max_pool=self.max_pool,
                                                 max_failures=self.max_failures)
@@ -95,8 +109,14 @@ class LLMProposer(Proposer):
                     else space.spec.llm.repair_attempts)
         if attempt > attempts or not failed.source:
             return None
-        messages = repair_messages(space, failed, attempt, attempts)
         tag = f"repair:{failed.id}:{attempt}"
+        if self.format == "structured":
+            # a form that failed: the form's prompt with this failure at the top of the list
+            messages, _ = structured_messages(space, Feedback(round=0, failures=(failed,)),
+                                              max_failures=1)
+            return self._ask(messages, purpose=tag, parents=(failed.id,), repair_of=failed.id,
+                             seed=self.sample_seed(tag), space=space)
+        messages = repair_messages(space, failed, attempt, attempts)
         return self._ask(messages, purpose=tag, parents=(failed.id,), repair_of=failed.id,
                          seed=self.sample_seed(tag))
 
@@ -112,23 +132,38 @@ class LLMProposer(Proposer):
         # such retries tells their seeds apart
         self._retries += 1
         return self._ask(messages, purpose=tag, parents=proposal.parents,
-                         repair_of=proposal.repair_of, seed=self.sample_seed(tag, self._retries))
+                         repair_of=proposal.repair_of, seed=self.sample_seed(tag, self._retries),
+                         space=space if self.format == "structured" else None)
 
     def _ask(self, messages: list[dict[str, str]], *, purpose: str,
              parents: tuple[str, ...], repair_of: str | None = None,
-             seed: int | None = None) -> Proposal:
+             seed: int | None = None, space: Space | None = None) -> Proposal:
+        """One call. With ``space`` (the structured format) the reply is a form, asked for
+        with the form's JSON schema and rendered by the template."""
         common: dict[str, Any] = {"proposer": self.name, "parents": parents,
                                   "messages": tuple(messages), "repair_of": repair_of}
+        extra = {"response_format": structured.response_format(space)} if space else {}
         try:
-            done = self.client.complete(messages, purpose=purpose, seed=seed)
+            done = self.client.complete(messages, purpose=purpose, seed=seed, **extra)
         except LLMError as e:
             return Proposal(source=None, transport_error=str(e),
                             usage={"prompt_tokens": None, "completion_tokens": None,
                                    "total_tokens": 0, "cost": None, "latency": round(e.latency, 3),
                                    "attempts": e.attempts}, **common)
+        cut_off = done.finish_reason == "length" or done.clipped
+        if space is not None:
+            try:
+                source, choices = structured.fill(space, structured.parse(done.text))
+            except structured.FormError as e:
+                reason = f"the form was not filled correctly: {e}"
+                if cut_off:
+                    reason += " (the reply was cut off at max_tokens)"
+                return Proposal(source=None, reason=reason, reply=done.text, usage=done.usage,
+                                cut_off=cut_off, **common)
+            return Proposal(source=source, reply=done.text, usage=done.usage, cut_off=cut_off,
+                            choices={**choices, "_format": "structured"}, **common)
         got = extract_code(done.text)
         reason = got.reason
-        cut_off = done.finish_reason == "length" or done.clipped
         if reason and cut_off:
             reason += " (the reply was cut off at max_tokens)"
         return Proposal(source=got.source, reason=reason, reply=done.text, usage=done.usage,

@@ -81,6 +81,7 @@ class SearchConfig:
     llm_timeout: float | None = None  # seconds per LLM call; default from the space's llm
     max_tokens: int | None = None  # per LLM reply; default from the space's llm
     temperature: float | None = None  # default from the space's llm
+    llm_format: str | None = None  # code or structured; default from the space's llm
     storage: str | None = None
     seed: int = 0
     timeout: float | None = None  # per candidate; default from the space's training budget
@@ -976,7 +977,8 @@ def make_proposer(cfg: SearchConfig, space: Space, run: Run) -> Proposer:
         return LLMProposer.from_config(model=cfg.llm or llm.model, base_url=base_url,
                                        api_key=key, settings=llm, log=run.log_llm,
                                        seed=cfg.seed, timeout=cfg.llm_timeout,
-                                       max_tokens=cfg.max_tokens, temperature=cfg.temperature)
+                                       max_tokens=cfg.max_tokens, temperature=cfg.temperature,
+                                       format=cfg.llm_format)
     from hyarch.agent.offline import OfflineProposer
 
     return OfflineProposer(seed=cfg.seed)

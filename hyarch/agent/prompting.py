@@ -172,6 +172,26 @@ def repair_messages(space: Space, failed: PoolEntry, attempt: int, attempts: int
             {"role": "user", "content": user}]
 
 
+def structured_messages(space: Space, feedback: Feedback, *, max_pool: int = 8,
+                        max_failures: int = 4) -> tuple[list[dict[str, str]], tuple[str, ...]]:
+    """The form's prompt (``structured`` format): the system, its terms and sites, and what
+    was tried, as structures with their scores. Returns the messages and the parents."""
+    from hyarch.agent.structured import describe, site_keys
+
+    def view(e: PoolEntry) -> dict[str, Any]:
+        return {"id": e.id, "val_nmse": e.val_nmse, "parameters": e.parameters,
+                "closure_share": e.closure_share, "verdict": e.verdict, "reason": e.reason,
+                "structure": describe(e.choices) if e.choices else "written as code"}
+
+    pool = list(feedback.pool[:max_pool])
+    user = render("structured.j2", space=space_view(space), sites=site_keys(space),
+                  pool=[view(e) for e in pool],
+                  failures=[view(e) for e in feedback.failures[:max_failures]],
+                  notes=list(feedback.notes), distilled=[_seen(d) for d in feedback.distilled])
+    return ([{"role": "system", "content": render("structured_system.j2")},
+             {"role": "user", "content": user}], tuple(e.id for e in pool))
+
+
 def duplicate_messages(messages: list[dict[str, str]], reply: str, earlier: PoolEntry
                        ) -> list[dict[str, str]]:
     """The conversation that produced a repeat, the repeat, and "already tried: propose

@@ -224,6 +224,9 @@ class Llm(Strict):
     repair_attempts: int = Field(2, ge=0)
     timeout: float = Field(120.0, gt=0)
     prices: dict[str, float] = {}  # USD per million tokens: {input: .., output: ..}
+    # code: the LLM writes the whole candidate file; structured: it fills a JSON form
+    # (terms, new terms, closures) that hyarch's template renders (for small models)
+    format: Literal["code", "structured"] = "code"
 
 
 class SpaceSpec(Strict):
