@@ -17,16 +17,16 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+from hyarch.agent import structured
 from hyarch.agent.base import Feedback, PoolEntry, Proposal, Proposer
 from hyarch.agent.extract import extract_code
 from hyarch.agent.llm import LLMClient, LLMConfig, LLMError
-from hyarch.agent import structured
 from hyarch.agent.prompting import (
     duplicate_messages,
-    structured_messages,
     propose_messages,
     refine_messages,
     repair_messages,
+    structured_messages,
 )
 from hyarch.spaces.schema import Llm
 from hyarch.spaces.space import Space
