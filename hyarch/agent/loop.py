@@ -8,109 +8,50 @@ unfinished ones are evaluated again, nothing is duplicated.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import platform
-import shutil
 import signal
 import socket
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from optuna.trial import TrialState
 
+from hyarch.agent.admission import DUPLICATE_ELSEWHERE, Admission
+from hyarch.agent.artifacts import distillations, keep_distillation, upload_artifacts
 from hyarch.agent.base import Feedback, PoolEntry, Proposal, Proposer
+from hyarch.agent.budget import Budget, llm_usage
+from hyarch.agent.config import RunSummary, SearchConfig, SearchError
+from hyarch.agent.evaluations import Evaluations
+from hyarch.agent.status import candidate_line, status_line, summarize
 from hyarch.ranking import keys
 from hyarch.ranking.leaderboard import leaderboard
 from hyarch.ranking.study import (
     Objectives,
-    claim,
     claimed_ids,
-    code_hashes,
     fail_stale,
     heartbeat,
     open_study,
     recorded_ids,
-    release,
     tell,
 )
 from hyarch.runs import Run
-from hyarch.sandbox.checks import CheckError, check_source, code_hash
 from hyarch.sandbox.runner import Limits, run_candidate
 from hyarch.spaces.loader import load_space, resolve_space_path
 from hyarch.spaces.space import Space
 
-DUPLICATE_ELSEWHERE: Any = object()  # _admit: the code is another worker's candidate
+__all__ = ["RunSummary", "SearchConfig", "SearchError", "Session", "install_sigterm_as_interrupt",
+           "make_proposer", "search"]
+
 HEARTBEAT_S = 10.0
-MAX_DISTILLED_TERMS = 4
 MAX_DISTILLED_PER_ROUND = 1
 STALE_AFTER_S = 120.0
 POOL_SIZE = 8
 FAILURES_SHOWN = 4
-
-
-class SearchError(Exception):
-    """The search cannot start or go on (bad configuration, run folder clash)."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class SearchConfig:
-    """A search session's settings (CLI flags and the space's budget/llm sections)."""
-
-    space: str | Space | None  # a name or YAML path, or a loaded Space (kept as it is)
-    run_dir: Path
-    budget: int | None = None  # candidates; default from the space
-    minutes: float | None = None
-    tokens: int | None = None
-    cost: float | None = None
-    per_round: int | None = None
-    patience_rounds: int | None = None
-    workers: int = 1
-    resume: bool = False
-    join: bool = False  # another worker on a shared search: the run may or may not exist
-    review_every: int | None = None
-    device: str = "cpu"
-    llm: str | None = None
-    base_url: str | None = None
-    llm_timeout: float | None = None  # seconds per LLM call; default from the space's llm
-    max_tokens: int | None = None  # per LLM reply; default from the space's llm
-    temperature: float | None = None  # default from the space's llm
-    llm_format: str | None = None  # code or structured; default from the space's llm
-    storage: str | None = None
-    seed: int = 0
-    timeout: float | None = None  # per candidate; default from the space's training budget
-    memory_mb: int = 6144
-    distill: bool = True  # distil trained closures; good ones become new candidates
-    overrides: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    """How a search session ended."""
-
-    run_dir: Path
-    candidates: int
-    ok: int
-    failed: int
-    best_id: str | None
-    best: dict[str, Any] | None
-    stopped: str
-    seconds: float
-    tokens: int = 0
-    cost: float = 0.0
-    interrupted: bool = False  # Ctrl-C or SIGTERM: the CLI exits 130
-    in_flight: tuple[str, ...] = ()  # candidates unfinished when interrupted (re-run on resume)
-    pending: int = 0  # candidates written but not finished (in flight when the run stopped)
-    # the search could not go on (the LLM endpoint unreachable): the CLI exits non-zero and
-    # the run resumes where it stopped
-    error: str | None = None
-    dropped: tuple[str, ...] = ()  # queued distilled candidates the budget left no room for
 
 
 class Session:
@@ -173,6 +114,8 @@ class Session:
         self.minutes = cfg.minutes or spec.budget.minutes
         self.max_tokens = cfg.tokens or spec.budget.tokens
         self.max_cost = cfg.cost or spec.budget.cost
+        self.limits_budget = Budget(candidates=self.budget, minutes=self.minutes,
+                                    tokens=self.max_tokens, cost=self.max_cost)
         self.objectives = Objectives(
             regularizer=spec.objectives.regularizer, complexity=spec.objectives.complexity,
             closure_share_cap=spec.objectives.closure_share_cap,
@@ -246,33 +189,10 @@ class Session:
             elif entry.status == "failed":
                 failures.append(entry)
         failures.sort(key=lambda e: e.id, reverse=True)
-        evidence, grammar = self._distillations()
+        evidence, grammar = distillations(self.run)
         return Feedback(round=round_no, pool=tuple(pool), failures=tuple(failures[:FAILURES_SHOWN]),
                         rejected=tuple(rejected), notes=tuple(self.run.general_notes()),
                         distilled=tuple(evidence), grammar=tuple(grammar))
-
-    def _claim(self, code_hash: str | None = None) -> tuple[int, str] | None:
-        """Claim a fresh candidate id through the study (atomic across workers), or None
-        when the shared budget is spent."""
-        from hyarch.runs import UnsafePathError
-
-        for _ in range(8):
-            got = claim(self.study, self.worker, self.budget, code_hash)
-            if got is None:
-                return None
-            number, cid = got
-            try:
-                self.run.make_candidate_dir(cid)
-            except UnsafePathError as e:  # something planted a link: that id is lost, not the run
-                from hyarch.evaluate import failed
-
-                tell(self.study, number, cid, {}, None, failed(str(e)), self.objectives)
-                self.progress(f"  {cid} skipped: {e}")
-                continue
-            self._numbers[cid] = number
-            return got
-        raise SearchError(f"{self.run.candidates_dir}: eight candidate folders in a row could"
-                          " not be made safely (links planted in the run folder?)")
 
     def _sync_from_study(self) -> int:
         """Write candidates that other workers (other machines) finished into this run folder,
@@ -327,13 +247,16 @@ class Session:
         start = time.perf_counter()
         cfg = self.cfg
         run = self.run
-        self._numbers: dict[str, int] = {}
+        self.admission = Admission(run, self.study, worker=self.worker, budget=self.budget,
+                                   objectives=self.objectives, progress=self.progress,
+                                   finish=self._finish, observe=self.proposer.observe)
+        self._numbers = self.admission.numbers
         self._distilled: list[Proposal] = []
         self._early: list[tuple[str, Proposal | None, PoolEntry]] = []
-        self._inflight: dict[Future, tuple[str, Proposal | None]] = {}
+        self._evals = Evaluations(cfg.workers, self._launch, self._record)
         self._error: str | None = None
-        hashes: dict[str, str] = {}
-        tokens, cost = self._usage_so_far()
+        hashes = self.admission.hashes
+        tokens, cost, self._cost_known = llm_usage(run)
         # every budget survives --resume: time spent by earlier sessions counts too
         self._elapsed_before = run.elapsed()
         start -= self._elapsed_before
@@ -367,8 +290,6 @@ class Session:
         best = self._best_score()
         stale = 0  # finished candidates since the best score last improved
         stopped = "budget"
-        pool = ThreadPoolExecutor(max_workers=max(cfg.workers, 1))
-        self._pool = pool
         interrupted = threading.Event()
         stop_beat = threading.Event()
         beat = threading.Thread(target=self._heartbeats, args=(stop_beat,), daemon=True)
@@ -380,7 +301,7 @@ class Session:
         in_flight: list[str] = []
         try:
             while True:
-                spent = self._llm_budget_spent(tokens, cost)
+                spent = self._spent(tokens, cost)
                 if spent:
                     stopped = spent
                     break
@@ -388,7 +309,7 @@ class Session:
                 claimed = len(claimed_ids(self.study))
                 if claimed < self.budget:
                     budget_spent = False
-                busy = len(self._inflight) >= max(cfg.workers, 1)
+                busy = self._evals.busy
                 want = (min(self.per_round, self.budget - claimed)
                         if not (pending or busy or budget_spent) else 0)
                 to_repair: list[tuple[str, Proposal, PoolEntry]] = []
@@ -412,7 +333,7 @@ class Session:
                     replies = 0  # calls that reached the LLM (or proposals made offline)
                     transport: list[str] = []
                     for prop in proposals:
-                        got, tokens, cost = self._take(prop, round_no, hashes, tokens, cost)
+                        got, tokens, cost = self._take(prop, round_no, tokens, cost)
                         transport += got["transport"]
                         replies += got["replies"]
                         if got["budget"]:
@@ -432,7 +353,7 @@ class Session:
                 early, self._early = self._early, []
                 n_done = len(early)
                 to_repair += [f for f in early if f[2].status == "failed"]
-                if not pending and not self._inflight and not to_repair:
+                if not pending and not self._evals and not to_repair:
                     # nothing to train, nothing in flight, nothing to repair:
                     # stop, or try another round (bounded by the patience)
                     if budget_spent or not proposed_round:
@@ -456,13 +377,13 @@ class Session:
                 # nothing new waits for a candidate in flight: the loop never spins.
                 workers = max(cfg.workers, 1)
                 budget_left = len(claimed_ids(self.study)) < self.budget and not budget_spent
-                must_wait = bool(self._inflight) and not pending and not to_repair
+                must_wait = bool(self._evals) and not pending and not to_repair
                 while True:
-                    busy = len(self._inflight) >= workers
-                    if pending or busy or (must_wait and self._inflight):
-                        finished = self._evaluate(pool, pending, drain=False)
-                    elif self._inflight and not budget_left and not to_repair:
-                        finished = self._evaluate(pool, [], drain=True)
+                    busy = self._evals.busy
+                    if pending or busy or (must_wait and self._evals):
+                        finished = self._evals.wait(pending)
+                    elif self._evals and not budget_left and not to_repair:
+                        finished = self._evals.wait([], drain=True)
                     elif to_repair:
                         finished = []
                     else:
@@ -484,12 +405,12 @@ class Session:
                             continue
                         # no call after a budget is spent: its reply could not be evaluated
                         budget_left = budget_left and len(claimed_ids(self.study)) < self.budget
-                        if not budget_left or self._llm_budget_spent(tokens, cost):
+                        if not budget_left or self._spent(tokens, cost):
                             continue
                         fix = self._ask(self.proposer.repair, self.space, base, attempt)
                         if fix is None:
                             continue
-                        got, tokens, cost = self._take(fix, round_no, hashes, tokens, cost,
+                        got, tokens, cost = self._take(fix, round_no, tokens, cost,
                                                        attempt=attempt)
                         if got["budget"]:
                             budget_spent, budget_left = True, False
@@ -503,10 +424,10 @@ class Session:
                     n_done += len(early)
                     to_repair += [f for f in early if f[2].status == "failed"]
                     if (not pending and not to_repair
-                            and len(self._inflight) < workers and budget_left):
+                            and len(self._evals) < workers and budget_left):
                         break  # a worker is free and the budget is not spent: propose more
-                spent = self._llm_budget_spent(tokens, cost)
-                if spent and not self._inflight and not pending:
+                spent = self._spent(tokens, cost)
+                if spent and not self._evals and not pending:
                     stopped = spent
                     break
                 new_best = self._best_score()
@@ -515,7 +436,10 @@ class Session:
                 else:
                     stale += n_done
                 if n_done:
-                    self.progress(self._status_line(round_no, start, tokens, cost))
+                    self.progress(status_line(
+                        leaderboard(self.run, self.objectives), round_no=round_no,
+                        budget=self.budget, seconds=time.perf_counter() - start, tokens=tokens,
+                        cost=cost, cost_known=self._cost_known, repeats=self._repeats))
                 if stale >= self.patience * self.per_round:
                     stopped = (f"no improvement in {stale} candidates"
                                f" ({self.patience} rounds' worth)")
@@ -528,18 +452,20 @@ class Session:
             if stopped == "budget" or exhausted:
                 self._await_others()
             elif self._error:
-                self._drain(pool)
+                self._drain()
         except KeyboardInterrupt:
             interrupted.set()
             stopped = "interrupted (resume with --resume)"
-            in_flight = [cid for cid, _ in self._inflight.values()] + [cid for cid, _ in pending]
-            self._stop_children()
+            in_flight = self._evals.ids() + [cid for cid, _ in pending]
+            self._evals.stop()
         finally:
             stop_beat.set()
-            pool.shutdown(wait=not interrupted.is_set(), cancel_futures=True)
+            self._evals.shutdown(interrupted=interrupted.is_set())
             beat.join(timeout=2 if interrupted.is_set() else 30)
         run.write_elapsed(time.perf_counter() - start)
-        summary = replace(self._summary(stopped, start, tokens, cost), error=self._error,
+        rows = leaderboard(self.run, self.objectives)
+        summary = replace(summarize(run.path, rows, stopped=stopped, seconds=time.perf_counter()
+                                    - start, tokens=tokens, cost=cost), error=self._error,
                           dropped=tuple(p.parents[0] if p.parents else "?"
                                         for p in self._distilled))
         if self._distilled:
@@ -550,22 +476,6 @@ class Session:
             summary = replace(summary, interrupted=True,
                               in_flight=tuple(sorted(dict.fromkeys(in_flight))))
         return summary
-
-    def _stop_children(self, grace: float = 8.0) -> None:
-        """Ctrl-C: kill every evaluation, again while a worker thread may still be starting
-        one, until the threads have returned (or ``grace`` seconds have passed), so that
-        the process exits within seconds."""
-        from hyarch.sandbox.runner import kill_all
-
-        for fut in self._inflight:
-            fut.cancel()
-        deadline = time.monotonic() + grace
-        while True:
-            kill_all()
-            left = [f for f in self._inflight if not f.done()]
-            if not left or time.monotonic() >= deadline:
-                return
-            wait(left, timeout=0.1)
 
     def _await_others(self) -> None:
         """The budget is claimed: wait for other workers' last candidates, then sync them,
@@ -601,15 +511,9 @@ class Session:
     def _repair_attempts(self) -> int:
         return self.space.spec.llm.repair_attempts
 
-    def _llm_budget_spent(self, tokens: int, cost: float) -> str | None:
-        """Which of the time, token and cost budgets is spent (None: none is)."""
-        if self.minutes and (time.perf_counter() - self._start) / 60 >= self.minutes:
-            return "time budget"
-        if self.max_tokens and tokens >= self.max_tokens:
-            return f"token budget ({tokens} of {self.max_tokens} tokens spent)"
-        if self.max_cost and cost >= self.max_cost:
-            return f"cost budget (${cost:.4f} of ${self.max_cost:g} spent)"
-        return None
+    def _spent(self, tokens: int, cost: float) -> str | None:
+        return self.limits_budget.spent(seconds=time.perf_counter() - self._start,
+                                        tokens=tokens, cost=cost)
 
     def _ask(self, fn, *args):
         """``fn(*args)``, a call to the proposer. An asynchronous proposer (an LLM) is asked
@@ -630,13 +534,12 @@ class Session:
         helper.start()
         while helper.is_alive():
             helper.join(0.2)
-            for fut in [f for f in self._inflight if f.done()]:
-                self._early.append(self._collect(fut))
+            self._early += self._evals.ready()
         if "error" in box:
             raise box["error"]
         return box["value"]
 
-    def _take(self, prop: Proposal, round_no: int, hashes: dict[str, str], tokens: int,
+    def _take(self, prop: Proposal, round_no: int, tokens: int,
               cost: float, attempt: int = 0) -> tuple[dict[str, Any], int, float]:
         """Admit one proposal: count its tokens; a failed call is no candidate; a repeat of
         an evaluated candidate is sent back to the proposer ("already tried") up to the
@@ -656,19 +559,18 @@ class Session:
                 self.progress(f"  the LLM call failed (not a candidate): {prop.transport_error}")
                 return got, tokens, cost
             got["replies"] += 1
-            h = code_hash(prop.source) if prop.source is not None else None
-            earlier = hashes.get(h) if h is not None else None
+            earlier = self.admission.earlier(prop)
             if earlier is not None:
                 self._repeats += 1
                 self.progress(f"  a repeat of {earlier} (not evaluated again, not counted)")
                 retry += 1
-                if self._llm_budget_spent(tokens, cost):
+                if self._spent(tokens, cost):
                     return got, tokens, cost
                 entry = self._entry(earlier)
                 prop = (self._ask(self.proposer.retry_duplicate, self.space, prop, entry, retry)
                         if entry is not None else None)
                 continue
-            admitted = self._admit(prop, round_no, hashes, attempt=attempt)
+            admitted = self.admission.admit(prop, round_no, attempt=attempt)
             if admitted is None:
                 got["budget"] = True
             elif admitted is not DUPLICATE_ELSEWHERE:
@@ -690,199 +592,40 @@ class Session:
             return None
         return PoolEntry.from_result(cid, rec.source, rec.meta, rec.result)
 
-    def _drain(self, pool) -> None:
+    def _drain(self) -> None:
         """The search stops on an error: finish what is in flight, so that nothing done is
         lost and --resume has nothing to redo."""
-        if self._inflight:
-            self.progress(f"waiting for {len(self._inflight)} evaluation(s) in flight")
-            self._evaluate(pool, [], drain=True)
+        if self._evals:
+            self.progress(f"waiting for {len(self._evals)} evaluation(s) in flight")
+            self._evals.wait([], drain=True)
 
-    def _usage_so_far(self) -> tuple[int, float]:
-        tokens, cost = 0, 0.0
-        from hyarch.runs import read_jsonl
+    def _launch(self, cid: str):
+        """Evaluate one candidate in the sandbox (on an evaluation thread)."""
+        rec = self.run.read_candidate(cid)
+        return run_candidate(self.space, rec.source, filename=f"{cid}/model.py",
+                             limits=self.limits, device=self.cfg.device,
+                             overrides=self.cfg.overrides,
+                             post={"distill": {}} if self.cfg.distill else None)
 
-        for e in read_jsonl(self.run.llm_log):
-            total = e.get("total_tokens")
-            if not isinstance(total, int):  # logs of earlier versions have no total
-                total = sum(v for v in (e.get("prompt_tokens"), e.get("completion_tokens"))
-                            if isinstance(v, int))
-            tokens += total
-            c = e.get("cost")
-            cost += float(c) if isinstance(c, (int, float)) else 0.0
-            self._cost_known = self._cost_known or isinstance(c, (int, float))
-        return tokens, cost
-
-    def _admit(self, prop: Proposal, round_no: int, hashes: dict[str, str],
-               attempt: int = 0) -> tuple[str, PoolEntry | None] | None:
-        """Claim an id and write the proposal; return the id and, when it failed already
-        (no code, a static check, a duplicate), its failed entry. None: budget spent."""
-        h = code_hash(prop.source) if prop.source is not None else None
-        if h is not None and h not in hashes:
-            other = code_hashes(self.study).get(h)
-            if other is not None:  # another worker has (or had) this very code
-                hashes[h] = other
-                self._observe_existing(prop, other)
-                return DUPLICATE_ELSEWHERE
-        got = self._claim(h)
-        if got is None:
-            return None
-        number, cid = got
-        meta = {
-            "trial": number,
-            "proposer": prop.proposer, "parents": list(prop.parents), "round": round_no,
-            "choices": prop.choices, "created": time.time(), "worker": self.worker,
-            "attempt": attempt, "repair_of": prop.repair_of, "status": "pending",
-        }
-        extras = {}
-        if prop.messages:
-            extras["prompt.json"] = json.dumps(list(prop.messages), indent=2)
-        if prop.reply is not None:
-            extras["reply.txt"] = prop.reply
-        reason = prop.reason if prop.source is None else None
-        if prop.source is not None:
-            meta["code_hash"] = h
-            # another worker may have claimed the same code at the same moment: whoever sees
-            # the other's claim stands down, so the code is never trained twice
-            same = [t.user_attrs.get(keys.CANDIDATE_ID) for t in self.study.get_trials(deepcopy=False)
-                    if t.user_attrs.get(keys.CODE_HASH) == h and t.number != number
-                    and not t.user_attrs.get(keys.SKIP)]
-            if same and h not in hashes:
-                hashes[h] = same[0]
-                release(self.study, number)
-                self._numbers.pop(cid, None)
-                shutil.rmtree(self.run.candidate_dir(cid), ignore_errors=True)
-                return DUPLICATE_ELSEWHERE
-            if h in hashes:
-                reason = f"duplicate of {hashes[h]} (same code up to comments and formatting)"
-            else:
-                hashes[h] = cid
-                try:
-                    check_source(prop.source)
-                except CheckError as e:
-                    reason = str(e)
-        self.run.write_proposal(cid, prop.source, meta, extras)
-        if reason is not None:
+    def _record(self, cid: str, prop: Proposal | None, res) -> tuple[str, Proposal | None,
+                                                                     PoolEntry]:
+        """Store a finished evaluation (files, study, proposer) and return it."""
+        if isinstance(res, Exception):  # the harness itself failed: still a failed candidate
             from hyarch.evaluate import failed
 
-            result = failed(reason)
-            entry = self._finish(cid, prop, result, None)
-            self.progress(f"  {cid} failed before training: {reason}")
-            return cid, entry
-        return cid, None
-
-    def _upload_artifacts(self, cid: str, number: int | None) -> None:
-        """The candidate's files as Optuna artifacts of its (still running) trial, for
-        optuna-dashboard; a finished trial cannot take artifacts any more."""
-        if number is None:
-            return
-        try:
-            import optuna
-            from optuna.artifacts import FileSystemArtifactStore, upload_artifact
-
-            frozen = next((t for t in self.study.get_trials(deepcopy=False)
-                           if t.number == number and t.state == TrialState.RUNNING), None)
-            if frozen is None:
-                return
-            trial = optuna.Trial(self.study, frozen._trial_id)
-            root = self.run.path / "artifacts"
-            root.mkdir(exist_ok=True)
-            store = FileSystemArtifactStore(str(root))
-            for name in ("model.py", "metrics.json"):
-                path = self.run.candidate_dir(cid) / name
-                if path.is_file():
-                    upload_artifact(artifact_store=store, file_path=str(path),
-                                    study_or_trial=trial, storage=self.study._storage)
-        except Exception:  # artifacts are a convenience: never fail a candidate for them
-            pass
-
-    def _observe_existing(self, prop: Proposal, cid: str) -> None:
-        rec_dir = self.run.candidate_dir(cid)
-        if (rec_dir / "metrics.json").is_file():
-            rec = self.run.read_candidate(cid)
-            entry = PoolEntry.from_result(cid, rec.source, {**rec.meta, "choices": prop.choices},
-                                          rec.result)
-            self.proposer.observe(prop, entry)
-
-    def _keep_distillation(self, cid: str, entries: list[dict[str, Any]]) -> None:
-        """Save what the closures distilled to; a good one is next round's candidate."""
-        self.run.write_file(cid, "distill.json", json.dumps(entries, indent=2, default=str))
-        seen = set()
-        for e in entries:
-            src = e.get("source")
-            if len(e.get("terms") or ()) > MAX_DISTILLED_TERMS:
-                continue  # a long sum of terms is a curve fit, not a mechanism
-            if src and src not in seen:
-                seen.add(src)
-                self._distilled.append(Proposal(src, "distill", parents=(cid,)))
-                self.progress(f"  {cid}: closure {e.get('closure')} distils to"
-                              f" {e.get('expression')} (explains {e.get('explained', 0):.3f});"
-                              " queued as a mechanistic candidate")
-
-    def _distillations(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Compact evidence for prompts, and grammar terms for the offline proposer."""
-        evidence, grammar = [], []
-        for rec in self.run.candidates():
-            p = rec.path / "distill.json"
-            if not p.is_file() or rec.status != "ok":
-                continue
-            try:
-                entries = json.loads(p.read_text())
-            except json.JSONDecodeError:
-                continue
-            for e in entries:
-                evidence.append({"candidate": rec.id, "closure": e.get("closure"),
-                                 "state": e.get("state"), "expression": e.get("expression"),
-                                 "explained_on_validation": e.get("explained")})
-            try:
-                from hyarch.distill import grammar_terms
-
-                for state, terms in grammar_terms(entries).items():
-                    grammar += [{"state": state, **t} for t in terms]
-            except ImportError:
-                pass
-        return evidence[-8:], grammar
-
-    def _evaluate(self, pool, pending, *, drain: bool = False):
-        """Submit ``pending`` and return what finished: once a worker is free (the loop then
-        proposes more), or once everything in flight is done when ``drain``."""
-        for cid, prop in pending:
-            rec = self.run.read_candidate(cid)
-            fut = pool.submit(run_candidate, self.space, rec.source,
-                              filename=f"{cid}/model.py", limits=self.limits,
-                              device=self.cfg.device, overrides=self.cfg.overrides,
-                              post={"distill": {}} if self.cfg.distill else None)
-            self._inflight[fut] = (cid, prop)
-        finished = []
-        workers = max(self.cfg.workers, 1)
-        if pending and not drain and len(self._inflight) < workers:
-            return finished  # a worker is still free: propose more first
-        while self._inflight:
-            done_set, _ = wait(set(self._inflight), timeout=0.5, return_when=FIRST_COMPLETED)
-            finished += [self._collect(fut) for fut in done_set]
-            if finished and not drain and len(self._inflight) < workers:
-                break
-        return finished
-
-    def _collect(self, fut: Future) -> tuple[str, Proposal | None, PoolEntry]:
-        """Record one finished evaluation (files, study, proposer) and return it."""
-        cid, prop = self._inflight.pop(fut)
-        try:
-            res = fut.result()
-            result, weights = res.result, res.weights
-            extra = res.extra
+            result, weights, extra = failed(f"evaluation harness error: {res}"), None, {}
+        else:
+            result, weights, extra = res.result, res.weights, res.extra
             if res.predictions:
                 self.run.write_predictions(cid, res.predictions)
             # the whole sandboxed evaluation: process start, imports, checks,
             # training, scoring, distillation (``seconds`` is its own part)
             result["wall_seconds"] = round(res.seconds, 3)
-        except Exception as e:  # the harness itself failed: still a failed candidate
-            from hyarch.evaluate import failed
-
-            result, weights, extra = failed(f"evaluation harness error: {e}"), None, {}
         if extra.get("distilled"):  # the child distils only what is worth distilling
-            self._keep_distillation(cid, extra["distilled"])
+            self._distilled += keep_distillation(self.run, cid, extra["distilled"],
+                                                 self.progress)
         entry = self._finish(cid, prop, result, weights)
-        self.progress(self._candidate_line(cid, result))
+        self.progress(candidate_line(cid, result))
         return cid, prop, entry
 
     def _finish(self, cid: str, prop: Proposal | None, result: dict, weights: bytes | None
@@ -894,7 +637,7 @@ class Session:
         run.write_result(cid, result)
         rec = run.read_candidate(cid)
         number = self._numbers.get(cid, rec.meta.get("trial"))
-        self._upload_artifacts(cid, number)
+        upload_artifacts(self.run, self.study, cid, number)
         tell(self.study, number, cid, rec.meta, rec.source, result, self.objectives)
         self._record_ranking()
         entry = PoolEntry.from_result(cid, rec.source, rec.meta, result,
@@ -919,49 +662,6 @@ class Session:
         rows = leaderboard(self.run, self.objectives)
         scores = [r.score for r in rows if r.ranked and r.score is not None]
         return min(scores) if scores else None
-
-    def _candidate_line(self, cid: str, result: dict) -> str:
-        if result.get("status") != "ok":
-            return f"  {cid} failed: {result.get('reason')}"
-        val = result["metrics"]["val"]
-        params = ", ".join(f"{k}={v:.4g}" for k, v in result.get("parameters", {}).items())
-        return (f"  {cid} ok: val log10 nmse {_log(val.get('nmse'))}, closure share"
-                f" {result.get('closure_share') or 0:.3f}, {params} ({result.get('seconds', 0):.0f} s)")
-
-    def _status_line(self, round_no, start, tokens, cost) -> str:
-        rows = leaderboard(self.run, self.objectives)
-        ok = sum(1 for r in rows if r.record.status == "ok")
-        failed = sum(1 for r in rows if r.record.status == "failed")
-        best = rows[0].id if rows and rows[0].ranked else "-"
-        unfinished = len(rows) - ok - failed  # in flight (here or in another worker)
-        line = (f"round {round_no}: {ok + failed}/{self.budget} candidates done ({ok} ok,"
-                f" {failed} failed")
-        line += f", {unfinished} in flight)" if unfinished else ")"
-        line += f", best {best}, {time.perf_counter() - start:.0f} s"
-        if tokens:
-            line += f", {tokens} tokens"
-            if self._cost_known:  # a local model has no price: no "$0.0000"
-                line += f", ${cost:.4f}"
-        if self._repeats:
-            line += f", {self._repeats} repeat(s) not counted"
-        return line
-
-    def _summary(self, stopped, start, tokens, cost) -> RunSummary:
-        rows = leaderboard(self.run, self.objectives)
-        ok = [r for r in rows if r.record.status == "ok"]
-        best = rows[0] if rows and rows[0].ranked else None
-        failed = sum(1 for r in rows if r.record.status == "failed")
-        return RunSummary(
-            run_dir=self.run.path, candidates=len(ok) + failed, ok=len(ok), failed=failed,
-            pending=len(rows) - len(ok) - failed,
-            best_id=best.id if best else None, best=best.record.result if best else None,
-            stopped=stopped, seconds=time.perf_counter() - start, tokens=tokens, cost=cost,
-        )
-
-
-def _log(x) -> str:
-    return "-" if x is None or x <= 0 else f"{math.log10(x):.2f}"
-
 
 def make_proposer(cfg: SearchConfig, space: Space, run: Run) -> Proposer:
     """The LLM proposer when a model or endpoint is configured, else the offline one."""

@@ -1,0 +1,86 @@
+"""What a search keeps beside each candidate's record: Optuna artifacts for the dashboard,
+and the closures' distillations (evidence for the prompts, grammar for the offline proposer,
+and new mechanistic candidates)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from optuna.trial import TrialState
+
+from hyarch.agent.base import Proposal
+from hyarch.runs import Run
+
+MAX_DISTILLED_TERMS = 4
+EVIDENCE_SHOWN = 8
+
+
+def upload_artifacts(run: Run, study, cid: str, number: int | None) -> None:
+    """The candidate's files as Optuna artifacts of its (still running) trial, for
+    optuna-dashboard; a finished trial cannot take artifacts any more."""
+    if number is None:
+        return
+    try:
+        import optuna
+        from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+        frozen = next((t for t in study.get_trials(deepcopy=False)
+                       if t.number == number and t.state == TrialState.RUNNING), None)
+        if frozen is None:
+            return
+        trial = optuna.Trial(study, frozen._trial_id)
+        root = run.path / "artifacts"
+        root.mkdir(exist_ok=True)
+        store = FileSystemArtifactStore(str(root))
+        for name in ("model.py", "metrics.json"):
+            path = run.candidate_dir(cid) / name
+            if path.is_file():
+                upload_artifact(artifact_store=store, file_path=str(path),
+                                study_or_trial=trial, storage=study._storage)
+    except Exception:  # artifacts are a convenience: never fail a candidate for them
+        pass
+
+
+def keep_distillation(run: Run, cid: str, entries: list[dict[str, Any]],
+                      progress: Callable[[str], None]) -> list[Proposal]:
+    """Save what the closures distilled to; return the good ones as candidates to queue."""
+    run.write_file(cid, "distill.json", json.dumps(entries, indent=2, default=str))
+    seen, out = set(), []
+    for e in entries:
+        src = e.get("source")
+        if len(e.get("terms") or ()) > MAX_DISTILLED_TERMS:
+            continue  # a long sum of terms is a curve fit, not a mechanism
+        if src and src not in seen:
+            seen.add(src)
+            out.append(Proposal(src, "distill", parents=(cid,)))
+            progress(f"  {cid}: closure {e.get('closure')} distils to"
+                     f" {e.get('expression')} (explains {e.get('explained', 0):.3f});"
+                     " queued as a mechanistic candidate")
+    return out
+
+
+def distillations(run: Run) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Compact evidence for prompts, and grammar terms for the offline proposer."""
+    evidence, grammar = [], []
+    for rec in run.candidates():
+        p = rec.path / "distill.json"
+        if not p.is_file() or rec.status != "ok":
+            continue
+        try:
+            entries = json.loads(p.read_text())
+        except json.JSONDecodeError:
+            continue
+        for e in entries:
+            evidence.append({"candidate": rec.id, "closure": e.get("closure"),
+                             "state": e.get("state"), "expression": e.get("expression"),
+                             "explained_on_validation": e.get("explained")})
+        try:
+            from hyarch.distill import grammar_terms
+
+            for state, terms in grammar_terms(entries).items():
+                grammar += [{"state": state, **t} for t in terms]
+        except ImportError:
+            pass
+    return evidence[-EVIDENCE_SHOWN:], grammar

@@ -1,0 +1,59 @@
+"""What a search prints as it goes and returns when it ends: text and the summary record,
+read from the one ranking (``hyarch.ranking.leaderboard``)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from hyarch.agent.config import RunSummary
+
+
+def _log(x) -> str:
+    return "-" if x is None or x <= 0 else f"{math.log10(x):.2f}"
+
+
+def candidate_line(cid: str, result: dict[str, Any]) -> str:
+    """One finished candidate: its validation score, closure share and parameters."""
+    if result.get("status") != "ok":
+        return f"  {cid} failed: {result.get('reason')}"
+    val = result["metrics"]["val"]
+    params = ", ".join(f"{k}={v:.4g}" for k, v in result.get("parameters", {}).items())
+    return (f"  {cid} ok: val log10 nmse {_log(val.get('nmse'))}, closure share"
+            f" {result.get('closure_share') or 0:.3f}, {params} ({result.get('seconds', 0):.0f} s)")
+
+
+def status_line(rows, *, round_no: int, budget: int, seconds: float, tokens: int, cost: float,
+                cost_known: bool, repeats: int) -> str:
+    """The search so far: candidates finished (in flight counted apart), the best by the one
+    ranking, time, and the LLM's tokens and cost where it has any."""
+    ok = sum(1 for r in rows if r.record.status == "ok")
+    failed = sum(1 for r in rows if r.record.status == "failed")
+    best = rows[0].id if rows and rows[0].ranked else "-"
+    unfinished = len(rows) - ok - failed  # in flight (here or in another worker)
+    line = (f"round {round_no}: {ok + failed}/{budget} candidates done ({ok} ok,"
+            f" {failed} failed")
+    line += f", {unfinished} in flight)" if unfinished else ")"
+    line += f", best {best}, {seconds:.0f} s"
+    if tokens:
+        line += f", {tokens} tokens"
+        if cost_known:  # a local model has no price: no "$0.0000"
+            line += f", ${cost:.4f}"
+    if repeats:
+        line += f", {repeats} repeat(s) not counted"
+    return line
+
+
+def summarize(run_dir: Path, rows, *, stopped: str, seconds: float, tokens: int,
+              cost: float) -> RunSummary:
+    """How the search ended, from the leaderboard's rows."""
+    ok = [r for r in rows if r.record.status == "ok"]
+    best = rows[0] if rows and rows[0].ranked else None
+    failed = sum(1 for r in rows if r.record.status == "failed")
+    return RunSummary(
+        run_dir=run_dir, candidates=len(ok) + failed, ok=len(ok), failed=failed,
+        pending=len(rows) - len(ok) - failed,
+        best_id=best.id if best else None, best=best.record.result if best else None,
+        stopped=stopped, seconds=seconds, tokens=tokens, cost=cost,
+    )
