@@ -470,3 +470,35 @@ def test_hypothesis_names_are_checked_without_running_them(tmp_path, expr, says)
     e = error(write(tmp_path, text, long_csv(), **{"prior.py": PRIOR}))
     assert "space.yaml:13:" in str(e) and "hypotheses.v.1.expr" in str(e)
     assert "hypothesis 'bad'" in str(e) and says in str(e), str(e)
+
+
+@pytest.mark.parametrize("also, says, field", [
+    ('{vv: "c * s.x"}', "also: 'vv' is not a state", "hypotheses.v.0.also"),
+    ('{x: "cc * s.x"}', "unknown name 'cc'", "hypotheses.v.0.expr"),
+])
+def test_a_hypothesis_across_states_is_checked_in_every_state(tmp_path, also, says, field):
+    text = CSV_SPACE + textwrap.dedent(f"""\
+        hypotheses:
+          v:
+            - {{name: flux, expr: "-c * s.x", also: {also},
+               parameters: {{c: {{init: 0.5, bounds: [0, 1]}}}}}}
+        prior: prior.py
+        """)
+    e = error(write(tmp_path, text, long_csv(), **{"prior.py": PRIOR}))
+    assert "hypothesis 'flux'" in str(e) and says in str(e) and field in str(e), str(e)
+
+
+def test_a_hypothesis_across_states_is_one_choice_that_enters_each(tmp_path):
+    """A flux out of one compartment into another (the SEIR lockdown, predation) is one
+    hypothesis: the offline grammar toggles it as a whole, the file adds it to each state."""
+    from hyarch.agent.offline import OfflineProposer
+
+    space = load_space("seir_lockdown")
+    proposer = OfflineProposer()
+    grammar = proposer._grammar(space)
+    assert [k for k in grammar if k.startswith("term:")] == ["term:S:lockdown_contacts"]
+    source = proposer.render(space, {k: (True if k.startswith("term:") else "none")
+                                     for k in grammar})
+    assert 'd["S"] = d["S"] + (self.beta0 * self.eta * u.lockdown * s.S * s.I)' in source
+    assert 'd["E"] = d["E"] + (-self.beta0 * self.eta * u.lockdown * s.S * s.I)' in source
+    assert source.count("self.eta = self.parameter(") == 1

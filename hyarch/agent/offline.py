@@ -246,7 +246,6 @@ class OfflineProposer(Proposer):
             for term in terms:
                 if not choices.get(f"term:{state}:{term.name}"):
                     continue
-                expr = term.expr
                 for pname, p in term.parameters.items():
                     known.add(pname)
                     if pname in declared:
@@ -256,10 +255,13 @@ class OfflineProposer(Proposer):
                     init = p.get("init", (lo + hi) / 2)
                     params.append({"name": pname, "init": float(init), "lo": float(lo),
                                    "hi": float(hi)})
-                for pname in sorted(known, key=len, reverse=True):
-                    expr = re.sub(rf"(?<![\w.]){re.escape(pname)}(?!\w)", f"self.{pname}", expr)
-                parts.setdefault(state, []).append(("add", f"({expr})"))
-                desc.append(f"{term.name} on {state}")
+                for target, expr in term.parts(state):
+                    for pname in sorted(known, key=len, reverse=True):
+                        expr = re.sub(rf"(?<![\w.]){re.escape(pname)}(?!\w)", f"self.{pname}",
+                                      expr)
+                    parts.setdefault(target, []).append(("add", f"({expr})"))
+                targets = ", ".join(t for t, _ in term.parts(state))
+                desc.append(f"{term.name} on {targets}")
         for i, site in enumerate(space.spec.closures):
             label = choices.get(f"closure:{i}:{site.state}", NONE)
             if label == NONE:

@@ -111,6 +111,7 @@ def space_view(space: Space) -> dict[str, Any]:
     prior = prior_path.read_text() if prior_path is not None and prior_path.is_file() else None
     hypotheses = {
         state: [{"name": t.name, "expr": t.expr, "description": t.description,
+                 "also": dict(t.also),
                  "parameters": [{"name": p, "init": d.get("init"), "bounds": d.get("bounds"),
                                  "unit": d.get("unit", "")}
                                 for p, d in t.parameters.items()]}

@@ -297,7 +297,15 @@ def _check_hypotheses(spec: SpaceSpec, prior_source: str, text: str, file: str) 
             known = (set(term.parameters) | prior_params | {"s", "u", "t"}
                      | set(HYPOTHESIS_MODULES) | set(dir(builtins)))
             problem = None
-            for node in ast.walk(ast.parse(term.expr, mode="eval")):
+            loc = ("hypotheses", state, i, "expr")
+            for other in term.also:
+                if other not in spec.states:
+                    problem = (f"also: {other!r} is not a state"
+                               f"{suggest(other, list(spec.states))}; states:"
+                               f" {', '.join(spec.states)}")
+                    loc = ("hypotheses", state, i, "also")
+            nodes = [n for _, e in term.parts(state) for n in ast.walk(ast.parse(e, mode="eval"))]
+            for node in ([] if problem else nodes):
                 if isinstance(node, ast.Name) and node.id not in known:
                     valid = sorted(set(term.parameters) | prior_params)
                     problem = (f"unknown name {node.id!r}{suggest(node.id, valid + ['s', 'u'])};"
@@ -322,7 +330,6 @@ def _check_hypotheses(spec: SpaceSpec, prior_source: str, text: str, file: str) 
                     break
             if problem:
                 root = root if root is not None else yaml.compose(text)
-                loc = ("hypotheses", state, i, "expr")
                 raise SpaceError(f"hypothesis {term.name!r}: {problem}", file=file,
                                  line=_line_of(root, loc), field=".".join(map(str, loc)))
 

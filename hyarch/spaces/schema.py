@@ -110,6 +110,10 @@ class Term(Strict):
     expr: str
     parameters: dict[str, dict[str, Any]] = {}
     description: str = ""
+    # the same mechanism in other states' derivatives, sharing its parameters: a flux that
+    # leaves one compartment and enters another (predation, infection, a reaction) is one
+    # hypothesis, chosen or left out as a whole. {state: expr}
+    also: dict[str, str] = {}
 
     @field_validator("expr")
     @classmethod
@@ -119,6 +123,22 @@ class Term(Strict):
         except SyntaxError as e:
             raise ValueError(f"expr {v!r} is not a Python expression: {e.msg}") from None
         return v
+
+    @field_validator("also")
+    @classmethod
+    def _also(cls, v):
+        for state, expr in v.items():
+            try:
+                compile(expr, "<hypothesis>", "eval")
+            except SyntaxError as e:
+                raise ValueError(f"also.{state}: {expr!r} is not a Python expression:"
+                                 f" {e.msg}") from None
+        return v
+
+    def parts(self, state: str) -> list[tuple[str, str]]:
+        """(state, expression) for every derivative the term enters; ``state`` is the one
+        it is listed under."""
+        return [(state, self.expr), *self.also.items()]
 
     @field_validator("parameters")
     @classmethod
