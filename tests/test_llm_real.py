@@ -22,8 +22,11 @@ BASE_URL = os.environ.get("HYARCH_TEST_LLM_BASE_URL")
 MODEL = os.environ.get("HYARCH_TEST_LLM_MODEL", "qwen2.5-coder-0.5b")
 
 pytestmark = pytest.mark.skipif(
-    not BASE_URL, reason="no real LLM server: start one with `eval \"$(.ci/llm_server.sh"
-    " start)\"` (sets HYARCH_TEST_LLM_BASE_URL); .ci/run does")
+    not BASE_URL, reason="no real LLM server"
+    + (f" ({os.environ['HYARCH_TEST_LLM_UNAVAILABLE']})"
+       if os.environ.get("HYARCH_TEST_LLM_UNAVAILABLE") else "")
+    + ": start one with `eval \"$(.ci/llm_server.sh start)\"` (sets HYARCH_TEST_LLM_BASE_URL);"
+    " .ci/run does")
 
 
 def _search(space, run_dir, *args, timeout=900):
