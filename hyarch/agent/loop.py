@@ -51,6 +51,7 @@ HEARTBEAT_S = 10.0
 MAX_DISTILLED_PER_ROUND = 1
 STALE_AFTER_S = 120.0
 POOL_SIZE = 8
+WARM_STARTS = 8  # fitted candidates offered as starting points to each new one
 FAILURES_SHOWN = 4
 
 
@@ -602,10 +603,25 @@ class Session:
     def _launch(self, cid: str):
         """Evaluate one candidate in the sandbox (on an evaluation thread)."""
         rec = self.run.read_candidate(cid)
+        overrides = {**self.cfg.overrides, "warm_starts": self._warm_starts}
         return run_candidate(self.space, rec.source, filename=f"{cid}/model.py",
-                             limits=self.limits, device=self.cfg.device,
-                             overrides=self.cfg.overrides,
+                             limits=self.limits, device=self.cfg.device, overrides=overrides,
                              post={"distill": {}} if self.cfg.distill else None)
+
+    @property
+    def _warm_starts(self) -> tuple[dict[str, float], ...]:
+        """The fitted parameters of the best-ranked candidates (train/selection fits only):
+        a candidate that nests one of them starts a restart there (``TrainConfig``)."""
+        rows = leaderboard(self.run, self.objectives)
+        out = []
+        for row in rows:
+            params = (row.record.result or {}).get("parameters") or {}
+            if row.ranked and params and row.record.status == "ok":
+                out.append({k: float(v) for k, v in params.items()
+                            if isinstance(v, (int, float))})
+            if len(out) >= WARM_STARTS:
+                break
+        return tuple(out)
 
     def _record(self, cid: str, prop: Proposal | None, res) -> tuple[str, Proposal | None,
                                                                      PoolEntry]:

@@ -90,6 +90,11 @@ class TrainConfig:
     # windows and the full horizon in a few iterations each; Adam and L-BFGS if it fails
     gauss_newton: bool = True
     gauss_newton_iters: int = 50  # per window stage and on the full horizon
+    # fitted physical values of evaluated candidates (best first): the first whose names
+    # are all this model's starts one restart, the model's other parameters at their value
+    # nearest zero (a new term's null value) and its closures at their null output, so that
+    # a candidate that nests a fitted one starts where that one ended and cannot fit worse
+    warm_starts: tuple[Mapping[str, float], ...] = ()
 
     def __post_init__(self):
         check_method(self.method)
@@ -158,6 +163,24 @@ def _diversify(model: HybridModel, seed: int) -> None:
                     raw[r] = torch.empty(()).uniform_(-3.0, 3.0, generator=g)
                 else:
                     raw[r] = base + 0.7 * torch.randn((), generator=g)
+
+
+def _warm_start(model: HybridModel, starts) -> dict[str, float] | None:
+    """Start the last replica from the first of ``starts`` that this model nests (all its
+    names are the model's parameters); the model's other parameters at the value within
+    their bounds nearest zero. Returns the start used, or None."""
+    specs = model.parameter_specs
+    for values in starts or ():
+        values = {k: v for k, v in dict(values).items() if isinstance(v, (int, float))}
+        if not values or not set(values) <= set(specs):
+            continue
+        r = model.replicas - 1
+        with torch.no_grad():
+            for name, spec in specs.items():
+                v = values.get(name, min(max(0.0, spec.lower), spec.upper))
+                model._raw[name][r] = spec.to_raw(float(v))
+        return values
+    return None
 
 
 def _extract(model: HybridModel, factory: Factory, index: int) -> HybridModel:
@@ -315,9 +338,13 @@ def fit(
         model = factory(replicas=1).to(device)
     if R > 1:
         _diversify(model, cfg.seed)
+    warm = _warm_start(model, cfg.warm_starts)
     tr = _Trainer(model, cfg, scales, deadline)
     tr.start = start
     tr.monitor = monitor
+    if warm is not None:
+        tr.log((f"restart {R - 1} starts from a fitted candidate's values"
+                f" ({', '.join(sorted(warm))})", 0, math.nan, math.nan))
     iterations = 0
     alive = torch.ones(R, dtype=torch.bool, device=device)
     n_nan = 0
