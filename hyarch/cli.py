@@ -198,6 +198,29 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as e:
+        message = storage_problem(e)
+        if message is None:
+            raise  # a bug: its traceback is what a report needs
+        print(f"hyarch: error: {message}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def storage_problem(e: OSError) -> str | None:
+    """A message for a disk that is full or a folder that cannot be written, or None when
+    ``e`` is something else. Every record is written atomically (a temporary file renamed
+    into place), so what was written before the failure is whole and kept."""
+    import errno
+
+    why = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+           errno.EROFS: "the file system is read-only",
+           errno.EACCES: "permission denied", errno.EPERM: "permission denied"}.get(e.errno)
+    if why is None:
+        return None
+    where = f" {e.filename}" if e.filename else ""
+    return (f"cannot write{where}: {why}. Everything written before is kept; once there is"
+            " room (or the folder is writable), run the command again (a search: with"
+            " --run NAME --resume)")
 
 
 if __name__ == "__main__":

@@ -140,11 +140,14 @@ def _atomic_write_at(dfd: int, name: str, data: str | bytes, where: str | Path) 
         finally:
             os.close(fd)
         os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp, dir_fd=dfd)
         except OSError:
             pass
+        if isinstance(e, OSError) and e.filename is None and e.errno is not None:
+            # a full disk fails os.write, which names no file: name the one being written
+            raise OSError(e.errno, e.strerror, str(where)) from e
         raise
 
 
