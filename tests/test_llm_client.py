@@ -292,3 +292,8 @@ def test_seed_is_sent_and_logged(server):
     client.complete(MSGS)
     assert server.bodies[0]["seed"] == 17 and "seed" not in server.bodies[1]
     assert entries[0]["seed"] == 17
+
+
+def test_a_base_url_that_is_not_a_url_stops_at_once():
+    with pytest.raises(LLMConfigError, match="'localhost:8080' is not an http"):
+        LLMConfig.resolve("m", "localhost:8080")

@@ -116,6 +116,9 @@ class LLMConfig:
         env = os.environ if env is None else env
         base_url = base_url or env.get("OPENAI_BASE_URL") or None
         api_key = api_key or env.get("OPENAI_API_KEY") or None
+        if base_url is not None and not base_url.startswith(("http://", "https://")):
+            raise LLMConfigError(f"base URL {base_url!r} is not an http:// or https:// URL"
+                                 " (e.g. http://127.0.0.1:8080/v1)")
         if api_key is None:
             if base_url is None:
                 raise LLMConfigError(
