@@ -2,7 +2,7 @@
 
     python benchmarks/llm_replies.py --base-url URL --model NAME [--formats code,structured]
         [--space damped_pendulum] [--budget 20] [--temperature 0.7] [--out runs/llm-replies]
-        [--json]
+        [--json] [--read]
 
 For each format, runs ``hyarch search SPACE --llm NAME --base-url URL --llm-format FORMAT
 --budget N --quick`` (training shortened: the question is what the replies become, not how
@@ -72,8 +72,10 @@ def classify(run_dir: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--base-url", required=True)
-    ap.add_argument("--model", required=True)
+    ap.add_argument("--base-url")
+    ap.add_argument("--model")
+    ap.add_argument("--read", action="store_true",
+                    help="only read the runs that exist (never start a search)")
     ap.add_argument("--formats", default="code,structured")
     ap.add_argument("--space", default="damped_pendulum")
     ap.add_argument("--budget", type=int, default=20)
@@ -82,11 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="runs/llm-replies")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    if not args.read and not (args.base_url and args.model):
+        ap.error("--base-url and --model are needed to run searches (or --read)")
     rows = {}
     for fmt in args.formats.split(","):
         run_dir = Path(args.out) / f"{args.space}-{fmt}-seed{args.seed}"
         t0 = time.perf_counter()
         if not (run_dir / "run.yaml").is_file():
+            if args.read:
+                continue
             cmd = [sys.executable, "-m", "hyarch", "search", args.space, "--run", str(run_dir),
                    "--llm", args.model, "--base-url", args.base_url, "--llm-format", fmt,
                    "--budget", str(args.budget), "--per-round", "2", "--quick",
