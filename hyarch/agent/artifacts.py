@@ -44,8 +44,12 @@ def upload_artifacts(run: Run, study, cid: str, number: int | None) -> None:
 
 
 def keep_distillation(run: Run, cid: str, entries: list[dict[str, Any]],
-                      progress: Callable[[str], None]) -> list[Proposal]:
-    """Save what the closures distilled to; return the good ones as candidates to queue."""
+                      progress: Callable[[str], None],
+                      parent_choices: dict[str, Any] | None = None) -> list[Proposal]:
+    """Save what the closures distilled to; return the good ones as candidates to queue.
+    A distilled candidate is its parent's structure with the closure replaced by terms:
+    ``choices["_simpler"]`` holds that structure without the closures (where the parent's
+    structure is known), the one to try when the distilled terms turn out not to matter."""
     run.write_file(cid, "distill.json", json.dumps(entries, indent=2, default=str))
     seen, out = set(), []
     for e in entries:
@@ -54,7 +58,10 @@ def keep_distillation(run: Run, cid: str, entries: list[dict[str, Any]],
             continue  # a long sum of terms is a curve fit, not a mechanism
         if src and src not in seen:
             seen.add(src)
-            out.append(Proposal(src, "distill", parents=(cid,)))
+            simpler = {k: ("none" if k.startswith("closure:") else v)
+                       for k, v in (parent_choices or {}).items() if not k.startswith("_")}
+            out.append(Proposal(src, "distill", parents=(cid,),
+                                choices={"_simpler": simpler} if simpler else {}))
             progress(f"  {cid}: closure {e.get('closure')} distils to"
                      f" {e.get('expression')} (explains {e.get('explained', 0):.3f});"
                      " queued as a mechanistic candidate")

@@ -638,8 +638,10 @@ class Session:
             # training, scoring, distillation (``seconds`` is its own part)
             result["wall_seconds"] = round(res.seconds, 3)
         if extra.get("distilled"):  # the child distils only what is worth distilling
+            parent = (prop.choices if prop is not None else None) or \
+                self.run.read_candidate(cid).meta.get("choices") or {}
             self._distilled += keep_distillation(self.run, cid, extra["distilled"],
-                                                 self.progress)
+                                                 self.progress, parent_choices=parent)
         entry = self._finish(cid, prop, result, weights)
         self.progress(candidate_line(cid, result))
         return cid, prop, entry

@@ -149,6 +149,8 @@ class OfflineProposer(Proposer):
         for entry in feedback.pool:
             if entry.verdict == "pinned" and entry.choices:
                 self._enqueue_neighbours(study, grammar, entry.choices)
+        if feedback.pool:
+            self._enqueue_simpler(study, grammar, feedback.pool[0])
         self._empty = False
         out = []
         for _ in range(n):
@@ -224,6 +226,25 @@ class OfflineProposer(Proposer):
                     if tuple(sorted(c.items())) not in self._seen:
                         study.enqueue_trial(c, skip_if_exists=True)
                     break
+
+    def _enqueue_simpler(self, study, grammar, best: PoolEntry) -> None:
+        """Is every part of the best candidate needed? Its structure with one term or one
+        closure fewer (for a distilled candidate: its parent's structure without closures,
+        i.e. without the distilled terms) is evaluated before the sampler draws: the one
+        ranking can only prefer the simpler model it has seen."""
+        base = best.choices.get("_simpler") or best.choices
+        base = {k: base[k] for k in grammar if k in base}
+        if len(base) != len(grammar):
+            return
+        options = [base] if "_simpler" in best.choices else []
+        for k, v in base.items():
+            if v is True:
+                options.append({**base, k: False})
+            elif k.startswith("closure:") and v != NONE:
+                options.append({**base, k: NONE})
+        for c in options:
+            if tuple(sorted(c.items())) not in self._seen:
+                study.enqueue_trial(c, skip_if_exists=True)
 
     def observe(self, proposal: Proposal, entry: PoolEntry) -> None:
         number = proposal.choices.get("_trial")
