@@ -60,7 +60,7 @@ def test_a_filled_form_renders_a_model_with_the_chosen_parts(space):
     (form(new_terms=[{"state": "omega", "expr": "-q * s.omega", "parameters": []}]),
      "'q' is neither a parameter"),
     (form(new_terms=[{"state": "omega", "expr": "-k * s.omega", "parameters": [
-        {"name": "k", "init": 5, "lower": 0, "upper": 1}]}]), "lower < init < upper"),
+        {"name": "k", "init": 5, "lower": 1, "upper": 1}]}]), "bounds are one value"),
     (form(new_terms=[{"state": "omega", "expr": "__import__('os')", "parameters": []}]),
      "neither a parameter"),
     (form(new_terms=[{"state": "omega", "expr": "-k *", "parameters": []}]), "not an expression"),
@@ -92,3 +92,13 @@ def test_the_proposer_asks_with_the_schema_and_renders_the_reply(space):
     check_source(good.source)
     assert "self.alpha * s.omega" in good.source and good.choices["_format"] == "structured"
     assert bad.source is None and "form was not filled correctly" in bad.reason
+
+
+def test_an_init_on_or_outside_its_bounds_starts_in_the_middle(space):
+    """Small models write init = lower: the form is a starting point, the fit decides."""
+    source, _ = structured.fill(space, form(new_terms=[
+        {"state": "omega", "expr": "-k * s.omega - q * s.omega ** 3", "parameters": [
+            {"name": "k", "init": 0.01, "lower": 0.01, "upper": 10.0},
+            {"name": "q", "init": 7.0, "lower": 2.0, "upper": 0.0}]}]))
+    assert "self.k = self.parameter(init=0.316" in source  # geometric middle: 3 decades
+    assert "self.q = self.parameter(init=1.0, bounds=(0.0, 2.0))" in source

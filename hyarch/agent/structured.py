@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import re
 from typing import Any
 
@@ -178,9 +179,15 @@ def _new_terms(space: Space, items: Any) -> list[dict[str, Any]]:
                 raise FormError(f"parameter name {name!r} is not a new identifier")
             lo, init, hi = p.get("lower"), p.get("init"), p.get("upper")
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                       for v in (lo, init, hi)) or not lo < init < hi:
-                raise FormError(f"parameter {name}: need lower < init < upper, got"
-                                f" {lo}, {init}, {hi}")
+                       and math.isfinite(v) for v in (lo, init, hi)):
+                raise FormError(f"parameter {name}: lower, init and upper must be numbers")
+            lo, hi = min(lo, hi), max(lo, hi)
+            if not lo < hi:
+                raise FormError(f"parameter {name}: its bounds are one value ({lo})")
+            if not lo < init < hi:
+                # an init on or outside the bounds (small models write init = lower): the
+                # form gives a starting point, the fit decides; start in the middle
+                init = math.sqrt(lo * hi) if lo > 0 and hi / lo >= 100 else (lo + hi) / 2
             params[name] = {"init": float(init), "bounds": [float(lo), float(hi)]}
         _check_expr(expr, variables, set(params) | _prior_parameters(space))
         out.append({"state": state, "expr": expr.strip(), "parameters": params,
