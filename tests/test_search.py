@@ -70,8 +70,15 @@ def test_leaderboard_json_has_the_evaluate_fields(offline_run):
                     "regularizers", "closure_share", "n_neural_params", "seconds"):
             assert key in r, key
     ok = [r for r in rows if r["status"] == "ok"]
-    scores = [r["score"] for r in ok]
-    assert scores == sorted(scores)
+    # the one-SE rule's order: tiers in order, each tier's simplest first; a tier's first
+    # member is the best score not within a standard error of an earlier tier
+    tiers = [r["tier"] for r in ok]
+    assert tiers == sorted(tiers)
+    for a, b in zip(ok, ok[1:]):
+        if a["tier"] == b["tier"]:
+            assert a["complexity"] <= b["complexity"], (a["id"], b["id"])
+    firsts = [min(r["score"] for r in ok if r["tier"] == t) for t in sorted(set(tiers))]
+    assert firsts == sorted(firsts)
 
 
 def test_show_prints_code_and_scores(offline_run):

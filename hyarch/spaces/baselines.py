@@ -66,7 +66,19 @@ def aphynity_source(space: Space, prior_source: str) -> str:
         sites = [{"state": st, "inputs": repr(tuple(names)), "hidden": repr((32, 32)),
                   "args": _args(space, names)} for st in space.states]
     return _template("baseline_aphynity.py.j2").render(
-        space=space.name, prior=prior_source.rstrip(), sites=sites)
+        space=space.name, prior=_renamed_prior(prior_source), sites=sites)
+
+
+def _renamed_prior(source: str) -> str:
+    """The prior with its ``class Model`` renamed ``_Prior``: the baseline subclasses it,
+    and a candidate file defines ``Model`` once."""
+    import ast
+
+    tree = ast.parse(source)
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == "Model":
+            node.name = "_Prior"
+    return ast.unparse(tree).rstrip()
 
 
 def baselines(space: Space) -> list[Baseline]:
