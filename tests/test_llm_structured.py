@@ -102,3 +102,15 @@ def test_an_init_on_or_outside_its_bounds_starts_in_the_middle(space):
             {"name": "q", "init": 7.0, "lower": 2.0, "upper": 0.0}]}]))
     assert "self.k = self.parameter(init=0.316" in source  # geometric middle: 3 decades
     assert "self.q = self.parameter(init=1.0, bounds=(0.0, 2.0))" in source
+
+
+def test_a_parameter_named_after_a_state_is_renamed(space):
+    source, _ = structured.fill(space, form(new_terms=[
+        {"state": "omega", "expr": "-omega * s.omega", "parameters": [
+            {"name": "omega", "init": 0.1, "lower": 0.0, "upper": 1.0}]}]))
+    check_source(source)
+    assert "self.k_omega = self.parameter(" in source and "-self.k_omega * s.omega" in source
+    with pytest.raises(structured.FormError, match="'torch' is not a new identifier"):
+        structured.fill(space, form(new_terms=[{"state": "omega", "expr": "-torch * s.omega",
+                                                "parameters": [{"name": "torch", "init": 0.1,
+                                                                "lower": 0, "upper": 1}]}]))

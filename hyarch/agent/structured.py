@@ -175,8 +175,13 @@ def _new_terms(space: Space, items: Any) -> list[dict[str, Any]]:
         params: dict[str, dict[str, Any]] = {}
         for p in item.get("parameters") or []:
             name = p.get("name") if isinstance(p, dict) else None
-            if not isinstance(name, str) or not re.match(_IDENT, name) or name in variables:
+            if not isinstance(name, str) or not re.match(_IDENT, name) \
+                    or name in _FUNCTIONS | {"t", "self"}:
                 raise FormError(f"parameter name {name!r} is not a new identifier")
+            if name in variables:
+                # a parameter named after a state ("-omega * s.omega"): unambiguous in the
+                # expression (the state is s.omega), confusing in a report: k_<name>
+                expr, name = _rename(expr, name, f"k_{name}"), f"k_{name}"
             lo, init, hi = p.get("lower"), p.get("init"), p.get("upper")
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                        and math.isfinite(v) for v in (lo, init, hi)):
@@ -193,6 +198,18 @@ def _new_terms(space: Space, items: Any) -> list[dict[str, Any]]:
         out.append({"state": state, "expr": expr.strip(), "parameters": params,
                     "description": "proposed by the LLM"})
     return out
+
+
+def _rename(expr: str, old: str, new: str) -> str:
+    """``expr`` with the bare name ``old`` (not ``s.old``) written ``new``."""
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError:
+        return expr  # reported by the expression check
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id == old:
+            node.id = new
+    return ast.unparse(tree)
 
 
 def _prior_parameters(space: Space) -> set[str]:
