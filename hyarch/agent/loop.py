@@ -612,7 +612,10 @@ class Session:
     def _warm_starts(self) -> tuple[dict[str, float], ...]:
         """The fitted parameters of the best-ranked candidates (train/selection fits only):
         a candidate that nests one of them starts a restart there (``TrainConfig``)."""
-        rows = leaderboard(self.run, self.objectives)
+        try:
+            rows = leaderboard(self.run, self.objectives)
+        except Exception:  # noqa: BLE001 - a start is a help, never a reason to fail
+            return ()
         out = []
         for row in rows:
             params = (row.record.result or {}).get("parameters") or {}
