@@ -117,7 +117,7 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path):
     while len(_finished(run_dir)) < 3 and time.monotonic() < deadline and proc.poll() is None:
         # polls a condition on disk (another process's files), bounded by the deadline:
         # there is no event to wait on across a process we are about to SIGKILL
-        time.sleep(0.2)
+        time.sleep(0.2)  # bounded by the deadline above; no event crosses the process
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     before = _finished(run_dir)

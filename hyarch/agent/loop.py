@@ -288,6 +288,7 @@ class Session:
         if entries:
             self.progress(f"resuming {run.path}: {sum(1 for e, _ in entries if e.status != 'pending')}"
                           f" finished, {len(pending)} to re-evaluate")
+        self._fits = _fitted_values(leaderboard(self.run, self.objectives))
         best = self._best_score()
         stale = 0  # finished candidates since the best score last improved
         stopped = "budget"
@@ -603,28 +604,10 @@ class Session:
     def _launch(self, cid: str):
         """Evaluate one candidate in the sandbox (on an evaluation thread)."""
         rec = self.run.read_candidate(cid)
-        overrides = {**self.cfg.overrides, "warm_starts": self._warm_starts}
+        overrides = {**self.cfg.overrides, "warm_starts": self._fits}
         return run_candidate(self.space, rec.source, filename=f"{cid}/model.py",
                              limits=self.limits, device=self.cfg.device, overrides=overrides,
                              post={"distill": {}} if self.cfg.distill else None)
-
-    @property
-    def _warm_starts(self) -> tuple[dict[str, float], ...]:
-        """The fitted parameters of the best-ranked candidates (train/selection fits only):
-        a candidate that nests one of them starts a restart there (``TrainConfig``)."""
-        try:
-            rows = leaderboard(self.run, self.objectives)
-        except Exception:  # noqa: BLE001 - a start is a help, never a reason to fail
-            return ()
-        out = []
-        for row in rows:
-            params = (row.record.result or {}).get("parameters") or {}
-            if row.ranked and params and row.record.status == "ok":
-                out.append({k: float(v) for k, v in params.items()
-                            if isinstance(v, (int, float))})
-            if len(out) >= WARM_STARTS:
-                break
-        return tuple(out)
 
     def _record(self, cid: str, prop: Proposal | None, res) -> tuple[str, Proposal | None,
                                                                      PoolEntry]:
@@ -673,6 +656,7 @@ class Session:
         from hyarch.ranking.rule import RULE
 
         rows = leaderboard(self.run, self.objectives)
+        self._fits = _fitted_values(rows)
         try:
             self.study.set_user_attr(keys.RANKING, [r.id for r in rows if r.ranked])
             self.study.set_user_attr(keys.RULE, RULE)
@@ -683,6 +667,20 @@ class Session:
         rows = leaderboard(self.run, self.objectives)
         scores = [r.score for r in rows if r.ranked and r.score is not None]
         return min(scores) if scores else None
+
+def _fitted_values(rows) -> tuple[dict[str, float], ...]:
+    """The fitted parameters of the best-ranked candidates (train/selection fits only): a
+    candidate that nests one of them starts a restart there (``TrainConfig.warm_starts``).
+    Kept from the ranking made after each finished candidate, not re-read per launch."""
+    out = []
+    for row in rows:
+        params = (row.record.result or {}).get("parameters") or {}
+        if row.ranked and params and row.record.status == "ok":
+            out.append({k: float(v) for k, v in params.items() if isinstance(v, (int, float))})
+        if len(out) >= WARM_STARTS:
+            break
+    return tuple(out)
+
 
 def make_proposer(cfg: SearchConfig, space: Space, run: Run) -> Proposer:
     """The LLM proposer when a model or endpoint is configured, else the offline one."""
