@@ -235,8 +235,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _raw(self, action: Action) -> None:
         self.send_response(action.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(action.data)))
+        given = {k.lower() for k in action.headers}
+        if "content-type" not in given:
+            self.send_header("Content-Type", "application/json")
+        if "content-length" not in given:  # a larger one given: the body ends early
+            self.send_header("Content-Length", str(len(action.data)))
         for k, v in action.headers.items():
             self.send_header(k, v)
         self.end_headers()

@@ -297,3 +297,15 @@ def test_seed_is_sent_and_logged(server):
 def test_a_base_url_that_is_not_a_url_stops_at_once():
     with pytest.raises(LLMConfigError, match="'localhost:8080' is not an http"):
         LLMConfig.resolve("m", "localhost:8080")
+
+
+def test_a_stream_cut_mid_reply_is_a_failed_call_not_a_crash(server):
+    """A body that ends before its declared length, while a stream is read, is a failed
+    attempt, retried, then a clear error (whether the openai client wraps the transport's
+    error or it arrives as httpx's or httpx2's own)."""
+    server.raw(b"data: {\"choices\": [{\"delta\": {\"content\": \"x\"}}]}\n\n", status=200,
+               headers={"Content-Type": "text/event-stream", "Content-Length": "500"})
+    server.raw(b"data: {\"choices\": [{\"delta\": {\"content\": \"x\"}}]}\n\n", status=200,
+               headers={"Content-Type": "text/event-stream", "Content-Length": "500"})
+    with pytest.raises(LLMError):
+        make(server, stream=True, retries=1).complete(MSGS)

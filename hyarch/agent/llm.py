@@ -357,7 +357,9 @@ class LLMClient:
             raise _Retryable(f"the server's reply is not valid chat-completions JSON ({e})"
                              ) from None
         except Exception as e:
-            if type(e).__module__.split(".")[0] in ("httpx", "httpcore", "h11"):
+            # httpx, httpcore and h11, or their renamed successors (httpx2, httpcore2)
+            if type(e).__module__.split(".")[0].rstrip("0123456789") in ("httpx", "httpcore",
+                                                                        "h11"):
                 # raised while reading a body, which the openai client does not wrap
                 raise _Retryable(f"the connection failed mid-reply ({type(e).__name__}:"
                                  f" {e})") from None
