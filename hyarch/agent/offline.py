@@ -19,7 +19,7 @@ import jinja2
 import optuna
 
 from hyarch.agent.base import Feedback, PoolEntry, Proposal, Proposer
-from hyarch.spaces.loader import builtin_dir
+from hyarch.spaces.loader import builtin_dir, declared_parameters
 from hyarch.spaces.schema import Term
 from hyarch.spaces.space import Space
 
@@ -259,7 +259,7 @@ class OfflineProposer(Proposer):
         prior = space.prior_path()
         prior_src = prior.read_text() if prior else ""
         base = prior_as_base(prior_src) if prior else EMPTY_PRIOR
-        declared = set(re.findall(r"self\.(\w+)\s*=\s*self\.parameter\(", prior_src))
+        declared = declared_parameters(prior_src)
         known = set(declared)
         params, closures, parts = [], [], {}
         desc = []

@@ -22,6 +22,7 @@ import re
 from typing import Any
 
 from hyarch.agent.offline import NONE, OfflineProposer, _hidden_label
+from hyarch.spaces.loader import declared_parameters
 from hyarch.spaces.space import Space
 
 _IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -215,7 +216,7 @@ def _rename(expr: str, old: str, new: str) -> str:
 def _prior_parameters(space: Space) -> set[str]:
     path = space.prior_path()
     src = path.read_text() if path is not None else ""
-    names = set(re.findall(r"self\.(\w+)\s*=\s*self\.parameter\(", src))
+    names = declared_parameters(src)
     for terms in space.spec.hypotheses.values():
         for t in terms:
             names |= set(t.parameters)

@@ -282,15 +282,22 @@ def load_space(ref: str | Path) -> Space:
 HYPOTHESIS_MODULES = ("torch", "math")
 
 
+def declared_parameters(source: str) -> set[str]:
+    """The names a prior (or any candidate file) declares with ``self.X = self.parameter(``,
+    read from its text, never run."""
+    import re
+
+    return set(re.findall(r"self\.(\w+)\s*=\s*self\.parameter\(", source))
+
+
 def _check_hypotheses(spec: SpaceSpec, prior_source: str, text: str, file: str) -> None:
     """Every name in a hypothesis expression must be known, checked without running it:
     the term's parameters, the prior's, ``s.<state>``, ``u.<input>``, ``t``, ``torch`` and
     ``math``, and Python's builtins (``abs``, ``min``)."""
     import ast
     import builtins
-    import re
 
-    prior_params = set(re.findall(r"self\.(\w+)\s*=\s*self\.parameter\(", prior_source))
+    prior_params = declared_parameters(prior_source)
     root = None
     for state, terms in spec.hypotheses.items():
         for i, term in enumerate(terms):
