@@ -193,9 +193,11 @@ def test_distilled_candidate_reproduces_the_hybrid_field(pendulum):
     assert "self.alpha = self.parameter(init=0.2, bounds=(0, 5))" in src
     new = build(pendulum, src)
     assert set(new.parameter_specs) == {"omega0_sq", "alpha", "c_omega"}
-    (term,) = grammar_terms([entry])["omega"]  # only the generic term is new to the grammar
-    assert term["expr"] == "k_omega * s.theta ** 2 * s.omega"
-    assert term["parameters"]["k_omega"]["init"] == pytest.approx(-0.1, rel=1e-4)
+    # only the generic term is new to the grammar, named after the candidate it came from
+    (term,) = grammar_terms([entry], "c0007")["omega"]
+    assert term["name"] == "distilled_c0007_correction"
+    assert term["expr"] == "k_omega_c0007 * s.theta ** 2 * s.omega"
+    assert term["parameters"]["k_omega_c0007"]["init"] == pytest.approx(-0.1, rel=1e-4)
     Term(**term)  # valid in a space's hypotheses
     torch.testing.assert_close(field_at(new, pendulum), field_at(model, pendulum),
                                rtol=1e-4, atol=1e-5)

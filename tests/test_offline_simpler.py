@@ -42,3 +42,64 @@ def test_a_distilled_candidate_is_tried_without_its_distilled_terms():
     (first,) = proposer.propose(space, Feedback(round=2, pool=(distilled,)), n=1)
     assert {k: v for k, v in first.choices.items() if k in grammar} == simpler
     assert "self.alpha * s.omega" in first.source and "Closure(" not in first.source
+
+
+def _distillation(closure, state, terms, explained=0.99):
+    return {"closure": closure, "state": state, "explained": explained,
+            "terms": [{"name": n, "kind": k, "code": code, "coefficient": c}
+                      for n, k, code, c in terms]}
+
+
+def test_what_a_closure_distils_to_is_one_part_of_the_grammar():
+    from hyarch.distill import grammar_terms
+
+    entry = _distillation("closure_omega", "omega", [
+        ("linear_friction", "hypothesis", "", -0.2),
+        ("s.omega ** 3", "generic", "s.omega ** 3", -0.05),
+        ("s.theta * s.omega", "generic", "s.theta * s.omega", 0.01),
+        ("1", "generic", "1", 0.003)])
+    (term,) = grammar_terms([entry], "c0004")["omega"]
+    assert term["name"] == "distilled_c0004_closure_omega"
+    assert term["expr"] == ("k_omega_c0004 * s.omega ** 3 + k_omega_c0004_2 * s.theta * s.omega"
+                            " + k_omega_c0004_3")
+    assert [p["init"] for p in term["parameters"].values()] == [-0.05, 0.01, 0.003]
+    # a long sum of library columns is a curve fit: it adds nothing to the grammar
+    long = _distillation("closure_omega", "omega", [
+        (f"c{i}", "generic", f"s.theta ** {i}", 0.1) for i in range(1, 6)])
+    assert grammar_terms([long], "c0005") == {}
+    # neither does a distillation that explains too little of its closure
+    assert grammar_terms([{**entry, "explained": 0.5}], "c0006") == {}
+
+
+def test_a_distilled_candidate_is_placed_in_the_grammar_and_tried_part_by_part():
+    from hyarch.agent.artifacts import distilled_choices
+    from hyarch.distill import grammar_terms
+
+    space = load_space("damped_pendulum")
+    proposer = OfflineProposer(seed=0)
+    _first_round(proposer, space)
+    grammar = proposer._grammar(space)
+    parent = {k: False if k.startswith("term:") else
+              ("32x32" if k == "closure:0:omega" else NONE) for k in grammar}
+    # the hybrid's closure turned out to be linear friction plus a spare cubic term
+    entry = _distillation("closure_omega", "omega", [
+        ("linear_friction", "hypothesis", "", -0.2),
+        ("s.omega ** 3", "generic", "s.omega ** 3", -1e-4)])
+    choices = distilled_choices("c0002", [entry], parent)
+    extra = "term:omega:distilled_c0002_closure_omega"
+    assert {k: v for k, v in choices.items() if v not in (False, NONE)} == {
+        "term:omega:linear_friction": True, extra: True, "_simpler": {**parent,
+                                                                     "closure:0:omega": NONE}}
+    grammar_fb = tuple({"state": s, **t}
+                       for s, ts in grammar_terms([entry], "c0002").items() for t in ts)
+    best = PoolEntry(id="c0005", source="", proposer="distill", status="ok", val_nmse=1e-4,
+                     choices=choices)
+    got = proposer.propose(space, Feedback(round=2, pool=(best,), grammar=grammar_fb), n=3)
+    on = [{k for k, v in p.choices.items() if not k.startswith("_") and v not in (False, NONE)}
+          for p in got]
+    # without the distilled terms (the true structure), and without friction: before any draw
+    assert on[:2] == [{"term:omega:linear_friction"}, {extra}]
+    assert "self.alpha * s.omega" in got[0].source and "k_omega_c0002" not in got[0].source
+    assert "self.k_omega_c0002 * s.omega ** 3" in got[1].source
+    # the distilled candidate's own structure is known: never proposed again
+    assert {"term:omega:linear_friction", extra} not in on[2:]

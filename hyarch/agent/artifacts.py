@@ -13,7 +13,6 @@ from optuna.trial import TrialState
 from hyarch.agent.base import Proposal
 from hyarch.runs import Run
 
-MAX_DISTILLED_TERMS = 4
 EVIDENCE_SHOWN = 8
 
 
@@ -43,25 +42,53 @@ def upload_artifacts(run: Run, study, cid: str, number: int | None) -> None:
         pass
 
 
+def distilled_choices(cid: str, entries: list[dict[str, Any]],
+                      parent_choices: dict[str, Any]) -> dict[str, Any]:
+    """The offline grammar's structure of the candidate distilled from closure entries
+    (one closure of candidate ``cid``, on one or more states): the parent's structure with
+    that closure off, the hypotheses the closure turned out to be on, and the closure's
+    generic terms as one part. ``_simpler`` is the parent's structure without closures."""
+    from hyarch.distill.api import grammar_key
+
+    parent = {k: v for k, v in parent_choices.items() if not k.startswith("_")}
+    if not parent:
+        return {}
+    out = dict(parent)
+    for e in entries:
+        for k in parent:
+            if k.startswith("closure:") and e.get("closure") == f"closure_{k.split(':', 2)[2]}":
+                out[k] = "none"
+        for t in e.get("terms") or ():
+            if t.get("kind") == "hypothesis":
+                out[f"term:{e['state']}:{t['name']}"] = True
+        if any(t.get("kind") == "generic" for t in e.get("terms") or ()):
+            out[f"term:{e['state']}:{grammar_key(cid, e)}"] = True
+    out["_simpler"] = {k: ("none" if k.startswith("closure:") else v) for k, v in parent.items()}
+    return out
+
+
 def keep_distillation(run: Run, cid: str, entries: list[dict[str, Any]],
                       progress: Callable[[str], None],
                       parent_choices: dict[str, Any] | None = None) -> list[Proposal]:
     """Save what the closures distilled to; return the good ones as candidates to queue.
-    A distilled candidate is its parent's structure with the closure replaced by terms:
-    ``choices["_simpler"]`` holds that structure without the closures (where the parent's
-    structure is known), the one to try when the distilled terms turn out not to matter."""
+    A distilled candidate is its parent's structure with the closure replaced by terms;
+    where the parent's structure is known, its ``choices`` say so in the offline grammar's
+    words (``distilled_choices``), so that the offline proposer can try it without each
+    part (``choices["_simpler"]``: without the distilled terms)."""
+    from hyarch.distill.policy import MAX_DISTILLED_TERMS
+
     run.write_file(cid, "distill.json", json.dumps(entries, indent=2, default=str))
-    seen, out = set(), []
+    out = []
+    by_source: dict[str, list[dict[str, Any]]] = {}
     for e in entries:
-        src = e.get("source")
-        if len(e.get("terms") or ()) > MAX_DISTILLED_TERMS:
+        if e.get("source"):
+            by_source.setdefault(e["source"], []).append(e)
+    for src, group in by_source.items():
+        if any(len(e.get("terms") or ()) > MAX_DISTILLED_TERMS for e in group):
             continue  # a long sum of terms is a curve fit, not a mechanism
-        if src and src not in seen:
-            seen.add(src)
-            simpler = {k: ("none" if k.startswith("closure:") else v)
-                       for k, v in (parent_choices or {}).items() if not k.startswith("_")}
-            out.append(Proposal(src, "distill", parents=(cid,),
-                                choices={"_simpler": simpler} if simpler else {}))
+        out.append(Proposal(src, "distill", parents=(cid,),
+                            choices=distilled_choices(cid, group, parent_choices or {})))
+        for e in group:
             progress(f"  {cid}: closure {e.get('closure')} distils to"
                      f" {e.get('expression')} (explains {e.get('explained', 0):.3f});"
                      " queued as a mechanistic candidate")
@@ -86,7 +113,7 @@ def distillations(run: Run) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
         try:
             from hyarch.distill import grammar_terms
 
-            for state, terms in grammar_terms(entries).items():
+            for state, terms in grammar_terms(entries, rec.id).items():
                 grammar += [{"state": state, **t} for t in terms]
         except ImportError:
             pass

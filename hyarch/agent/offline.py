@@ -28,6 +28,23 @@ PENALTY_TERM, PENALTY_CLOSURE, FAILED_VALUE = 0.15, 0.6, 5.0
 MAX_ENUMERATED = 100_000  # structures scanned for an untried one the sampler missed
 
 
+def structure_key(choices: dict[str, Any]) -> tuple:
+    """A structure's identity: the parts it has on (a term added, a closure and its width).
+    Parts that are off do not count, so a structure keeps its identity while the grammar
+    grows (terms distilled later are off in every structure proposed before them)."""
+    return tuple(sorted((k, v) for k, v in choices.items()
+                        if not k.startswith("_") and v is not False and v != NONE))
+
+
+def _fill(grammar: dict[str, list], choices: dict[str, Any]) -> dict[str, Any] | None:
+    """``choices`` over every key of ``grammar`` (parts it does not name are off), or None
+    when it has a part the grammar cannot express."""
+    on = dict(structure_key(choices))
+    if any(k not in grammar or v not in grammar[k] for k, v in on.items()):
+        return None
+    return {k: on.get(k, False if k.startswith("term:") else NONE) for k in grammar}
+
+
 def _hidden_label(h) -> str:
     return "x".join(str(x) for x in h)
 
@@ -71,6 +88,7 @@ class OfflineProposer(Proposer):
         self._seeded = False
         self._extra: list[dict[str, Any]] = []  # distilled terms added to the grammar
         self._empty = False  # the last propose() found no untried structure
+        self._told: set[str] = set()  # candidates told to the sampler by _learn
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(builtin_dir("prompts"))),
                                  undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
         self._template = env.get_template("offline_candidate.py.j2")
@@ -116,21 +134,28 @@ class OfflineProposer(Proposer):
 
     def warm_start(self, space: Space, entries: list[PoolEntry]) -> None:
         """Tell the sampler about candidates evaluated before (a resumed run)."""
-        study = self._study_for(space)
-        grammar = self._grammar(space)
         for e in entries:
-            params = {k: v for k, v in e.choices.items() if k in grammar}
-            if len(params) != len(grammar):
-                continue
-            self._seen.add(tuple(sorted(params.items())))
-            if e.status == "pending":  # to be evaluated again: seen, but no value yet
-                continue
-            dists = {k: optuna.distributions.CategoricalDistribution(grammar[k]) for k in params}
-            value = FAILED_VALUE if e.verdict == "rejected" else self.objective(e)
-            study.add_trial(optuna.trial.create_trial(params=params, distributions=dists,
-                                                      value=value))
-            self._seen.add(tuple(sorted(params.items())))
+            self._learn(space, e)
         self._seeded = self._seeded or bool(entries)
+
+    def _learn(self, space: Space, e: PoolEntry) -> None:
+        """Know an evaluated candidate's structure as seen; where the grammar can express it,
+        tell the sampler its value (candidates it did not propose: distilled ones, a resumed
+        run's)."""
+        if not e.choices or e.id in self._told:
+            return
+        self._seen.add(structure_key(e.choices))
+        if e.status == "pending":  # to be evaluated again: seen, but no value yet
+            return
+        grammar = self._grammar(space)
+        params = _fill(grammar, e.choices)
+        if params is None:
+            return
+        self._told.add(e.id)
+        dists = {k: optuna.distributions.CategoricalDistribution(grammar[k]) for k in params}
+        value = FAILED_VALUE if e.verdict == "rejected" else self.objective(e)
+        self._study_for(space).add_trial(
+            optuna.trial.create_trial(params=params, distributions=dists, value=value))
 
     def propose(self, space: Space, feedback: Feedback, n: int) -> list[Proposal]:
         known = {(e["state"], e["name"]) for e in self._extra}
@@ -147,6 +172,9 @@ class OfflineProposer(Proposer):
                                      for k in grammar})
             self._seeded = True
         for entry in feedback.pool:
+            if entry.proposer != self.name:
+                self._learn(space, entry)
+        for entry in feedback.pool:
             if entry.verdict == "pinned" and entry.choices:
                 self._enqueue_neighbours(study, grammar, entry.choices)
         if feedback.pool:
@@ -158,7 +186,7 @@ class OfflineProposer(Proposer):
             for _attempt in range(30):
                 trial = study.ask()
                 c = {k: trial.suggest_categorical(k, opts) for k, opts in grammar.items()}
-                key = tuple(sorted(c.items()))
+                key = structure_key(c)
                 if key not in self._seen:
                     self._seen.add(key)
                     choices = c
@@ -173,7 +201,7 @@ class OfflineProposer(Proposer):
                 study.enqueue_trial(wanted)
                 trial = study.ask()  # the enqueued trial (or an older enqueued one)
                 c = {k: trial.suggest_categorical(k, opts) for k, opts in grammar.items()}
-                key = tuple(sorted(c.items()))
+                key = structure_key(c)
                 if key in self._seen:
                     study.tell(trial, self._known_value(study, c))
                     continue
@@ -200,7 +228,7 @@ class OfflineProposer(Proposer):
             if i >= MAX_ENUMERATED:
                 return None
             c = dict(zip(keys, combo, strict=True))
-            if tuple(sorted(c.items())) not in self._seen:
+            if structure_key(c) not in self._seen:
                 return c
         return None
 
@@ -223,27 +251,29 @@ class OfflineProposer(Proposer):
             for o in opts:
                 if o != choices[k]:
                     c = {**{kk: choices[kk] for kk in grammar if kk in choices}, k: o}
-                    if tuple(sorted(c.items())) not in self._seen:
+                    if structure_key(c) not in self._seen:
                         study.enqueue_trial(c, skip_if_exists=True)
                     break
 
     def _enqueue_simpler(self, study, grammar, best: PoolEntry) -> None:
-        """Is every part of the best candidate needed? Its structure with one term or one
-        closure fewer (for a distilled candidate: its parent's structure without closures,
-        i.e. without the distilled terms) is evaluated before the sampler draws: the one
+        """Is every part of the best candidate needed? Its structure with one part fewer
+        (a term, a closure, a distilled closure's terms), and for a distilled candidate its
+        parent's structure without closures, are evaluated before the sampler draws: the one
         ranking can only prefer the simpler model it has seen."""
-        base = best.choices.get("_simpler") or best.choices
-        base = {k: base[k] for k in grammar if k in base}
-        if len(base) != len(grammar):
-            return
-        options = [base] if "_simpler" in best.choices else []
-        for k, v in base.items():
-            if v is True:
-                options.append({**base, k: False})
-            elif k.startswith("closure:") and v != NONE:
-                options.append({**base, k: NONE})
+        base = _fill(grammar, best.choices)
+        options = []
+        simpler = best.choices.get("_simpler")
+        if isinstance(simpler, dict) and (s := _fill(grammar, simpler)) is not None:
+            options.append(s)
+        if base is not None:
+            # the parts least backed by the expert go first: distilled library terms, then
+            # closures, then the space's hypotheses
+            on = sorted((k for k, v in base.items() if v is not False and v != NONE),
+                        key=lambda k: (0 if ":distilled_" in k else
+                                       1 if k.startswith("closure:") else 2))
+            options += [{**base, k: False if k.startswith("term:") else NONE} for k in on]
         for c in options:
-            if tuple(sorted(c.items())) not in self._seen:
+            if structure_key(c) not in self._seen:
                 study.enqueue_trial(c, skip_if_exists=True)
 
     def observe(self, proposal: Proposal, entry: PoolEntry) -> None:

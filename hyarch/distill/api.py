@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from hyarch.core.candidate import check_forward, load_model_class, make_factory
@@ -89,31 +90,53 @@ def format_distillation(entries: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def grammar_terms(entries: list[dict[str, Any]], *,
+def grammar_key(source_id: str, entry: dict[str, Any]) -> str:
+    """The offline grammar's name for what closure ``entry["closure"]`` of candidate
+    ``source_id`` distilled to on its state: one structural part, whatever its term count."""
+    from hyarch.distill.candidate import _free_name
+
+    return _free_name(f"distilled_{source_id}_{entry['closure']}", set())
+
+
+def grammar_terms(entries: list[dict[str, Any]], source_id: str = "c", *,
                   min_explained: float = 0.95) -> dict[str, list[dict[str, Any]]]:
     """New hypothesis terms, per state, in the space's ``hypotheses`` format
     (``name``, ``expr``, ``parameters: {p: {init, bounds}}``, ``description``), from the
-    generic terms of good distillations: what an offline proposer can add to its grammar.
-    Hypothesis terms are already in the grammar and shifts are not new terms."""
+    generic terms of good distillations of candidate ``source_id``: what an offline proposer
+    can add to its grammar. Hypothesis terms are already in the grammar and shifts are not
+    new terms.
+
+    What one closure distilled to on one state is **one** term (its generic terms summed,
+    each with its own parameter), not one term per library column: a structural search
+    that toggles columns one by one draws half of them at random into every candidate.
+    A distillation longer than ``MAX_DISTILLED_TERMS`` is a curve fit, not a mechanism,
+    and adds nothing (nor is it queued as a candidate)."""
     from hyarch.distill.candidate import _bounds, _free_name
+    from hyarch.distill.policy import MAX_DISTILLED_TERMS
 
     out: dict[str, list[dict[str, Any]]] = {}
+    tag = re.sub(r"\W", "", source_id)
     for d in entries:
         if d["explained"] is None or d["explained"] < min_explained:
             continue
+        if len(d.get("terms") or ()) > MAX_DISTILLED_TERMS:
+            continue
+        generic = [t for t in d["terms"] if t["kind"] == "generic"]
+        if not generic:
+            continue
         taken: set[str] = set()
-        for t in d["terms"]:
-            if t["kind"] != "generic":
-                continue
+        parts, params = [], {}
+        for t in generic:
             c = float(t["coefficient"])
-            name = _free_name(f"k_{d['state']}", taken)
-            expr = name if t["code"] == "1" else f"{name} * {t['code']}"
+            name = _free_name(f"k_{d['state']}_{tag}", taken)
+            parts.append(name if t["code"] == "1" else f"{name} * {t['code']}")
             lo, hi = _bounds(c, None)
-            out.setdefault(d["state"], []).append({
-                "name": f"distilled_{d['closure']}_{name}",
-                "expr": expr,
-                "parameters": {name: {"init": c, "bounds": [lo, hi]}},
-                "description": f"distilled from closure {d['closure']} "
-                               f"(share explained {d['explained']:.3f})",
-            })
+            params[name] = {"init": c, "bounds": [lo, hi]}
+        out.setdefault(d["state"], []).append({
+            "name": grammar_key(source_id, d),
+            "expr": " + ".join(parts),
+            "parameters": params,
+            "description": f"distilled from closure {d['closure']} of {source_id} "
+                           f"(share explained {d['explained']:.3f})",
+        })
     return out

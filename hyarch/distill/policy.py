@@ -14,3 +14,6 @@ def worth_distilling(closure_share: float | None, nmse: float | None) -> bool:
     """A closure that did real work (its share) in a candidate that fits."""
     return (float(closure_share or 0.0) >= MIN_SHARE_TO_DISTILL
             and nmse is not None and float(nmse) <= MAX_NMSE_TO_DISTILL)
+# a distillation with more terms than this is a curve fit, not a mechanism: it is neither
+# queued as a candidate nor added to the offline grammar
+MAX_DISTILLED_TERMS = 4
