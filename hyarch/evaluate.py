@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import sys
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hyarch.core.progress import TrainingProgress
 from hyarch.sandbox.runner import Limits, SandboxResult, failed, run_candidate
 from hyarch.spaces.space import Space
 
@@ -22,16 +24,18 @@ def evaluate_source(
     space: Space, source: str, *, filename: str = "model.py", device: str = "cpu",
     overrides: dict[str, Any] | None = None, post: dict[str, Any] | None = None,
     limits: Limits | None = None, sandbox: bool = True,
+    progress: Callable[[TrainingProgress], None] | None = None,
 ) -> SandboxResult:
     """Train and score candidate code. Never raises for a bad candidate: a failed record.
 
     ``sandbox=False`` runs it in this process (trusted code and debugging only).
+    ``progress`` hears how training goes (``hyarch.report.progress`` shows it).
     A bad training configuration is not the candidate's fault: its ValueError propagates.
     """
     space.train_config(device=device, **(overrides or {}))  # a bad setting: ValueError here
     return run_candidate(space, source, filename=filename, limits=limits or Limits(),
                          device=device, overrides=overrides, post=post,
-                         isolation="auto" if sandbox else "none")
+                         isolation="auto" if sandbox else "none", progress=progress)
 
 
 def evaluate(space: Space | str | Path, file: str | Path, **kw) -> dict[str, Any]:

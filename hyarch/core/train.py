@@ -26,6 +26,7 @@ from hyarch.core.fields import Points, field_parts, rollout
 from hyarch.core.gauss_newton import GaussNewtonError, LevenbergMarquardt, fit_least_squares
 from hyarch.core.metrics import normalised_mse
 from hyarch.core.model import ContractError, HybridModel
+from hyarch.core.progress import Schedule, TrainingProgress
 from hyarch.core.rollout import check_method
 
 Factory = Callable[..., HybridModel]
@@ -253,6 +254,7 @@ class _Trainer:
         self.stamps: list[float] = []
         self.start = time.perf_counter()
         self.monitor = None
+        self.schedule = Schedule(None)
         self.regularized = bool(model.closures()) and any(
             w > 0 for w in cfg.regularizers.values()
         )
@@ -315,10 +317,13 @@ def fit(
     val: Trajectories,
     cfg: TrainConfig = TrainConfig(),
     *,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[TrainingProgress], None] | None = None,
     monitor: Callable[[tuple, HybridModel, int], None] | None = None,
 ) -> FitResult:
     """Train a candidate built by ``factory(replicas=R)`` on ``train``, select on ``val``.
+
+    ``progress(TrainingProgress)``, if given, hears at each phase change and every quarter
+    second how many steps are done out of those the schedule plans.
 
     ``monitor(entry, model, replica)``, if given, sees every history entry with the model
     as it is then (during the windows, R replicas, ``replica`` the best on the windows):
@@ -342,6 +347,7 @@ def fit(
     tr = _Trainer(model, cfg, scales, deadline)
     tr.start = start
     tr.monitor = monitor
+    sched = tr.schedule = Schedule(progress)
     if warm is not None:
         tr.log((f"restart {R - 1} starts from a fitted candidate's values"
                 f" ({', '.join(sorted(warm))})", 0, math.nan, math.nan))
@@ -360,6 +366,17 @@ def fit(
     widths = sorted(w for w in cfg.windows if w < train.length - 1)
     gauss_newton = (cfg.gauss_newton and not model.neural_parameters()
                     and 0 < len(model.parameter_specs) <= 30)
+    plan_lbfgs = cfg.lbfgs == "always" or (
+        cfg.lbfgs == "auto" and not model.neural_parameters()
+        and 0 < len(model.physical_raw_parameters()) <= 30)
+    adam_plan = [("full horizon", cfg.final_iters)] + (
+        [("l-bfgs", cfg.lbfgs_iters)] if plan_lbfgs else [])
+    first_order_plan = ([("l-bfgs", cfg.lbfgs_iters)]
+                        if plan_lbfgs and cfg.lbfgs_first and not model.neural_parameters()
+                        else adam_plan)
+    sched.expect([("windows", cfg.gauss_newton_iters)] * len(widths)
+                 + [("full horizon", cfg.gauss_newton_iters)] if gauss_newton
+                 else [("windows", cfg.stage_iters)] * len(widths) + first_order_plan)
     if gauss_newton:
         try:
             iterations, lead = _gauss_newton_windows(model, tr, train, cfg, widths, alive)
@@ -367,7 +384,9 @@ def fit(
         except GaussNewtonError as exc:  # the first-order path below takes over
             gauss_newton = False
             tr.log((f"gauss-newton failed: {exc}", iterations, math.nan, math.nan))
+            sched.expect([("windows", cfg.stage_iters)] * len(widths) + first_order_plan)
     for width in widths:
+        sched.begin("windows", cfg.stage_iters)
         windows = train.windows(width)
         # on random mini-batches the plateau test reads a running mean of the loss: the
         # minimum of noisy batch losses keeps falling by chance and never plateaus
@@ -380,6 +399,7 @@ def fit(
                 batch = windows.select(idx.cpu())
             traj = tr.step(opt, batch, alive)
             iterations += 1
+            sched.step()
             if traj is None:
                 n_nan += 1
                 if n_nan > 5:
@@ -441,6 +461,7 @@ def fit(
     # does not help.
     solved = False  # a second-order method converged: no Adam
     if gauss_newton and not tr.out_of_time():
+        sched.begin("full horizon", cfg.gauss_newton_iters)
         try:
             best_val, n = _gauss_newton_full(model, tr, train, cfg, best_val, val_loss)
             iterations += n
@@ -448,8 +469,10 @@ def fit(
             stopped = "gauss-newton converged"
         except GaussNewtonError as exc:
             tr.log((f"gauss-newton failed: {exc}", iterations, math.nan, best_val))
+            sched.expect(first_order_plan)
     if (use_lbfgs and cfg.lbfgs_first and not solved and not model.neural_parameters()
             and not tr.out_of_time()):
+        sched.begin("l-bfgs", cfg.lbfgs_iters)
         best_val, n, solved = _lbfgs(model, tr, train, cfg, best_val, val_loss)
         iterations += n
         tr.log(("lbfgs", iterations, math.nan, best_val))
@@ -458,11 +481,14 @@ def fit(
 
     # Phase 2: full horizon Adam, early stopping on validation, best weights restored.
     if not solved:
+        sched.expect(adam_plan)
+        sched.begin("full horizon", cfg.final_iters)
         best_val, n, stopped = _adam_full(model, tr, train, cfg, best_val, val_loss, iterations)
         iterations += n
 
         # Phase 3: L-BFGS polish for few-parameter mechanistic candidates.
         if use_lbfgs and not tr.out_of_time():
+            sched.begin("l-bfgs", cfg.lbfgs_iters)
             best_val, n, _ok = _lbfgs(model, tr, train, cfg, best_val, val_loss)
             iterations += n
             tr.log(("lbfgs", iterations, math.nan, best_val))
@@ -470,8 +496,7 @@ def fit(
     with torch.no_grad():
         pred = rollout(model, train, method=cfg.method, substeps=cfg.substeps)
         train_loss = float(normalised_mse(pred, train, scales))
-    if progress:
-        progress(f"trained: train {train_loss:.3g} val {best_val:.3g}")
+    sched.end()
     return FitResult(
         model=model, scales=scales, train_loss=train_loss, val_loss=best_val,
         iterations=iterations, seconds=time.perf_counter() - start, stopped=stopped,
@@ -514,6 +539,7 @@ def _adam_full(model, tr: _Trainer, train, cfg: TrainConfig, best_val: float, va
             set_lr(lr_scale)
         traj = tr.step(opt, train, alive1)
         iterations += 1
+        tr.schedule.step()
         if traj is None or not math.isfinite(float(traj[0])):
             model.load_state_dict(best_state)
             decays += 1
@@ -587,6 +613,7 @@ def _lbfgs(model, tr: _Trainer, train, cfg: TrainConfig, best_val: float,
             failed = True
             break
         done += chunk
+        tr.schedule.step(chunk)
         with torch.no_grad():
             cur = float(tr.losses(train)[1].sum())
         if not math.isfinite(cur):
@@ -619,6 +646,7 @@ def _gauss_newton_windows(model, tr: _Trainer, train, cfg: TrainConfig, widths,
     lm = LevenbergMarquardt(model, tr.scales, method=cfg.method, substeps=cfg.substeps)
     iterations, lead, prev_best = 0, 0, math.inf
     for width in widths:
+        tr.schedule.begin("windows", cfg.gauss_newton_iters)
         windows = train.windows(width)
         if windows.n > cfg.max_windows:
             windows = windows.select(torch.randperm(windows.n)[:cfg.max_windows])
@@ -634,6 +662,7 @@ def _gauss_newton_windows(model, tr: _Trainer, train, cfg: TrainConfig, widths,
         def on_step(losses, stage=f"window{width}"):
             nonlocal iterations, lead
             iterations += 1
+            tr.schedule.step()
             best, lead = _best_alive(losses, alive)
             tr.log((stage, iterations, best, math.nan), lead)
 
@@ -657,6 +686,7 @@ def _gauss_newton_full(model, tr: _Trainer, train, cfg: TrainConfig, best_val: f
     def on_step(losses):
         nonlocal best_val, best_state, done
         done += 1
+        tr.schedule.step()
         v = val_loss()
         tr.log(("gauss-newton", done, float(losses[0]), v))
         if v < best_val:

@@ -15,11 +15,22 @@ import sys
 def main() -> int:
     import torch
 
-    from hyarch.sandbox.protocol import decode_job, encode_reply
+    from hyarch.sandbox.protocol import decode_job, encode_progress, encode_reply
     from hyarch.sandbox.work import failed_header, run_job
 
     job = decode_job(sys.stdin.buffer.read())
     out_fd = int(job["result_fd"])
+    progress = None
+    if job.get("progress_fd") is not None:
+        progress_fd = int(job["progress_fd"])
+        os.set_blocking(progress_fd, False)
+
+        def progress(event) -> None:
+            try:  # one line, under PIPE_BUF: written whole or not at all
+                os.write(progress_fd, encode_progress(event))
+            except OSError:  # the pipe is full (the parent is behind) or closed: dropped
+                pass
+
     torch.set_num_threads(int(job.get("threads", 1)))
     lock = job.get("lockdown") or {}
 
@@ -33,7 +44,7 @@ def main() -> int:
             isolation.apply_seccomp()
 
     try:
-        header, arrays, weights = run_job(job, lockdown=lockdown)
+        header, arrays, weights = run_job(job, lockdown=lockdown, progress=progress)
     except BaseException as e:  # noqa: BLE001 - everything becomes a failed result
         import time
 

@@ -10,6 +10,13 @@ small framed format the parent parses with hard caps and never unpickles::
 
 The header lists each blob by name, dtype, shape and size; the parent accepts only the
 prediction arrays it asked for, with exactly the shapes it expects.
+
+Progress (child -> parent, optional) travels on a second pipe, never on the result's, so no
+report can be read as a result: one JSON object a line, ``{"phase", "done", "planned",
+"fit"}``. The parent reads at most ``MAX_PROGRESS_BYTES`` in all and lines of at most
+``MAX_PROGRESS_LINE`` bytes, and keeps a line only if it is exactly such an object with a
+known phase and counts in range (``decode_progress``); the child writes without blocking
+and drops a report when the pipe is full, so a slow parent never slows training.
 """
 
 from __future__ import annotations
@@ -23,11 +30,15 @@ from typing import Any
 
 import numpy as np
 
+from hyarch.core.progress import MAX_STEPS, PHASES, TrainingProgress
+
 MAGIC = b"HYR1"
 MAX_HEADER = 1 << 20  # the JSON header: reasons, parameters, claims, distilled terms
 MAX_WEIGHTS = 64 << 20  # a candidate's state_dict
 MAX_TEXT = 2000  # any one string from the child, after which it is cut
 _DTYPES = {"float32": np.float32, "float64": np.float64}
+MAX_PROGRESS_LINE = 256  # one report is under 100 bytes
+MAX_PROGRESS_BYTES = 1 << 20  # about an hour of reports at four a second
 
 
 class ReplyError(Exception):
@@ -129,3 +140,28 @@ def number(value: Any) -> float | None:
         return None
     x = float(value)
     return x if math.isfinite(x) else None
+
+
+def encode_progress(event: TrainingProgress) -> bytes:
+    return json.dumps({"phase": event.phase, "done": event.done, "planned": event.planned,
+                       "fit": event.fit}).encode() + b"\n"
+
+
+def decode_progress(line: bytes) -> TrainingProgress | None:
+    """One untrusted line from the progress pipe: a report, or None for anything else."""
+    if len(line) > MAX_PROGRESS_LINE:
+        return None
+    try:
+        d = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    if not isinstance(d, dict) or set(d) != {"phase", "done", "planned", "fit"}:
+        return None
+    phase, done, planned, fit = d["phase"], d["done"], d["planned"], d["fit"]
+    if not (isinstance(phase, str) and phase in PHASES):
+        return None
+    if any(isinstance(x, bool) or not isinstance(x, int) for x in (done, planned, fit)):
+        return None
+    if not (0 <= done <= MAX_STEPS and 0 <= planned <= MAX_STEPS and fit in (1, 2)):
+        return None
+    return TrainingProgress(phase, done, planned, fit)

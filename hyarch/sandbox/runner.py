@@ -23,14 +23,26 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hyarch.core.progress import TrainingProgress
 from hyarch.sandbox.checks import CheckError, check_source
-from hyarch.sandbox.protocol import MAX_HEADER, MAX_WEIGHTS, ReplyError, decode_reply, number, text
+from hyarch.sandbox.protocol import (
+    MAX_HEADER,
+    MAX_PROGRESS_BYTES,
+    MAX_PROGRESS_LINE,
+    MAX_WEIGHTS,
+    ReplyError,
+    decode_progress,
+    decode_reply,
+    number,
+    text,
+)
 
 SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH",
                   "COOKIE", "SESSION", "PRIVATE", "_URL", "DSN", "URI")
@@ -168,13 +180,17 @@ def run_candidate(
     space, source: str, *, filename: str = "model.py", limits: Limits = Limits(),
     device: str = "cpu", overrides: dict[str, Any] | None = None,
     post: dict[str, Any] | None = None, isolation: str = "auto", check_only: bool = False,
+    progress: Callable[[TrainingProgress], None] | None = None,
 ) -> SandboxResult:
     """Static checks, then train in the child and score its predictions here.
 
     ``space`` is a ``Space`` (or a name or path, loaded here). ``post`` asks the child for
     post-training steps on the trained model (``{"distill": {...}, "profile": {...}}``);
     their output comes back in ``extra``. ``check_only`` builds the model and runs one
-    derivative evaluation (the contract check) without training."""
+    derivative evaluation (the contract check) without training. ``progress``, if given,
+    is called (from another thread, in order, before this returns) with each report the
+    child makes on how its training goes; what the child writes there never reaches the
+    result, and a ``progress`` that raises is not called again."""
     if not hasattr(space, "splits"):
         from hyarch.spaces.loader import load_space
 
@@ -191,23 +207,23 @@ def run_candidate(
                               overrides=overrides, threads=limits.threads, post=post)
     job["check_only"] = check_only
     if isolation == "none":
-        return _in_process(space, job, expected, start)
+        return _in_process(space, job, expected, start, progress)
     _warn_once()
     with tempfile.TemporaryDirectory(prefix="hyarch-sandbox-") as scratch:
-        return _run_child(space, job, expected, limits, scratch, start, device)
+        return _run_child(space, job, expected, limits, scratch, start, device, progress)
 
 
-def _in_process(space, job, expected, start) -> SandboxResult:
+def _in_process(space, job, expected, start, progress=None) -> SandboxResult:
     from hyarch.sandbox.protocol import encode_reply
     from hyarch.sandbox.work import run_job
 
-    header, arrays, weights = run_job(job)
+    header, arrays, weights = run_job(job, progress=progress)
     return _score(space, decode_reply(encode_reply(header, arrays, weights), expected),
                   time.perf_counter() - start, None, "", None, job["source"])
 
 
 def _run_child(space, job, expected, limits: Limits, scratch: str, start: float,
-               device: str) -> SandboxResult:
+               device: str, progress=None) -> SandboxResult:
     from hyarch.sandbox import isolation as iso
     from hyarch.sandbox.protocol import encode_job
 
@@ -216,6 +232,12 @@ def _run_child(space, job, expected, limits: Limits, scratch: str, start: float,
     inner_scratch = "/tmp" if caps.bwrap else scratch
     read_fd, write_fd = os.pipe()
     job["result_fd"] = write_fd
+    child_fds = [write_fd]
+    progress_read = None
+    if progress is not None:
+        progress_read, progress_write = os.pipe()
+        job["progress_fd"] = progress_write
+        child_fds.append(progress_write)
     job["lockdown"] = {"landlock_abi": caps.landlock_abi, "seccomp": caps.seccomp,
                        "read": iso.read_roots(pkg) + ["/dev/null", "/dev/urandom", "/proc/self",
                                                       "/proc/cpuinfo", "/sys/devices/system/cpu"]
@@ -249,13 +271,14 @@ def _run_child(space, job, expected, limits: Limits, scratch: str, start: float,
     cap = sum(int(np.prod(s)) * 8 for s in expected.values()) + MAX_HEADER + MAX_WEIGHTS + 4096
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, env=env, pass_fds=(write_fd,),
+                                stderr=subprocess.PIPE, env=env, pass_fds=tuple(child_fds),
                                 preexec_fn=limit, start_new_session=True, cwd=scratch)
     except OSError as e:
-        os.close(read_fd)
-        os.close(write_fd)
+        for fd in [read_fd, *child_fds] + ([progress_read] if progress_read is not None else []):
+            os.close(fd)
         return SandboxResult(failed(f"the evaluation process could not start: {e}"))
-    os.close(write_fd)
+    for fd in child_fds:
+        os.close(fd)
     with _LIVE_LOCK:
         _LIVE.add(proc)
     reply_box: list[bytes] = []
@@ -269,6 +292,11 @@ def _run_child(space, job, expected, limits: Limits, scratch: str, start: float,
     err_reader.start()
     writer = threading.Thread(target=_feed, args=(proc, payload), daemon=True)
     writer.start()
+    watcher, returned = None, threading.Event()
+    if progress_read is not None:
+        watcher = threading.Thread(target=_read_progress,
+                                   args=(progress_read, progress, returned), daemon=True)
+        watcher.start()
     timed_out = False
     deadline = time.monotonic() + limits.timeout
     try:
@@ -291,6 +319,9 @@ def _run_child(space, job, expected, limits: Limits, scratch: str, start: float,
             _LIVE.discard(proc)
     reader.join(timeout=10)
     err_reader.join(timeout=10)
+    if watcher is not None:  # every report is delivered before the result is returned
+        watcher.join(timeout=10)
+        returned.set()  # (and none after it, whatever still holds the pipe open)
     seconds = time.perf_counter() - start
     stderr = scrub((err_box[0] if err_box else b"").decode(errors="replace"), STDERR_KEPT)
     rc = proc.returncode
@@ -413,6 +444,38 @@ def _read_capped(fd: int, cap: int, over: threading.Event) -> bytes:
                 return b""
             parts.append(b)
     return b"".join(parts)
+
+
+def _read_progress(fd: int, deliver: Callable[[TrainingProgress], None] | None,
+                   returned: threading.Event) -> None:
+    """Read the child's progress pipe until it closes, ``MAX_PROGRESS_BYTES`` at most
+    (then close it: the child's later reports fail, its training goes on), and pass each
+    valid report to ``deliver``. An over-long line is skipped to its end; anything that is
+    not a report is dropped; a ``deliver`` that raises is not called again."""
+    total, pending, skipping = 0, b"", False
+    with os.fdopen(fd, "rb", buffering=0) as fh:
+        while total < MAX_PROGRESS_BYTES:
+            try:
+                chunk = fh.read(min(1 << 16, MAX_PROGRESS_BYTES - total))
+            except OSError:
+                return
+            if not chunk:
+                return
+            total += len(chunk)
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                if skipping:  # the end of a line that was already too long
+                    skipping = False
+                    continue
+                event = decode_progress(line)
+                if event is None or deliver is None or returned.is_set():
+                    continue
+                try:
+                    deliver(event)
+                except Exception:  # noqa: BLE001 - showing progress never fails an evaluation
+                    deliver = None
+            if len(pending) > MAX_PROGRESS_LINE:
+                pending, skipping = b"", True
 
 
 def _tail(stream) -> bytes:

@@ -13,6 +13,8 @@ import json
 import math
 import time
 import traceback
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,7 @@ from hyarch.core.candidate import check_forward, load_model_class, make_factory
 from hyarch.core.data import Trajectories
 from hyarch.core.fields import accurate_rollout, reduced
 from hyarch.core.model import ContractError
+from hyarch.core.progress import TrainingProgress
 from hyarch.core.regularizers import (
     Context,
     closure_norm,
@@ -81,12 +84,16 @@ def _num(x) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def run_job(job: dict[str, Any], lockdown=None) -> tuple[dict, dict[str, np.ndarray], bytes | None]:
+def run_job(job: dict[str, Any], lockdown=None,
+            progress: Callable[[TrainingProgress], None] | None = None,
+            ) -> tuple[dict, dict[str, np.ndarray], bytes | None]:
     """Train and predict. Returns (header, arrays, weights); never raises for the candidate.
 
     ``lockdown``, if given, is called after everything hyarch needs is imported and before
-    the first line of candidate code runs."""
+    the first line of candidate code runs. ``progress``, if given, hears how training goes
+    (``TrainingProgress``) and when predicting, distilling and profiling begin."""
     start = time.perf_counter()
+    say = progress or (lambda event: None)
     space = child_space(job)
     cfg = space.train_config(device=job.get("device", "cpu"), **(job.get("overrides") or {}))
     filename = job.get("filename", "model.py")
@@ -105,8 +112,10 @@ def run_job(job: dict[str, Any], lockdown=None) -> tuple[dict, dict[str, np.ndar
         check_forward(model, train.y0(), train.t[:, 0], None if train.u is None else train.u[:, 0])
         if job.get("check_only"):
             return {"status": "ok", "reason": None, "checked": True}, {}, None
-        fitted = fit(factory, train, space.val, cfg)
-        fitted, train_substeps = _refit_accurately(factory, train, space.val, cfg, fitted)
+        fitted = fit(factory, train, space.val, cfg, progress=progress)
+        fitted, train_substeps = _refit_accurately(
+            factory, train, space.val, cfg, fitted,
+            progress=progress and (lambda e: progress(replace(e, fit=2))))
     except (ContractError, TrainingError) as e:
         return failed_header(str(e), start), {}, None
     except SyntaxError as e:
@@ -130,7 +139,8 @@ def run_job(job: dict[str, Any], lockdown=None) -> tuple[dict, dict[str, np.ndar
     accuracy: dict[str, Any] = {}
     try:
         with torch.no_grad():
-            for name, data in requests.items():
+            for i, (name, data) in enumerate(requests.items()):
+                say(TrainingProgress("predicting", i, len(requests)))
                 # scored rollouts are integrated to SCORING_TOL whatever training used
                 pred, acc = accurate_rollout(model, data, scales, method=cfg.method,
                                              substeps=cfg.substeps)
@@ -155,7 +165,7 @@ def run_job(job: dict[str, Any], lockdown=None) -> tuple[dict, dict[str, np.ndar
         "train_nmse": _num(fitted.train_loss), "selection_nmse": _num(fitted.val_loss),
         "seconds": round(fitted.seconds, 3),
     }
-    header["post"] = _post(post, space, job["source"], model, header)
+    header["post"] = _post(post, space, job["source"], model, header, say)
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
     header["seconds"] = round(time.perf_counter() - start, 3)
@@ -165,7 +175,7 @@ def run_job(job: dict[str, Any], lockdown=None) -> tuple[dict, dict[str, np.ndar
 MAX_TRAINING_SUBSTEPS = 16
 
 
-def _refit_accurately(factory, train, selection, cfg, fitted):
+def _refit_accurately(factory, train, selection, cfg, fitted, progress=None):
     """A network-free candidate fitted with a coarse integrator has parameters that absorb
     the integrator's error (the pendulum at one RK4 step per 0.5 s: omega0_sq 0.08% off, its
     validation error 20% above the noise floor, below a hybrid's). Step doubling on the
@@ -173,8 +183,6 @@ def _refit_accurately(factory, train, selection, cfg, fitted):
     more than the space's, such a candidate (a least-squares fit, about a second) is fitted
     again with them. Hybrids keep the space's substeps: a network that learned to patch the
     coarse integrator is scored, and ranked, without that patch."""
-    from dataclasses import replace
-
     from hyarch.core.rollout import FIXED_STEP
 
     model = fitted.model
@@ -189,7 +197,7 @@ def _refit_accurately(factory, train, selection, cfg, fitted):
     need = max(cfg.substeps, (acc.substeps or cfg.substeps) // 2)
     if not acc.converged or need <= cfg.substeps:
         return fitted, cfg.substeps
-    return fit(factory, train, selection, replace(cfg, substeps=need)), need
+    return fit(factory, train, selection, replace(cfg, substeps=need), progress=progress), need
 
 
 def _claims(model, val: Trajectories | None, arrays, scales, cfg,
@@ -226,7 +234,7 @@ def _claims(model, val: Trajectories | None, arrays, scales, cfg,
     return out
 
 
-def _post(post: dict, space, source: str, model, header: dict) -> dict[str, Any]:
+def _post(post: dict, space, source: str, model, header: dict, say) -> dict[str, Any]:
     """Post-training steps that need the trained model: distillation, profiles."""
     out: dict[str, Any] = {}
     opts = post.get("distill")
@@ -236,6 +244,7 @@ def _post(post: dict, space, source: str, model, header: dict) -> dict[str, Any]
         share = header.get("closure_share") or 0.0
         sel = (header.get("training") or {}).get("selection_nmse")
         if opts.get("always") or worth_distilling(share, sel):
+            say(TrainingProgress("distilling"))
             try:
                 from hyarch.distill import distill_candidate
 
@@ -245,6 +254,7 @@ def _post(post: dict, space, source: str, model, header: dict) -> dict[str, Any]
                 out["distill_error"] = f"{type(e).__name__}: {e}"
     opts = post.get("profile")
     if opts is not None:
+        say(TrainingProgress("profiling"))
         try:
             from hyarch.distill.identifiability import profile
 
