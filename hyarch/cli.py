@@ -53,12 +53,15 @@ def cmd_evaluate(args) -> int:
     overrides = {"seed": args.seed} if args.seed is not None else {}
     if args.tune:
         return _evaluate_tuned(args, space, path, overrides)
+    from hyarch.report.progress import ProgressDisplay
     from hyarch.sandbox.runner import Limits
 
-    out = evaluate_source(space, path.read_text(), filename=str(path),
-                          device=resolve_device(args.device), overrides=overrides,
-                          limits=Limits(threads=max(1, args.threads)),
-                          sandbox=not args.no_sandbox)
+    with ProgressDisplay() as show, show.task(path.name, kind="training") as task:
+        out = evaluate_source(space, path.read_text(), filename=str(path),
+                              device=resolve_device(args.device), overrides=overrides,
+                              limits=Limits(threads=max(1, args.threads)),
+                              sandbox=not args.no_sandbox, progress=task)
+        task.finish(out.result["status"])
     if args.json:
         print(json.dumps(out.result, indent=2))
     else:
@@ -106,9 +109,12 @@ def cmd_validate(args) -> int:
             return EXIT_USAGE
     if args.fit_prior and space.prior_path() is not None:
         from hyarch.evaluate import evaluate_source
+        from hyarch.report.progress import ProgressDisplay
 
-        prior_fit = evaluate_source(space, space.prior_path().read_text(),
-                                    filename=str(space.prior_path())).result
+        with ProgressDisplay() as show, show.task("prior", kind="training") as task:
+            prior_fit = evaluate_source(space, space.prior_path().read_text(),
+                                        filename=str(space.prior_path()), progress=task).result
+            task.finish(prior_fit["status"])
         if prior_fit["status"] != "ok":
             print(f"hyarch: error: {space.prior_path()}: the prior failed: {prior_fit['reason']}",
                   file=sys.stderr)

@@ -109,8 +109,13 @@ def cmd_distill(args) -> int:
                                         "degree": args.degree}}
     if args.identifiability:
         post["profile"] = profile_options(space, overrides, device=device)
-    out = evaluate_source(space, source, filename=str(path), device=device,
-                          overrides=overrides, post=post, limits=limits)
+    from hyarch.report.progress import ProgressDisplay
+
+    show = ProgressDisplay()
+    with show, show.task(path.name, kind="training and distilling") as task:
+        out = evaluate_source(space, source, filename=str(path), device=device,
+                              overrides=overrides, post=post, limits=limits, progress=task)
+        task.finish(out.result["status"])
     res = out.result
     if res["status"] != "ok":
         print(f"hyarch: training failed: {res['reason']}", file=sys.stderr)
@@ -141,10 +146,12 @@ def cmd_distill(args) -> int:
     elif not args.json:
         print("the candidate has no closure: nothing to distil")
     if args.identifiability:
-        try:
-            ident = identifiability(space, source, filename=str(path), overrides=overrides,
-                                    retrain=not args.no_retrain, device=device,
-                                    limits=limits, trained=out)
+        try:  # (its retrainings report no steps: the line says what runs and how long)
+            with show, show.task("profiles and retraining", kind="identifiability") as task:
+                ident = identifiability(space, source, filename=str(path),
+                                        overrides=overrides, retrain=not args.no_retrain,
+                                        device=device, limits=limits, trained=out)
+                task.finish("done")
         except IdentifiabilityError as e:
             print(f"hyarch: identifiability not computed: {e}", file=sys.stderr)
             return EXIT_FAILED

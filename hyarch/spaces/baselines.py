@@ -9,6 +9,7 @@ A space may name its own files under ``baselines:``; missing ones are rendered f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,20 +125,30 @@ def training_overrides(space: Space, label: str, quick: bool = False) -> dict[st
 
 def run_baselines(space: Space, *, labels: tuple[str, ...] = LABELS, quick: bool = False,
                   device: str = "cpu", extra: dict[str, str] | None = None,
-                  overrides: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+                  overrides: dict[str, Any] | None = None,
+                  watch: Callable[[str, int, int], Any] | None = None,
+                  ) -> dict[str, dict[str, Any]]:
     """Train and score each baseline (and any ``extra`` {label: source}); results by label.
 
     Each result is the ``hyarch evaluate --json`` record, with ``origin`` added.
+    ``watch(label, index, total)``, if given, returns a context manager for each baseline
+    whose value takes the training's progress reports and has ``finish(status)``
+    (``hyarch.report.progress.ProgressDisplay.task``).
     """
+    from contextlib import nullcontext
+
     from hyarch.evaluate import evaluate_source
 
     todo = [b for b in baselines(space) if b.label in labels]
     todo += [Baseline(k, v, "given") for k, v in (extra or {}).items()]
     results = {}
-    for b in todo:
+    for i, b in enumerate(todo, 1):
         over = {**training_overrides(space, b.label, quick), **(overrides or {})}
-        out = evaluate_source(space, b.source, filename=f"<{b.label} baseline>", device=device,
-                              overrides=over)
+        with (watch(b.label, i, len(todo)) if watch else nullcontext()) as task:
+            out = evaluate_source(space, b.source, filename=f"<{b.label} baseline>",
+                                  device=device, overrides=over, progress=task)
+            if task is not None:
+                task.finish(out.result["status"])
         results[b.label] = {**out.result, "origin": b.origin}
     return results
 

@@ -32,8 +32,13 @@ def cmd_baselines(args) -> int:
         overrides = {"seed": args.seed}
     else:
         overrides = None
-    results = run_baselines(space, labels=labels, quick=args.quick,
-                            device=resolve_device(args.device), overrides=overrides)
+    from hyarch.report.progress import ProgressDisplay
+
+    with ProgressDisplay() as show:
+        results = run_baselines(
+            space, labels=labels, quick=args.quick, device=resolve_device(args.device),
+            overrides=overrides,
+            watch=lambda label, i, n: show.task(label, kind="baseline", index=i, total=n))
     rows = table_rows(results)
     if args.json:
         print(json.dumps(results, indent=2))
