@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.request
 
@@ -14,6 +15,7 @@ from tests.review_fixtures import demo_copy
 pytest.importorskip("optuna_dashboard")
 
 from hyarch.review.serve import (  # noqa: E402
+    CODE_WIDTH,
     COMMENT_KEY,
     LOOPBACK,
     REVIEW_STUDY,
@@ -26,7 +28,12 @@ from hyarch.review.serve import (  # noqa: E402
     prepare_dashboard,
     review_study,
     trials_by_candidate,
+    unwrap_code,
+    wrap_code,
 )
+
+METRIC_NAMES = ["val_nmse", "regularizer: closure_share", "complexity: n_neural_params"]
+LONG_LINE = "# a reviewer should read this line to its end: " + "and so on, " * 12 + "THE END"
 
 
 def get(url: str, deadline_s: float = 20.0) -> bytes:
@@ -52,6 +59,11 @@ def post_json(url: str, body: dict) -> dict:
 def served(tmp_path_factory):
     run = demo_copy(tmp_path_factory, "serve")
     run.add_review({"candidate": "c0003", "note": "the contract error is instructive"})
+    model = run.candidates_dir / "c0002" / "model.py"  # a line wider than a note shows
+    model.write_text(model.read_text() + "\n" + LONG_LINE + "\n")
+    study = open_study(run)  # a study made before hyarch named its objectives
+    study._storage.set_study_system_attr(study._study_id, "study:metric_names", None)
+    assert open_study(run).metric_names is None
     noted = prepare_dashboard(run, top=2)
     dash = Dashboard(run, port=0, sync_every=None).start()
     yield run, dash, noted
@@ -89,6 +101,96 @@ def test_notes_on_the_search_study_and_open_review_trials(served):
     # preparing again reuses the open review trials
     prepare_dashboard(run, top=2, plots=False)
     assert len(review_study(run).get_trials()) == len(noted)
+
+
+def code_block(note: str) -> str:
+    return note.split("```python\n", 1)[1].split("\n```", 1)[0]
+
+
+def test_wrap_code_breaks_long_lines_at_spaces_and_unwraps_exactly():
+    src = "def f(x):\n    return x + " + " + ".join(["x"] * 30) + "\n\n# end"
+    wrapped = wrap_code(src, width=40)
+    assert wrapped.splitlines()[:3] == ["def f(x):", "    return x + x + x + x + x + x + x + ",
+                                        "    ↪ x + x + x + x + x + x + x + x + x "]
+    assert max(map(len, wrapped.splitlines())) <= 40
+    assert unwrap_code(wrapped) == src
+    assert wrap_code("    " + "y" * 50, width=40) == "    " + "y" * 36 + "\n    ↪ " + "y" * 14
+    assert wrap_code(src, width=200) == src  # lines that fit are left alone
+
+
+def test_notes_hold_the_whole_code_within_the_width_shown(served):
+    run, _, noted = served
+    study = open_study(run)
+    for cid in noted:
+        source = run.read_candidate(cid).source.rstrip()
+        block = code_block(_note(study, cid))
+        assert unwrap_code(block) == source, cid
+        assert max(map(len, block.splitlines())) <= CODE_WIDTH, cid
+    block = code_block(_note(study, "c0002"))
+    assert LONG_LINE not in block and LONG_LINE in unwrap_code(block)  # wrapped, and whole
+    assert block.splitlines()[-1].lstrip().startswith("↪ ")
+    assert block.splitlines()[-1].endswith("THE END")
+
+
+def test_each_trial_names_its_candidate_and_the_objectives_are_named(served):
+    import optuna
+    from optuna_dashboard import get_note
+
+    run, _, noted = served
+    study = open_study(run)
+    assert study.metric_names == METRIC_NAMES  # given to the study made without them
+    searched = trials_by_candidate(study)
+    assert set(noted) <= set(searched)
+    for cid in noted:  # the dashboard lists trials by number: the note says which is which
+        assert _note(study, cid).splitlines()[0] == (
+            f"## hyarch candidate {cid} (trial {searched[cid].number} of the search study)")
+    assert "`candidate_id`" in get_note(study)
+    reviews = review_study(run)
+    open_ = trials_by_candidate(reviews, states=(optuna.trial.TrialState.RUNNING,))
+    for cid in noted:
+        assert open_[cid].user_attrs["candidate_id"] == cid
+        assert _note(reviews, cid).startswith(f"## hyarch candidate {cid} ")
+
+
+def test_a_new_study_names_its_objectives_after_the_space(tmp_path):
+    from hyarch.ranking import study as ranking
+
+    run = Run(tmp_path / "run")
+    run.write_config({"space": "damped_pendulum"})
+    assert ranking.open_study(run).metric_names == METRIC_NAMES
+    other = Run(tmp_path / "other")
+    other.write_config({"space": "damped_pendulum"})
+    obj = ranking.Objectives(regularizer="l2", complexity="none")
+    assert ranking.open_study(other, objectives=obj).metric_names == [
+        "val_nmse", "regularizer: l2", "complexity: none"]
+
+
+def test_serving_the_api_prints_no_traceback(served, capfd):
+    """optuna-dashboard divides by the number of parameters for importances; hyarch's
+    trials have none. Each endpoint a page view asks for answers, and stderr stays quiet."""
+    import optuna
+
+    run, dash, _ = served
+    base = dash.url.removesuffix("/dashboard")
+    complete = open_study(run).get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(complete) >= 2  # with fewer the dashboard never computes importances
+    capfd.readouterr()
+    listing = json.loads(get(base + "/api/studies"))["study_summaries"]
+    ids = {s["study_name"]: s["study_id"] for s in listing}
+    detail = json.loads(get(f"{base}/api/studies/{ids['hyarch']}?after=0"))
+    assert detail["objective_names"] == METRIC_NAMES
+    for t in detail["trials"]:  # each trial names its candidate, and so does its note
+        cid = next(a["value"] for a in t["user_attrs"] if a["key"] == "candidate_id")
+        assert re.fullmatch(r"c\d{4}", cid)
+        if t["note"]["body"]:
+            assert t["note"]["body"].startswith(f"## hyarch candidate {cid} (trial {t['number']} ")
+    for sid, n_objectives in ((ids["hyarch"], 3), (ids[REVIEW_STUDY], 1)):
+        got = json.loads(get(f"{base}/api/studies/{sid}/param_importances"))
+        assert got == {"param_importances": [[]] * n_objectives}
+        get(f"{base}/api/studies/{sid}?after=0")
+    get(base + "/api/meta")
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "ZeroDivisionError" not in err, err
 
 
 def test_dashboard_serves_the_study_and_takes_answers(served):
@@ -178,11 +280,15 @@ def test_serve_says_it_is_loopback_only_and_imports_on_stop(served):
 
     def visit():  # stands in for the person at the browser, then Ctrl-C
         text = console.file.getvalue()
-        url = text.split("at ", 1)[1].split(" ", 1)[0]
-        seen["url"] = url
-        seen["page"] = get(url)
+        seen["text"] = text
+        seen["url"] = re.search(r"http://\S+/dashboard", text).group(0)
+        seen["page"] = get(seen["url"])
 
     serve(run, port=0, top=1, console=console, wait=visit)
     out = console.file.getvalue()
     assert seen["url"].startswith("http://127.0.0.1:") and b"<html" in seen["page"].lower()
     assert "loopback only" in out and "new review(s) from the dashboard" in out
+    # it says what it does before the URL, which comes once the server answers
+    preparing = re.search(r"preparing notes for (\d+) candidates", seen["text"])
+    assert preparing and preparing.start() < seen["text"].index(seen["url"])
+    assert f"{preparing.group(1)} candidates carry notes and forms" in out

@@ -23,6 +23,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -265,7 +266,24 @@ def open_study(run: Run, url: str | None = None, *, study_name: str | None = Non
         study = rebuild_study(run, name, objectives, why=f"{type(e).__name__}: {e}")
     if keys.OBJECTIVES not in study.user_attrs:
         study.set_user_attr(keys.OBJECTIVES, list(OBJECTIVE_NAMES))
+    name_objectives(study, run, objectives)
     return study
+
+
+def metric_names(obj: Objectives) -> list[str]:
+    """The objective values' names, as optuna-dashboard and ``trials_dataframe`` show them
+    (without them the dashboard says "Objective 0, 1, 2")."""
+    return [OBJECTIVE_NAMES[0], f"{OBJECTIVE_NAMES[1]}: {obj.regularizer}",
+            f"{OBJECTIVE_NAMES[2]}: {obj.complexity}"]
+
+
+def name_objectives(study: optuna.Study, run: Run, obj: Objectives | None = None) -> None:
+    """Give the study its metric names, once (a study made before they existed gets them
+    when it is next opened or served); ``obj`` defaults to the run's space's."""
+    if study.metric_names is None and len(study.directions) == len(OBJECTIVE_NAMES):
+        with warnings.catch_warnings():  # "experimental" since Optuna 3.2, stable in use
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(metric_names(obj or run_objectives(run)))
 
 
 def _create(run: Run, url: str | None, name: str) -> optuna.Study:
@@ -277,7 +295,7 @@ def _create(run: Run, url: str | None, name: str) -> optuna.Study:
     return study
 
 
-def _run_objectives(run: Run) -> Objectives:
+def run_objectives(run: Run) -> Objectives:
     """The objectives of the run's search space (the defaults when it cannot be read)."""
     try:
         from hyarch.spaces.loader import load_space
@@ -297,7 +315,7 @@ def rebuild_study(run: Run, name: str = keys.STUDY_NAME, obj: Objectives | None 
     ``study.journal.corrupt-<time>``). Candidate ``cNNNN`` becomes trial NNNN-1, so ids
     claimed later do not collide; gaps are skipped claims; unfinished candidates are
     stale trials, evaluated again on resume."""
-    obj = obj or _run_objectives(run)
+    obj = obj or run_objectives(run)
     aside = run.journal_path.with_name(f"{run.journal_path.name}.corrupt-{int(time.time())}")
     if os.path.lexists(run.journal_path):
         os.replace(run.journal_path, aside)

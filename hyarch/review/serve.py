@@ -16,9 +16,12 @@ and anyone who can reach it can edit the study.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import threading
 import wsgiref.simple_server
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from hyarch.ranking.keys import CANDIDATE_ID as CANDIDATE_KEY
@@ -36,7 +39,10 @@ COMMENT_KEY = "review:comment"
 VERDICT_CHOICES = (("approve", 1.0, "approved"), ("reject", -1.0, "rejected"),
                    ("pin", 0.0, "pinned"))
 NOTE_HEADER = "## hyarch candidate"
+STUDY_NOTE_HEADER = "# hyarch run"
 LOOPBACK = "127.0.0.1"
+CODE_WIDTH = 92  # characters of code a dashboard note shows without scrolling sideways
+CONTINUED = "↪ "  # starts a code line wrapped in a note (the line before continues here)
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +116,42 @@ def register_forms(study) -> None:
     ])
 
 
-def candidate_note(run: Run, row: Row, fit_url: str | None, no_plot: str | None = None) -> str:
-    """The Markdown note on a candidate; ``no_plot`` says why a finished one has no plot."""
+def wrap_code(source: str, width: int = CODE_WIDTH) -> str:
+    """The code with each line longer than ``width`` broken (after a space where there is
+    one) and its continuation marked ``↪`` under the line's indentation: the dashboard
+    neither wraps nor shows a note's code blocks past its width. ``unwrap_code`` undoes it."""
+    out = []
+    for line in source.rstrip().splitlines():
+        indent = line[:len(line) - len(line.lstrip())] + CONTINUED
+        while len(line) > width and len(indent) < width - 8:
+            cut = line.rfind(" ", len(indent), width) + 1 or width
+            out.append(line[:cut])
+            line = indent + line[cut:]
+        out.append(line)
+    return "\n".join(out)
+
+
+def unwrap_code(text: str) -> str:
+    """The code ``wrap_code`` wrapped, as it was (less trailing blank lines)."""
+    out: list[str] = []
+    for line in text.splitlines():
+        rest = line.lstrip()
+        if out and rest.startswith(CONTINUED):
+            out[-1] += rest[len(CONTINUED):]
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
+def candidate_note(run: Run, row: Row, fit_url: str | None, no_plot: str | None = None,
+                   trial_number: int | None = None) -> str:
+    """The Markdown note on a candidate; ``no_plot`` says why a finished one has no plot.
+
+    It opens with the candidate id and ``trial_number``: the dashboard lists trials by
+    their Optuna numbers (from 0), which are not the ids (c0001 is usually trial 0)."""
     rec = run.read_candidate(row.id)
-    lines = [f"{NOTE_HEADER} {row.id}", "",
+    trial = "" if trial_number is None else f" (trial {trial_number} of the search study)"
+    lines = [f"{NOTE_HEADER} {row.id}{trial}", "",
              f"proposer **{row.proposer}**, round {fmt(row.round)}, parents "
              f"{', '.join(row.parents) or 'none'}, status **{row.status}**"]
     if row.ok:
@@ -134,15 +172,22 @@ def candidate_note(run: Run, row: Row, fit_url: str | None, no_plot: str | None 
         lines += ["", f"![fit plot: data and rollout]({fit_url})"]
     elif no_plot and row.ok:
         lines += ["", f"no fit plot: {no_plot}"]
-    lines += ["", "```python", rec.source.rstrip(), "```"]
+    code = rec.source.rstrip()
+    wrapped = wrap_code(code)
+    lines += ["", f"the code, `{rec.path / 'model.py'}`, whole"
+              + (f" (lines over {CODE_WIDTH} characters go on after `{CONTINUED.strip()}`)"
+                 if wrapped != code else "") + ":",
+              "", "```python", wrapped, "```"]
     return "\n".join(lines)
 
 
-def _fit_artifact(run: Run, study, cid: str, artifact_store, space, *,
+def _fit_artifact(run: Run, study, cid: str, artifact_store, space_of: Callable[[], Any], *,
                   make: bool = True) -> tuple[str | None, str | None]:
     """URL of the candidate's fit plot, a study artifact (finished trials take none);
     uploaded once, and made (from the stored predictions) only if ``make``. Without a
-    plot, None and why (None when plots were not asked for)."""
+    plot, None and why (None when plots were not asked for). ``space_of()`` gives the
+    run's space (or None), asked only for a plot not made yet: loading it imports torch,
+    seconds that a run whose plots exist does not need to wait."""
     import shutil
     import tempfile
 
@@ -158,10 +203,10 @@ def _fit_artifact(run: Run, study, cid: str, artifact_store, space, *,
     if not make:
         return None, None
     rec = run.read_candidate(cid)
-    if space is not None:
-        path, why = fit_plot(run, rec, space)
-    elif (rec.path / "fit.png").is_file():
+    if (rec.path / "fit.png").is_file():
         path, why = rec.path / "fit.png", None
+    elif (space := space_of()) is not None:
+        path, why = fit_plot(run, rec, space)
     else:
         path, why = None, "the run's space cannot be loaded"
     if path is None:
@@ -195,39 +240,77 @@ def _save_note(study, trial, body: str) -> bool:
     return True
 
 
-def prepare_dashboard(run: Run, study=None, *, top: int = 10, plots: bool = True) -> list[str]:
+def notes_to_prepare(run: Run, top: int = 10) -> list[Row]:
+    """The candidates that get notes: the ``top`` best and every reviewed one."""
+    rows = leaderboard(run)
+    return list(dict((r.id, r) for r in [r for r in rows if r.ok][:top]
+                     + [r for r in rows if r.verdict or r.notes]).values())
+
+
+def _space_loader(run: Run, plots: bool) -> Callable[[], Any]:
+    """The run's space, loaded on the first call (None without plots or when it cannot
+    be loaded, with a warning once)."""
+    loaded: list[Any] = []
+
+    def space_of():
+        if not loaded:
+            space = None
+            if plots:
+                from hyarch.report.replay import ReplayError, load_run_space
+
+                try:
+                    space = load_run_space(run)
+                except ReplayError as e:
+                    log.warning("no fit plots: %s", e)
+            loaded.append(space)
+        return loaded[0]
+
+    return space_of
+
+
+def _save_study_note(study, body: str) -> None:
+    """Save hyarch's study note unless someone wrote their own in the dashboard."""
+    from optuna_dashboard import get_note, save_note
+
+    current = get_note(study)
+    ours = (STUDY_NOTE_HEADER, "# Review of hyarch run")  # and the header it had before
+    if current and not current.startswith(ours):
+        return
+    if current != body:
+        save_note(study, body)
+
+
+def prepare_dashboard(run: Run, study=None, *, top: int = 10, plots: bool = True,
+                      progress: Callable[[int, int, str], None] | None = None) -> list[str]:
     """Notes on the search study's trials and open review trials with forms.
 
-    Covers the reviewed candidates and the ``top`` best; returns their ids.
+    Covers the reviewed candidates and the ``top`` best; returns their ids. ``progress``
+    is called with (done, total, candidate id) before each candidate's note.
     """
-    from optuna_dashboard import save_note
-
-    study = study or open_study(run)
-    reviews = review_study(run, study._storage, create=True)
-    register_forms(reviews)
-    rows = leaderboard(run)
-    by_id = trials_by_candidate(study)
-    chosen = list(dict((r.id, r) for r in [r for r in rows if r.ok][:top]
-                       + [r for r in rows if r.verdict or r.notes]).values())
-    space = None
-    if plots:
-        from hyarch.report.replay import ReplayError, load_run_space
-
-        try:
-            space = load_run_space(run)
-        except ReplayError as e:
-            log.warning("no fit plots: %s", e)
-    store = artifact_store_of(run)
     import optuna
 
+    from hyarch.ranking.study import name_objectives
+
+    study = study or open_study(run)
+    name_objectives(study, run)
+    reviews = review_study(run, study._storage, create=True)
+    register_forms(reviews)
+    chosen = notes_to_prepare(run, top)
+    by_id = trials_by_candidate(study)
+    space_of = _space_loader(run, plots)
+    store = artifact_store_of(run)
     open_reviews = trials_by_candidate(reviews, states=(optuna.trial.TrialState.RUNNING,))
     noted = []
-    for row in chosen:
-        url, why = (_fit_artifact(run, reviews, row.id, store, space, make=plots)
+    for i, row in enumerate(chosen):
+        if progress is not None:
+            progress(i, len(chosen), row.id)
+        url, why = (_fit_artifact(run, reviews, row.id, store, space_of, make=plots)
                     if row.ok else (None, None))
-        body = candidate_note(run, row, url, why)
-        if row.id in by_id:
-            _save_note(study, by_id[row.id], body)
+        searched = by_id.get(row.id)
+        body = candidate_note(run, row, url, why,
+                              trial_number=None if searched is None else searched.number)
+        if searched is not None:
+            _save_note(study, searched, body)
         trial = open_reviews.get(row.id)
         if trial is None:
             live = reviews.ask()
@@ -235,12 +318,21 @@ def prepare_dashboard(run: Run, study=None, *, top: int = 10, plots: bool = True
             trial = reviews._storage.get_trial(live._trial_id)
         _save_note(reviews, trial, body)
         noted.append(row.id)
-    save_note(reviews, "\n".join([
-        f"# Review of hyarch run {run.path.name}", "",
+    _save_study_note(study, "\n".join([
+        f"{STUDY_NOTE_HEADER} {run.path.name}", "",
+        "Each trial is one candidate. Trial numbers are Optuna's, counted from 0, and are",
+        f"not the candidate ids: a trial's user attribute `{CANDIDATE_KEY}` names its",
+        "candidate, and the notes on the best and the reviewed candidates start with the",
+        "id and the trial number.", "",
+        f"Review them in the study `{reviews.study_name}`: one open trial per candidate,",
+        "with a form."]))
+    _save_study_note(reviews, "\n".join([
+        f"{STUDY_NOTE_HEADER} {run.path.name}: review", "",
         "One open trial per candidate to review (the best and the already reviewed ones),",
-        "each with its code and fit plot. Give a verdict, a score and a comment in the form:",
-        f"they are copied into `{run.reviews_path}` and reach the next rounds of the search.",
-        f"The search's own trials are in the study `{study.study_name}`."]))
+        "each with its code and fit plot; its note starts with the candidate id, and its",
+        f"user attribute `{CANDIDATE_KEY}` names it. Give a verdict, a score and a comment",
+        f"in the form: they are copied into `{run.reviews_path}` and reach the next rounds",
+        f"of the search. The search's own trials are in the study `{study.study_name}`."]))
     return noted
 
 
@@ -294,6 +386,35 @@ class _QuietHandler(wsgiref.simple_server.WSGIRequestHandler):
         log.debug("dashboard: " + format, *args)
 
 
+_IMPORTANCES = re.compile(r"/api/studies/(\d+)/param_importances/?")
+
+
+def without_empty_importances(app, storage):
+    """``app`` answering parameter importances itself for a study whose trials have no
+    parameters (hyarch's: a candidate is code, not a point in a search space):
+    optuna-dashboard 0.21 divides by the number of parameters there, one
+    ZeroDivisionError traceback in the terminal per page view. The answer is the one it
+    gives a study with too few trials: no importances, for each objective."""
+
+    def wrapped(environ, start_response) -> Iterable[bytes]:
+        m = _IMPORTANCES.fullmatch(environ.get("PATH_INFO", ""))
+        if m and environ.get("REQUEST_METHOD") == "GET":
+            sid = int(m.group(1))
+            try:
+                directions = storage.get_study_directions(sid)
+                trials = storage.get_all_trials(sid, deepcopy=False)
+            except KeyError:  # no such study: the dashboard's own 404
+                return app(environ, start_response)
+            if not any(t.distributions for t in trials):
+                body = json.dumps({"param_importances": [[] for _ in directions]}).encode()
+                start_response("200 OK", [("Content-Type", "application/json"),
+                                          ("Content-Length", str(len(body)))])
+                return iter([body])
+        return app(environ, start_response)
+
+    return wrapped
+
+
 class Dashboard:
     """optuna-dashboard for a run on a background thread; ``port=0`` picks a free port."""
 
@@ -316,7 +437,8 @@ class Dashboard:
         from optuna_dashboard import wsgi
 
         storage = journal_storage(self.run)
-        app = wsgi(storage, artifact_store=artifact_store_of(self.run))
+        app = without_empty_importances(
+            wsgi(storage, artifact_store=artifact_store_of(self.run)), storage)
         self._server = wsgiref.simple_server.make_server(
             self.host, self.port, app, handler_class=_QuietHandler)
         self.port = self._server.server_port
@@ -358,19 +480,30 @@ class Dashboard:
 
 def serve(run: Run, host: str = LOOPBACK, port: int = 8080, *, top: int = 10,
           console=None, wait=None) -> list[dict[str, Any]]:
-    """Prepare the study, serve until Ctrl-C (or until ``wait()`` returns), import answers."""
+    """Prepare the study, serve until Ctrl-C (or until ``wait()`` returns), import answers.
+
+    Preparing takes seconds to tens of seconds (optuna-dashboard and the plots load,
+    notes are written), so it says what it is doing, and the URL comes once it serves."""
     from rich.console import Console
 
     c = console or Console()
+    c.print(f"preparing optuna-dashboard for {run.path} ...")
     study = open_study(run)
-    noted = prepare_dashboard(run, study, top=top)
-    dash = Dashboard(run, host, port).start()
+    with c.status("loading optuna-dashboard ...") as status:
+        def progress(done: int, total: int, cid: str) -> None:
+            if done == 0:
+                c.print(f"preparing notes for {total} candidates (scores, code, fit plots) ...")
+            status.update(f"note {done + 1}/{total}: {cid}")
+
+        noted = prepare_dashboard(run, study, top=top, progress=progress)
+        status.update("starting the server ...")
+        dash = Dashboard(run, host, port).start()
     where = ("loopback only: other machines cannot reach it" if host in (LOOPBACK, "localhost",
              "::1") else f"[bold red]on {host}: anyone who can reach this port can read and "
              "edit the study (no authentication)[/]")
     c.print(f"optuna-dashboard for {run.path} at [bold]{dash.url}[/] ({where}).")
-    c.print(f"{len(noted)} candidates carry notes and forms; answers are copied into "
-            f"{run.reviews_path} while serving. Ctrl-C to stop.")
+    c.print(f"{len(noted)} candidates carry notes and forms (study {REVIEW_STUDY!r}); answers "
+            f"are copied into {run.reviews_path} while serving. Ctrl-C to stop.")
     try:
         if wait is not None:
             wait()
