@@ -330,3 +330,103 @@ def test_cli_json_and_usage_errors(tiny_space_path, tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     (entry,) = report["distillation"]
     assert entry["closure"] == "correction" and "terms" in entry and "r2" in entry
+
+
+# -- saturating forms (no hypothesis lists them) ------------------------------------------
+PREDATION = textwrap.dedent('''\
+    import torch
+
+    from hyarch import Closure, HybridModel
+
+
+    class Model(HybridModel):
+        """Logistic prey and a saturating predator response known; predation learned."""
+
+        def setup(self):
+            self.alpha = self.parameter(init=0.8, bounds=(0.01, 5.0))
+            self.gamma = self.parameter(init=0.8, bounds=(0.01, 5.0))
+            self.predation = Closure(inputs=("prey", "predator"), hidden=(16, 16))
+
+        def derivatives(self, t, s, u):
+            return {"prey": self.alpha * s.prey * (1 - s.prey / 8.0)
+                            + self.predation(s.prey, s.predator),
+                    "predator": 0.5 * s.prey * s.predator / (2.0 + s.prey)
+                                - self.gamma * s.predator}
+    ''')
+
+
+class Holling(Closure):
+    """Predation with satiation (Holling type II): -a * prey * predator / (K + prey)."""
+
+    def net(self, x):
+        prey, predator = x[..., 0], x[..., 1]
+        return (-1.0 * prey * predator / (2.0 + prey)).unsqueeze(-1)
+
+
+def test_a_saturating_closure_distils_to_a_rational_term_whose_constant_is_refitted():
+    from hyarch.spaces.loader import load_space
+
+    space = load_space("lotka_volterra")
+    space.spec.hypotheses.clear()  # nobody wrote the answer down
+    model = build(space, PREDATION)
+    model.predation.__class__ = Holling
+    model.set_physical({"alpha": 1.0, "gamma": 0.5})
+    (entry,) = distill_candidate(space, PREDATION, model)
+    (term,) = entry["terms"]
+    assert term["template"] == "s.predator * s.prey / (K_prey + s.prey)"
+    assert entry["explained"] > 0.999
+    new = build(space, entry["source"])
+    spec = new.parameter_specs["K_prey"]
+    assert spec.lower < 2.0 < spec.upper
+    # the regression chose K from a grid; fitting the candidate's parameters (as the core
+    # does) moves it to the truth
+    target = field_at(model, space)
+    opt = torch.optim.LBFGS(new.parameters(), max_iter=200, line_search_fn="strong_wolfe")
+
+    def loss():
+        opt.zero_grad()
+        v = (field_at_grad(new, space) - target).pow(2).mean()
+        v.backward()
+        return v
+
+    opt.step(loss)
+    got = new.physical_values()
+    assert got["K_prey"] == pytest.approx(2.0, rel=1e-2)
+    assert got["c_prey"] == pytest.approx(-1.0, rel=1e-2)
+
+
+def field_at_grad(model, space):
+    pts = Points.from_rollout(space.val.y, space.val)
+    return model.vector_field(pts.t, pts.y, pts.u)
+
+
+def test_rational_terms_only_where_the_input_cannot_cross_a_pole():
+    from hyarch.core.model import Named
+    from hyarch.distill.library import HALF_SATURATION, rational_terms
+
+    x = torch.linspace(0.0, 4.0, 41)
+    s = Named({"x": x, "y": x - 2.0}, "state")
+    terms = rational_terms(("x", "y"), ("x", "y"), s, Named({}, "input"))
+    # y takes negative values: y / (K + y) would have a pole inside the data
+    assert all("(K_y" not in t.template for t in terms)
+    assert {t.template for t in terms} == {"s.x / (K_x + s.x)",
+                                          "s.x ** 2 / (K_x ** 2 + s.x ** 2)",
+                                          "s.y * s.x / (K_x + s.x)"}
+    ks = sorted({t.fixed["K_x"]["init"] for t in terms})
+    assert ks == pytest.approx([f * 2.0 for f in HALF_SATURATION], rel=1e-3)  # x's median
+
+
+def test_cancelling_giant_coefficients_on_nearly_collinear_columns_are_not_a_fit():
+    from hyarch.distill.sindy import MAX_GAIN
+
+    rng = np.random.default_rng(0)
+    z, w = rng.normal(size=400), rng.normal(size=400)
+    # the target is mostly z plus a little w; columns z and z + 1e-4 w can fit it exactly
+    # with coefficients of -99 and 100, a cancellation, while z alone explains 99.99%
+    y = z + 0.01 * w
+    X = np.stack([z, z + 1e-4 * w], axis=1)
+    lsq = np.linalg.lstsq(X, y, rcond=None)[0]
+    assert np.abs(lsq).max() > MAX_GAIN  # what an unguarded least-squares fit returns
+    fit = sparse_fit(X[:300], y[:300], X[300:], y[300:])
+    assert np.abs(fit.coef).max() < 2
+    assert np.count_nonzero(fit.coef) == 1 and fit.explained_val > 0.999

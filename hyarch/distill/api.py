@@ -112,6 +112,7 @@ def grammar_terms(entries: list[dict[str, Any]], source_id: str = "c", *,
     A distillation longer than ``MAX_DISTILLED_TERMS`` is a curve fit, not a mechanism,
     and adds nothing (nor is it queued as a candidate)."""
     from hyarch.distill.candidate import _bounds, _free_name
+    from hyarch.distill.library import substitute
     from hyarch.distill.policy import MAX_DISTILLED_TERMS
 
     out: dict[str, list[dict[str, Any]]] = {}
@@ -129,9 +130,18 @@ def grammar_terms(entries: list[dict[str, Any]], source_id: str = "c", *,
         for t in generic:
             c = float(t["coefficient"])
             name = _free_name(f"k_{d['state']}_{tag}", taken)
-            parts.append(name if t["code"] == "1" else f"{name} * {t['code']}")
             lo, hi = _bounds(c, None)
             params[name] = {"init": c, "bounds": [lo, hi]}
+            if t.get("template") and t.get("fixed"):  # a saturating form: K a parameter too
+                names = {}
+                for pname, spec in t["fixed"].items():
+                    k = _free_name(f"{pname}_{tag}", taken)
+                    init = float(spec.get("init", 1.0))
+                    params[k] = {"init": init, "bounds": list(_bounds(init, spec.get("bounds")))}
+                    names[pname] = k
+                parts.append(f"{name} * ({substitute(t['template'], names)})")
+            else:
+                parts.append(name if t["code"] == "1" else f"{name} * {t['code']}")
         out.setdefault(d["state"], []).append({
             "name": grammar_key(source_id, d),
             "expr": " + ".join(parts),

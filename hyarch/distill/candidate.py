@@ -189,6 +189,14 @@ def _term_code(term: dict[str, Any], taken: set[str], decl: list[tuple[str, floa
         return f"self.{new} * ({substitute(template, names)})"
     new = _free_name(f"c_{state}", taken)
     decl.append((new, c, _bounds(c, None)))
+    if term.get("template") and term.get("fixed"):  # a saturating form: K is refitted
+        names = {}
+        for pname, spec in term["fixed"].items():
+            k = _free_name(pname, taken)
+            init = float(spec.get("init", 1.0))
+            decl.append((k, init, _bounds(init, spec.get("bounds"))))
+            names[pname] = f"self.{k}"
+        return f"self.{new} * ({substitute(term['template'], names)})"
     return f"self.{new}" if term["code"] == "1" else f"self.{new} * {term['code']}"
 
 

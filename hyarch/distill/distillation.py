@@ -26,6 +26,7 @@ from hyarch.distill.library import (
     evaluate,
     generic_terms,
     hypothesis_terms,
+    rational_terms,
     select_columns,
     substitute,
 )
@@ -163,6 +164,9 @@ def _display(term: Term, c: float) -> str:
             values[term.parameter] = _fmt(c) if c >= 0 else f"({_fmt(c)})"
             return substitute(term.template or term.code, values)
         return f"{_fmt(c)} * ({substitute(term.template or term.code, values)})"
+    if term.template is not None:  # a saturating form: its fixed K shown by value
+        values = {n: _fmt(float(p.get("init", 1.0))) for n, p in term.fixed.items()}
+        return f"{_fmt(c)} * {substitute(term.template, values)}"
     return _fmt(c) if term.code == "1" else f"{_fmt(c)} * {term.code}"
 
 
@@ -210,6 +214,9 @@ def distill(
                                       known=m.physical_values())
             inputs = tuple(n for n in closure.input_names)
             terms += generic_terms(inputs, m.state_names, degree=degree, nonlinear=nonlinear)
+            if nonlinear:
+                s_in, u_in = _named(m, pts_tr)
+                terms += rational_terms(inputs, m.state_names, s_in, u_in)
             X = _columns(m, closure, pts_tr, k, terms, sens)
             Xv = _columns(m, closure, pts_va, k, terms, sens_v)
             keep = select_columns(X, terms)

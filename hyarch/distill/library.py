@@ -101,6 +101,43 @@ def generic_terms(inputs: Sequence[str], states: Sequence[str], *, degree: int =
     return out
 
 
+# half-saturation constants tried, relative to the median of the saturating input on the
+# states the model visits: a quarter, one and four medians (a decade and a bit on each side
+# of the data, where a saturation is identifiable from them); the refit moves it
+HALF_SATURATION = (0.25, 1.0, 4.0)
+
+
+def rational_terms(inputs: Sequence[str], states: Sequence[str], s: Named, u: Named
+                   ) -> list[Term]:
+    """Saturating forms of each non-negative input x, with a half-saturation constant K:
+    ``x / (K + x)`` (Michaelis-Menten), ``x**2 / (K**2 + x**2)`` (Hill, n = 2) and
+    ``y * x / (K + x)`` for every other input y (a Holling type II flux). K is fixed at a
+    few multiples of x's median (``HALF_SATURATION``) for the sparse regression, each column
+    a generic term with ``template`` and ``fixed`` K, which the distilled candidate declares
+    as a bounded parameter for the refit: the rollout, not the regression, sets K."""
+    out = []
+    refs = {n: _ref(n, states) for n in inputs}
+    for x in inputs:
+        vals = (s if x in states else u)[x].detach().double().reshape(-1)
+        vals = vals[torch.isfinite(vals)]
+        if vals.numel() < 2 or float(vals.min()) < 0 or float(vals.max()) <= 0:
+            continue  # a pole inside the data, or nothing to saturate
+        med = float(vals[vals > 0].median())
+        k_name = f"K_{x}"
+        bounds = [med / 100, med * 100]
+        forms = [(f"{refs[x]} / ({k_name} + {refs[x]})", "x/(K+x)"),
+                 (f"{refs[x]} ** 2 / ({k_name} ** 2 + {refs[x]} ** 2)", "x^2/(K^2+x^2)")]
+        forms += [(f"{refs[y]} * {refs[x]} / ({k_name} + {refs[x]})", f"{y}*x/(K+x)")
+                  for y in inputs if y != x]
+        for template, _label in forms:
+            for f in HALF_SATURATION:
+                k = float(f"{f * med:.4g}")
+                code = substitute(template, {k_name: repr(k)})
+                out.append(Term(code, "generic", code, template=template,
+                                fixed={k_name: {"init": k, "bounds": bounds}}))
+    return out
+
+
 def _linear_in(expr: str, name: str, others: dict[str, float], s: Named, u: Named,
                t: torch.Tensor) -> bool:
     """Is ``expr`` proportional to parameter ``name`` (zero at 0, doubling at 2)?"""

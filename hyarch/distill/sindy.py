@@ -1,6 +1,7 @@
 """Sparse regression of a closure's contribution on a term library (PySINDy's STLSQ).
 
-Columns and target are scaled to unit RMS, so one threshold grid fits every problem; the
+Columns and target are scaled to unit RMS, so one threshold grid fits every problem (and
+a fit of cancelling giant coefficients on nearly collinear columns is recognised); the
 threshold is chosen on held-out (validation) states: among the fits whose share of the
 closure's output explained is within
 ``tolerance`` of the best, one made of preferred terms only (the mechanism's own
@@ -15,6 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 
 THRESHOLDS = (0.0, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+# On unit-RMS columns and target, a coefficient above this means a term ten times the size of
+# the whole closure output, which other terms must cancel: nearly collinear columns fitting
+# their small difference (2e8 and -2e8 on a parameter shift and the state it multiplies), not
+# a mechanism. Such fits are left out of the path.
+MAX_GAIN = 10.0
 
 
 @dataclass(frozen=True)
@@ -81,8 +87,11 @@ def _path(X, y, Xv, yv, thresholds, cols: np.ndarray) -> list[SparseFit]:
     Xn, yn = X[:, cols] / scale[cols], y / ys
     fits = []
     for thr in thresholds:
+        cn = stlsq(Xn, yn, thr)
+        if not np.all(np.isfinite(cn)) or np.max(np.abs(cn), initial=0.0) > MAX_GAIN:
+            continue
         c = np.zeros(X.shape[1])
-        c[cols] = stlsq(Xn, yn, thr) * ys / scale[cols]
+        c[cols] = cn * ys / scale[cols]
         if not np.all(np.isfinite(c)):
             continue
         fits.append(SparseFit(c, thr, r2_score(y, X @ c), r2_score(yv, Xv @ c),
@@ -107,7 +116,8 @@ def sparse_fit(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, *,
     if preferred is not None and preferred.any() and not preferred.all():
         fits += _path(X, y, Xv, yv, thresholds, every[preferred])
     if not fits:
-        raise ValueError("sparse regression failed for every threshold")
+        raise ValueError("sparse regression failed for every threshold (no finite fit whose"
+                         f" terms stay within {MAX_GAIN:g} times the closure's output)")
     finite = [f.explained_val for f in fits if np.isfinite(f.explained_val)]
     best = max(finite) if finite else float("nan")
 
