@@ -10,6 +10,7 @@ distribution.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -109,11 +110,28 @@ class Model(HybridModel):
 
 
 TRUE_MODELS["aphynity_pendulum"] = TRUE_MODELS["damped_pendulum"]
+# benchmarks/spaces/predator_prey.yaml (not built in): Rosenzweig-MacArthur
+TRUE_MODELS["predator_prey"] = '''
+from hyarch import HybridModel
+
+class Model(HybridModel):
+    def setup(self):
+        for name in ("r", "K", "q", "c", "e", "m"):
+            setattr(self, name, self.parameter(init=1.0, bounds=(0.01, 100.0)))
+
+    def derivatives(self, t, s, u):
+        eaten = self.q * s.prey * s.predator / (self.c + s.prey)
+        return {"prey": self.r * s.prey * (1 - s.prey / self.K) - eaten,
+                "predator": self.e * eaten - self.m * s.predator}
+'''
+BENCHMARK_SPACES = {"predator_prey": Path(__file__).resolve().parents[1] / "benchmarks"
+                    / "spaces" / "predator_prey.yaml"}
 
 
 @pytest.fixture(scope="module")
 def spaces():
-    return {name: load_space(name) for name in BUILTIN}
+    return {**{name: load_space(name) for name in BUILTIN},
+            **{name: load_space(path) for name, path in BENCHMARK_SPACES.items()}}
 
 
 def test_every_builtin_space_is_listed_and_loads(spaces):

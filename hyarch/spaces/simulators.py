@@ -156,6 +156,25 @@ def lotka_volterra(p, n, rng, options) -> list[Simulated]:
     return [Simulated(t, y[i]) for i in range(n)]
 
 
+def rosenzweig_macarthur(p, n, rng, options) -> list[Simulated]:
+    """Predator-prey with logistic prey and a saturating (Holling type II) functional
+    response (Rosenzweig and MacArthur, Am. Nat. 97, 1963):
+    dx/dt = r x (1 - x/K) - q x y / (c + x), dy/dt = e q x y / (c + x) - m y."""
+    r, K, q, c, e, m = (p[k] for k in ("r", "K", "q", "c", "e", "m"))
+    t = _grid(options, 41, 0.5)
+    points = len(t)
+    y0 = np.stack([_uniform(rng, options.get("prey0", (1.0, 4.0)), n),
+                   _uniform(rng, options.get("predator0", (0.5, 2.0)), n)], axis=1)
+
+    def f(_t, y):
+        x, z = y[:n], y[n:]
+        eaten = q * x * z / (c + x)
+        return np.concatenate([r * x * (1 - x / K) - eaten, e * eaten - m * z])
+
+    y = _solve(f, y0.T.reshape(-1), t).reshape(points, 2, n).transpose(2, 0, 1)
+    return [Simulated(t, y[i]) for i in range(n)]
+
+
 def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -264,6 +283,7 @@ def reaction_diffusion(p, n, rng, options) -> list[Simulated]:
 SIMULATORS: dict[str, SimFn] = {
     "damped_pendulum": damped_pendulum,
     "lotka_volterra": lotka_volterra,
+    "rosenzweig_macarthur": rosenzweig_macarthur,
     "lung_cancer": lung_cancer,
     "seir": seir,
     "reaction_diffusion": reaction_diffusion,
