@@ -139,21 +139,27 @@ def _uniform(rng, bounds, n: int) -> np.ndarray:
     return rng.uniform(float(lo), float(hi), size=n)
 
 
+def _predator_prey(rhs, n, rng, options, predator0) -> list[Simulated]:
+    """``n`` trajectories of a prey-predator system ``rhs(x, z) -> (dx, dz)`` (arrays of
+    all trajectories at once), from starts drawn in ``options``' prey0 and predator0."""
+    t = _grid(options, 41, 0.5)
+    points = len(t)
+    y0 = np.stack([_uniform(rng, options.get("prey0", (1.0, 4.0)), n),
+                   _uniform(rng, options.get("predator0", predator0), n)], axis=1)
+
+    def f(_t, y):
+        return np.concatenate(rhs(y[:n], y[n:]))
+
+    y = _solve(f, y0.T.reshape(-1), t).reshape(points, 2, n).transpose(2, 0, 1)
+    return [Simulated(t, y[i]) for i in range(n)]
+
+
 def lotka_volterra(p, n, rng, options) -> list[Simulated]:
     """Predator-prey with logistic prey growth (the term the prior lacks):
     dx/dt = alpha x (1 - x/K) - beta x y, dy/dt = delta x y - gamma y."""
     a, K, b, d, g = p["alpha"], p["K"], p["beta"], p["delta"], p["gamma"]
-    t = _grid(options, 41, 0.5)
-    points = len(t)
-    y0 = np.stack([_uniform(rng, options.get("prey0", (1.0, 4.0)), n),
-                   _uniform(rng, options.get("predator0", (0.5, 2.5)), n)], axis=1)
-
-    def f(_t, y):
-        x, z = y[:n], y[n:]
-        return np.concatenate([a * x * (1 - x / K) - b * x * z, d * x * z - g * z])
-
-    y = _solve(f, y0.T.reshape(-1), t).reshape(points, 2, n).transpose(2, 0, 1)
-    return [Simulated(t, y[i]) for i in range(n)]
+    return _predator_prey(lambda x, z: (a * x * (1 - x / K) - b * x * z, d * x * z - g * z),
+                          n, rng, options, (0.5, 2.5))
 
 
 def rosenzweig_macarthur(p, n, rng, options) -> list[Simulated]:
@@ -161,18 +167,12 @@ def rosenzweig_macarthur(p, n, rng, options) -> list[Simulated]:
     response (Rosenzweig and MacArthur, Am. Nat. 97, 1963):
     dx/dt = r x (1 - x/K) - q x y / (c + x), dy/dt = e q x y / (c + x) - m y."""
     r, K, q, c, e, m = (p[k] for k in ("r", "K", "q", "c", "e", "m"))
-    t = _grid(options, 41, 0.5)
-    points = len(t)
-    y0 = np.stack([_uniform(rng, options.get("prey0", (1.0, 4.0)), n),
-                   _uniform(rng, options.get("predator0", (0.5, 2.0)), n)], axis=1)
 
-    def f(_t, y):
-        x, z = y[:n], y[n:]
+    def rhs(x, z):
         eaten = q * x * z / (c + x)
-        return np.concatenate([r * x * (1 - x / K) - eaten, e * eaten - m * z])
+        return r * x * (1 - x / K) - eaten, e * eaten - m * z
 
-    y = _solve(f, y0.T.reshape(-1), t).reshape(points, 2, n).transpose(2, 0, 1)
-    return [Simulated(t, y[i]) for i in range(n)]
+    return _predator_prey(rhs, n, rng, options, (0.5, 2.0))
 
 
 def _sigmoid(x):
