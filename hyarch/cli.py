@@ -44,6 +44,7 @@ def cmd_evaluate(args) -> int:
     from pathlib import Path
 
     from hyarch.evaluate import evaluate_source
+    from hyarch.record import Evaluation
     from hyarch.report.console import print_evaluation
 
     space = _load(args.space)
@@ -61,37 +62,40 @@ def cmd_evaluate(args) -> int:
                               device=resolve_device(args.device), overrides=overrides,
                               limits=Limits(threads=max(1, args.threads)),
                               sandbox=not args.no_sandbox, progress=task)
-        task.finish(out.result["status"])
+        ev = Evaluation.from_dict(out.result)
+        task.finish(ev.status.value)
     if args.json:
         print(json.dumps(out.result, indent=2))
     else:
-        print_evaluation(out.result, title=f"{path} on {space.name}")
-    return EXIT_OK if out.result["status"] == "ok" else EXIT_FAILED
+        print_evaluation(ev, title=f"{path} on {space.name}")
+    return EXIT_OK if ev.ok else EXIT_FAILED
 
 
 def _evaluate_tuned(args, space, path, overrides) -> int:
     from rich.console import Console
 
     from hyarch.ranking.tune import tune
+    from hyarch.record import Evaluation
 
     console = Console(stderr=True)
     res = tune(space, path.read_text(), args.tune, device=resolve_device(args.device),
                overrides=overrides, progress=console.print)
+    tuned = Evaluation.from_dict(res.tuned)
     record = {**res.tuned, "tuning": {
         "trials": res.trials, "pruned": res.pruned, "settings": res.settings,
-        "untuned_val_nmse": res.untuned.get("metrics", {}).get("val", {}).get("nmse"),
-        "tuned_val_nmse": res.tuned.get("metrics", {}).get("val", {}).get("nmse")}}
+        "untuned_val_nmse": Evaluation.from_dict(res.untuned).val_nmse,
+        "tuned_val_nmse": tuned.val_nmse}}
     if args.json:
         print(json.dumps(record, indent=2))
     else:
         from hyarch.report.console import print_evaluation
 
-        print_evaluation(res.tuned, title=f"{path} on {space.name}, tuned")
+        print_evaluation(tuned, title=f"{path} on {space.name}, tuned")
         t = record["tuning"]
         Console().print(f"tuning: {t['trials']} trials ({t['pruned']} pruned); val nmse"
                         f" {t['untuned_val_nmse']:.3g} untuned -> {t['tuned_val_nmse']:.3g} tuned;"
                         f" settings {t['settings']}")
-    return EXIT_OK if res.tuned["status"] == "ok" else EXIT_FAILED
+    return EXIT_OK if tuned.ok else EXIT_FAILED
 
 
 def cmd_validate(args) -> int:
@@ -109,14 +113,16 @@ def cmd_validate(args) -> int:
             return EXIT_USAGE
     if args.fit_prior and space.prior_path() is not None:
         from hyarch.evaluate import evaluate_source
+        from hyarch.record import Evaluation
         from hyarch.report.progress import ProgressDisplay
 
         with ProgressDisplay() as show, show.task("prior", kind="training") as task:
-            prior_fit = evaluate_source(space, space.prior_path().read_text(),
-                                        filename=str(space.prior_path()), progress=task).result
-            task.finish(prior_fit["status"])
-        if prior_fit["status"] != "ok":
-            print(f"hyarch: error: {space.prior_path()}: the prior failed: {prior_fit['reason']}",
+            prior_fit = Evaluation.from_dict(evaluate_source(
+                space, space.prior_path().read_text(), filename=str(space.prior_path()),
+                progress=task).result)
+            task.finish(prior_fit.status.value)
+        if not prior_fit.ok:
+            print(f"hyarch: error: {space.prior_path()}: the prior failed: {prior_fit.reason}",
                   file=sys.stderr)
             print_space_summary(space, prior_fit)
             return EXIT_FAILED

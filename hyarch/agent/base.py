@@ -64,9 +64,7 @@ class PoolEntry:
 
         ev = Evaluation.from_dict(result or {"status": "pending"})
         val, train = ev.split("val"), ev.split("train")
-        extra = dict(ev.extra)
         review = review or {}
-        tb = extra.get("traceback")
         return cls(
             id=cid, source=source, proposer=meta.get("proposer", "?"),
             status=ev.status.value, reason=ev.reason,
@@ -77,7 +75,7 @@ class PoolEntry:
             regularizers=dict(ev.regularizers), closure_share=ev.closure_share,
             n_neural_params=ev.n_neural_params,
             verdict=review.get("verdict"), notes=tuple(review.get("notes", ())),
-            traceback=tb if isinstance(tb, str) else None,
+            traceback=ev.traceback,
             choices=dict(meta.get("choices") or {}),
         )
 

@@ -170,19 +170,18 @@ def _print_leaderboard(run_dir, console, top=None) -> None:
                 "proposer", "pareto", "verdict"):
         t.add_column(col)
     for i, row in enumerate(rows[:top] if top else rows, start=1):
-        res = row.record.result or {}
-        params = ", ".join(f"{k}={v:.4g}" for k, v in (res.get("parameters") or {}).items()
-                           if isinstance(v, (int, float)))
-        status = res.get("status", "pending")
+        evaluation = row.evaluation
+        params = ", ".join(f"{k}={v:.4g}" for k, v in evaluation.parameters if v is not None)
+        if not evaluation.ok:
+            params = (evaluation.reason or "")[:60]
         ev = row.evidence
-        if status != "ok":
-            params = str(res.get("reason") or "")[:60]
         tier = ev.describe() if ev is not None and ev.group != "ranked" else (
             str(ev.tier) if ev is not None else "-")
-        share = res.get("closure_share")
-        t.add_row(str(i), row.id, status, "-" if row.score is None else f"{row.score:.2f}",
+        share = evaluation.closure_share
+        t.add_row(str(i), row.id, evaluation.status.value,
+                  "-" if row.score is None else f"{row.score:.2f}",
                   tier, "-" if ev is None else str(ev.complexity),
-                  f"{share:.3f}" if isinstance(share, (int, float)) else "-",
+                  "-" if share is None else f"{share:.3f}",
                   Text(params), Text(str(row.record.proposer)),  # untrusted text: no markup
                   "*" if row.pareto else "", row.verdict or "")
     console.print(t)
@@ -258,6 +257,7 @@ def cmd_show(args) -> int:
 
     from hyarch.cli import EXIT_OK, EXIT_USAGE
     from hyarch.ranking.leaderboard import leaderboard
+    from hyarch.record import Evaluation
     from hyarch.report.console import print_evaluation
     from hyarch.runs import load_run
 
@@ -282,7 +282,7 @@ def cmd_show(args) -> int:
             + (f"; repair of {m['repair_of']}" if m.get("repair_of") else ""))
     c.print(Syntax(rec.source or "# (no code)", "python", line_numbers=True))
     if rec.result:
-        print_evaluation(rec.result, console=c)
+        print_evaluation(Evaluation.from_dict(rec.result), console=c)
     else:
         c.print("not evaluated yet")
     v = run.verdicts().get(rec.id)

@@ -39,6 +39,7 @@ from hyarch.ranking.study import (
     recorded_ids,
     tell,
 )
+from hyarch.record import Evaluation, as_evaluation
 from hyarch.runs import Run
 from hyarch.sandbox.runner import Limits, run_candidate
 from hyarch.spaces.loader import load_space, resolve_space_path
@@ -208,7 +209,7 @@ class Session:
                     "parents": t.user_attrs.get(keys.PARENTS) or [], "trial": t.number,
                     "code_hash": t.user_attrs.get(keys.CODE_HASH),
                     "worker": t.user_attrs.get(keys.WORKER), "synced": True,
-                    "status": result.get("status")}
+                    "status": as_evaluation(result).status.value}
             self.run.write_proposal(cid, t.user_attrs.get(keys.SOURCE), meta)
             self.run.write_result(cid, result)
             n += 1
@@ -615,29 +616,32 @@ class Session:
         if isinstance(res, Exception):  # the harness itself failed: still a failed candidate
             from hyarch.evaluate import failed
 
-            result, weights, extra = failed(f"evaluation harness error: {res}"), None, {}
+            ev = Evaluation.from_dict(failed(f"evaluation harness error: {res}"))
+            weights, extra = None, {}
         else:
-            result, weights, extra = res.result, res.weights, res.extra
+            weights, extra = res.weights, res.extra
             if res.predictions:
                 self.run.write_predictions(cid, res.predictions)
             # the whole sandboxed evaluation: process start, imports, checks,
             # training, scoring, distillation (``seconds`` is its own part)
-            result["wall_seconds"] = round(res.seconds, 3)
+            ev = replace(Evaluation.from_dict(res.result), wall_seconds=round(res.seconds, 3))
         if extra.get("distilled"):  # the child distils only what is worth distilling
             parent = (prop.choices if prop is not None else None) or \
                 self.run.read_candidate(cid).meta.get("choices") or {}
             self._distilled += keep_distillation(self.run, cid, extra["distilled"],
                                                  self.progress, parent_choices=parent)
-        entry = self._finish(cid, prop, result, weights)
-        self.progress(candidate_line(cid, result))
+        entry = self._finish(cid, prop, ev, weights)
+        self.progress(candidate_line(cid, ev))
         return cid, prop, entry
 
-    def _finish(self, cid: str, prop: Proposal | None, result: dict, weights: bytes | None
-                ) -> PoolEntry:
+    def _finish(self, cid: str, prop: Proposal | None, result: Evaluation | dict[str, Any],
+                weights: bytes | None) -> PoolEntry:
         run = self.run
+        ev = as_evaluation(result)
+        result = ev.to_dict()
         if weights is not None:
             run.write_file(cid, "weights.pt", weights)
-        run.update_meta(cid, status=result.get("status"), finished=time.time())
+        run.update_meta(cid, status=ev.status.value, finished=time.time())
         run.write_result(cid, result)
         rec = run.read_candidate(cid)
         number = self._numbers.get(cid, rec.meta.get("trial"))

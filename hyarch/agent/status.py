@@ -8,28 +8,29 @@ from pathlib import Path
 from typing import Any
 
 from hyarch.agent.config import RunSummary
+from hyarch.record import Evaluation, Status, as_evaluation
 
 
 def _log(x) -> str:
     return "-" if x is None or x <= 0 else f"{math.log10(x):.2f}"
 
 
-def candidate_line(cid: str, result: dict[str, Any]) -> str:
+def candidate_line(cid: str, result: Evaluation | dict[str, Any]) -> str:
     """One finished candidate: its validation score, closure share and parameters."""
-    if result.get("status") != "ok":
-        return f"  {cid} failed: {result.get('reason')}"
-    val = result["metrics"]["val"]
-    params = ", ".join(f"{k}={v:.4g}" for k, v in result.get("parameters", {}).items())
-    return (f"  {cid} ok: val log10 nmse {_log(val.get('nmse'))}, closure share"
-            f" {result.get('closure_share') or 0:.3f}, {params} ({result.get('seconds', 0):.0f} s)")
+    ev = as_evaluation(result)
+    if not ev.ok:
+        return f"  {cid} failed: {ev.reason}"
+    params = ", ".join(f"{k}={v:.4g}" for k, v in ev.parameters if v is not None)
+    return (f"  {cid} ok: val log10 nmse {_log(ev.val_nmse)}, closure share"
+            f" {ev.closure_share or 0:.3f}, {params} ({ev.seconds or 0:.0f} s)")
 
 
 def status_line(rows, *, round_no: int, budget: int, seconds: float, tokens: int, cost: float,
                 cost_known: bool, repeats: int) -> str:
     """The search so far: candidates finished (in flight counted apart), the best by the one
     ranking, time, and the LLM's tokens and cost where it has any."""
-    ok = sum(1 for r in rows if r.record.status == "ok")
-    failed = sum(1 for r in rows if r.record.status == "failed")
+    ok = sum(1 for r in rows if r.evaluation.status is Status.OK)
+    failed = sum(1 for r in rows if r.evaluation.status is Status.FAILED)
     best = rows[0].id if rows and rows[0].ranked else "-"
     unfinished = len(rows) - ok - failed  # in flight (here or in another worker)
     line = (f"round {round_no}: {ok + failed}/{budget} candidates done ({ok} ok,"
@@ -48,9 +49,9 @@ def status_line(rows, *, round_no: int, budget: int, seconds: float, tokens: int
 def summarize(run_dir: Path, rows, *, stopped: str, seconds: float, tokens: int,
               cost: float) -> RunSummary:
     """How the search ended, from the leaderboard's rows."""
-    ok = [r for r in rows if r.record.status == "ok"]
+    ok = [r for r in rows if r.evaluation.status is Status.OK]
     best = rows[0] if rows and rows[0].ranked else None
-    failed = sum(1 for r in rows if r.record.status == "failed")
+    failed = sum(1 for r in rows if r.evaluation.status is Status.FAILED)
     return RunSummary(
         run_dir=run_dir, candidates=len(ok) + failed, ok=len(ok), failed=failed,
         pending=len(rows) - len(ok) - failed,

@@ -15,6 +15,7 @@ from typing import Any
 
 from hyarch.ranking.rule import Evidence, rank
 from hyarch.ranking.study import Objectives, feasible, objective_values
+from hyarch.record import Evaluation, Status, as_evaluation
 from hyarch.runs import CandidateRecord, Run
 
 
@@ -28,6 +29,7 @@ class Row:
     notes: tuple[str, ...] = ()
     values: tuple[float, ...] | None = field(default=None)
     evidence: Evidence | None = None
+    evaluation: Evaluation = field(default=Evaluation(Status.PENDING))  # the typed record
 
     @property
     def ranked(self) -> bool:
@@ -81,17 +83,16 @@ def leaderboard(run: Run, obj: Objectives | None = None) -> list[Row]:
     obj = objectives_of(run) if obj is None else obj
     records = {r.id: r for r in run.candidates()}
     verdicts = run.verdicts()
-    results = {cid: (r.result if isinstance(r.result, dict) else {"status": "pending"})
-               for cid, r in records.items()}
+    evals = {cid: as_evaluation(r.result if isinstance(r.result, dict) else None)
+             for cid, r in records.items()}
     rejected = {c for c in records if verdicts.get(c, {}).get("verdict") == "rejected"}
-    infeasible = {c for c, res in results.items()
-                  if res.get("status") == "ok" and not _feasible(res, obj)}
-    pending = {c for c, res in results.items() if res.get("status") == "pending"}
-    order = rank(results, rejected=rejected, infeasible=infeasible, pending=pending)
+    infeasible = {c for c, e in evals.items() if e.ok and not feasible(e, obj)}
+    pending = {c for c, e in evals.items() if e.status is Status.PENDING}
+    order = rank(evals, rejected=rejected, infeasible=infeasible, pending=pending)
     points = {}
     for c, ev in order:
         if ev.group == "ranked":
-            v = objective_values(results[c], obj)
+            v = objective_values(evals[c], obj)
             if v is not None:
                 points[c] = v
     front = pareto_front(points)
@@ -100,32 +101,26 @@ def leaderboard(run: Run, obj: Objectives | None = None) -> list[Row]:
         v = verdicts.get(c, {})
         rows.append(Row(c, records[c], ev.score if ev.group != "failed" else None,
                         c in front, v.get("verdict"), tuple(v.get("notes", ())),
-                        tuple(points[c]) if c in points else None, ev))
+                        tuple(points[c]) if c in points else None, ev, evals[c]))
     return rows
-
-
-def _feasible(result: dict[str, Any], obj: Objectives) -> bool:
-    try:
-        return feasible(result, obj)
-    except Exception:  # noqa: BLE001 - a malformed record is not feasible
-        return False
 
 
 def leaderboard_json(run: Run, obj: Objectives | None = None) -> list[dict[str, Any]]:
     """The ``hyarch leaderboard --json`` list: best first, evaluate's fields plus provenance."""
     out = []
     for place, row in enumerate(leaderboard(run, obj), start=1):
-        res = row.record.result
-        if not isinstance(res, dict):
-            res = {"status": "pending", "reason": "not evaluated yet"}
+        ev = row.evaluation
+        res = row.record.result if isinstance(row.record.result, dict) else {}
         out.append({
-            "rank": place, "id": row.id, "status": res.get("status"), "reason": res.get("reason"),
+            "rank": place, "id": row.id, "status": ev.status.value,
+            "reason": ev.reason if res else "not evaluated yet",
             "proposer": row.record.proposer, "parents": row.record.parents,
             "round": row.record.meta.get("round"), "score": row.score, "pareto": row.pareto,
             "tier": row.evidence.tier if row.evidence else None,
             "complexity": row.evidence.complexity if row.evidence else None,
             "evidence": row.evidence.describe() if row.evidence else None,
             "verdict": row.verdict, "notes": list(row.notes),
+            # the record's other fields as stored (its own key order)
             **{k: v for k, v in res.items() if k not in ("status", "reason", "traceback")},
         })
     return out

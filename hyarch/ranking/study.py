@@ -30,6 +30,7 @@ from typing import Any
 import optuna
 
 from hyarch.ranking import keys
+from hyarch.record import Evaluation, Status, as_evaluation
 from hyarch.runs import Run
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -366,57 +367,42 @@ def finite_number(v: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def _get(d: Any, *path: str) -> Any:
-    for k in path:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(k)
-    return d
-
-
-def objective_values(result: Any, obj: Objectives = Objectives()) -> list[float] | None:
+def objective_values(result: Evaluation | dict[str, Any] | None,
+                     obj: Objectives = Objectives()) -> list[float] | None:
     """(val nmse, regularizer, complexity) of an ok result; None when not rankable (also
-    when a value is malformed: text, NaN, the wrong type)."""
-    if not isinstance(result, dict) or result.get("status") != "ok":
-        return None
-    val = finite_number(_get(result, "metrics", "val", "nmse"))
-    if val is None:
+    when the record is malformed: text, NaN, the wrong type)."""
+    ev = as_evaluation(result)
+    if not ev.ok or ev.val_nmse is None:
         return None
     if obj.regularizer == "closure_share":
-        raw = result.get("closure_share")
+        reg = ev.closure_share
     else:
-        raw = _get(result, "regularizers", obj.regularizer)
-    reg = 0.0 if raw is None else finite_number(raw)
-    raw = None if obj.complexity == "none" else result.get("n_neural_params")
-    cplx = 0.0 if raw is None else finite_number(raw)
-    if reg is None or cplx is None:
-        return None
-    return [val, reg, cplx]
+        reg = dict(ev.regularizers).get(obj.regularizer)
+    cplx = None if obj.complexity == "none" else ev.n_neural_params
+    return [ev.val_nmse, 0.0 if reg is None else reg, 0.0 if cplx is None else float(cplx)]
 
 
-def constraint_values(result: dict[str, Any], obj: Objectives = Objectives()
-                      ) -> dict[str, float]:
+def constraint_values(result: Evaluation | dict[str, Any] | None,
+                      obj: Objectives = Objectives()) -> dict[str, float]:
     """Optuna constraints (feasible when every value is <= 0): the closure share under its
     cap, each physical parameter inside its plausible range (relative distance outside)."""
     out: dict[str, float] = {}
-    if not isinstance(result, dict) or result.get("status") != "ok":
+    ev = as_evaluation(result)
+    if not ev.ok:
         return out
     if obj.closure_share_cap is not None:
-        raw = result.get("closure_share")
-        share = 0.0 if raw is None else finite_number(raw)
-        out["closure_share_cap"] = (1.0 if share is None  # malformed: infeasible
-                                    else share - obj.closure_share_cap)
-    params = result.get("parameters")
-    params = params if isinstance(params, dict) else {}
+        out["closure_share_cap"] = (ev.closure_share or 0.0) - obj.closure_share_cap
+    params = dict(ev.parameters)
     for name, lo, hi in obj.plausible:
         if name in params:
-            v = finite_number(params[name])
+            v = params[name]
             out[f"plausible:{name}"] = (1.0 if v is None
                                         else max(lo - v, v - hi) / max(hi - lo, 1e-12))
     return out
 
 
-def feasible(result: dict[str, Any], obj: Objectives = Objectives()) -> bool:
+def feasible(result: Evaluation | dict[str, Any] | None, obj: Objectives = Objectives()
+             ) -> bool:
     return all(v <= 0 for v in constraint_values(result, obj).values())
 
 
@@ -427,14 +413,12 @@ def recorded_ids(study: optuna.Study) -> dict[str, optuna.trial.FrozenTrial]:
             and keys.RESULT in t.user_attrs}
 
 
-def _attrs(meta: Any, result: Any) -> dict[str, Any]:
+def _attrs(meta: Any, result: Any, ev: Evaluation) -> dict[str, Any]:
     """The trial attributes of a candidate, each of the expected type (a malformed value
-    is left out rather than stored)."""
+    is left out rather than stored); ``ev`` is ``result`` parsed."""
     meta = meta if isinstance(meta, dict) else {}
     result = result if isinstance(result, dict) else {}
     parents = meta.get("parents")
-    reason = result.get("reason")
-    status = result.get("status")
 
     def text(v):
         return v if isinstance(v, str) else None
@@ -445,8 +429,8 @@ def _attrs(meta: Any, result: Any) -> dict[str, Any]:
         keys.PARENTS: [p for p in parents if isinstance(p, str)] if isinstance(parents, list)
         else [],
         keys.ROUND: rnd if isinstance(rnd, int) and not isinstance(rnd, bool) else None,
-        keys.STATUS: text(status) if status in ("ok", "failed") else "failed",
-        keys.REASON: (str(reason)[:1000] or None) if reason is not None else None,
+        keys.STATUS: ev.status.value if ev.status is not Status.PENDING else "failed",
+        keys.REASON: (ev.reason[:1000] or None) if ev.reason is not None else None,
         keys.RESULT: shareable(result),
     }
 
@@ -459,11 +443,12 @@ def record(study: optuna.Study, cid: str, meta: dict[str, Any], result: dict[str
         known = set(recorded_ids(study))
     if cid in known:
         return False
-    attrs = {keys.CANDIDATE_ID: cid, **_attrs(meta, result)}
+    ev = as_evaluation(result)
+    attrs = {keys.CANDIDATE_ID: cid, **_attrs(meta, result, ev)}
     if source is not None:
         attrs[keys.SOURCE] = source
-    values = objective_values(result, obj)
-    cons = constraint_values(result, obj)
+    values = objective_values(ev, obj)
+    cons = constraint_values(ev, obj)
     if values is None:
         trial = optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs=attrs)
     else:
@@ -550,13 +535,14 @@ def tell(study: optuna.Study, number: int | None, cid: str, meta: dict[str, Any]
     is no longer running (failed as stale meanwhile: it gave its id up), add a fresh one
     instead. Either way the candidate id ends with one trial; a malformed result is a
     failed trial, never an error."""
-    attrs = {**_attrs(meta, result), keys.SOURCE: source if isinstance(source, str) else None,
+    ev = as_evaluation(result)
+    attrs = {**_attrs(meta, result, ev), keys.SOURCE: source if isinstance(source, str) else None,
              keys.WORKER: meta.get("worker") if isinstance(meta, dict)
              and isinstance(meta.get("worker"), str) else None}
     if isinstance(number, bool) or not isinstance(number, int):
         number = None
-    values = objective_values(result, obj)
-    cons = constraint_values(result, obj)
+    values = objective_values(ev, obj)
+    cons = constraint_values(ev, obj)
     if number is not None:
         trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
         if (trial is not None and trial.state == optuna.trial.TrialState.RUNNING

@@ -19,6 +19,7 @@ from typing import Any
 import optuna
 
 from hyarch.evaluate import evaluate_source
+from hyarch.record import Evaluation
 from hyarch.spaces.space import Space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -45,12 +46,11 @@ class TuneResult:
 
 
 def _val(result: dict[str, Any]) -> float:
-    if result.get("status") != "ok":
-        return math.inf
+    ev = Evaluation.from_dict(result)
     # the selection split: tuning is a training choice, and the validation split that
     # ranks candidates must stay unseen by every training choice
-    v = (result.get("metrics") or {}).get("selection", {}).get("nmse")
-    return math.inf if v is None else float(v)
+    v = ev.selection_nmse if ev.ok else None
+    return math.inf if v is None else v
 
 
 def tune(space: Space, source: str, n_trials: int, *, seed: int = 0, device: str = "cpu",

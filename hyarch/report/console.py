@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from hyarch.record import Evaluation
 
 
 def _fmt(x, spec=".3g") -> str:
     return "-" if x is None else format(x, spec)
 
 
-def print_evaluation(res: dict[str, Any], title: str = "", console: Console | None = None) -> None:
+def print_evaluation(ev: Evaluation | dict, title: str = "",
+                     console: Console | None = None) -> None:
+    """One evaluation: fit per split, physical parameters, closure share and training.
+    A record in its dict form (metrics.json, ``hyarch evaluate --json``) is parsed first."""
     c = console or Console()
-    if res["status"] != "ok":
-        c.print(f"[bold red]failed[/]: {escape(str(res['reason']))}", highlight=False)
+    if not isinstance(ev, Evaluation):
+        ev = Evaluation.from_dict(ev)
+    if not ev.ok:
+        c.print(f"[bold red]failed[/]: {escape(str(ev.reason))}", highlight=False)
         return
     t = Table(title=title or None)
     t.add_column("split")
@@ -24,35 +29,35 @@ def print_evaluation(res: dict[str, Any], title: str = "", console: Console | No
     t.add_column("MSE", justify="right")
     t.add_column("normalised MSE", justify="right")
     t.add_column("reduced log10 MSE", justify="right")
-    for split, m in res["metrics"].items():
-        r = res["reduced"].get(split, {})
-        nmse = "diverged" if m.get("diverged") else _fmt(m["nmse"])
-        t.add_row(split, _fmt(m["log10_mse"], ".2f"), _fmt(m["mse"]), nmse,
-                  _fmt(r.get("log10_mse"), ".2f"))
+    for split, m in ev.metrics:
+        r = ev.reduced_split(split)
+        nmse = "diverged" if m.diverged else _fmt(m.nmse)
+        t.add_row(split, _fmt(m.log10_mse, ".2f"), _fmt(m.mse), nmse,
+                  _fmt(r.log10_mse if r is not None else None, ".2f"))
     c.print(t)
     p = Table(title="physical parameters")
     p.add_column("name")
     p.add_column("value", justify="right")
     p.add_column("rel. error vs truth", justify="right")
-    for name, v in res["parameters"].items():
-        err = res["param_rel_error"].get(name)
+    errors = dict(ev.param_rel_error)
+    for name, v in ev.parameters:
+        err = errors.get(name)
         p.add_row(name, _fmt(v, ".6g"), "-" if err is None else f"{100 * err:.3f}%")
     c.print(p)
-    regs = ", ".join(f"{k}={_fmt(v)}" for k, v in res["regularizers"].items()
-                     if not isinstance(v, dict))
-    c.print(f"closure share {_fmt(res['closure_share'])}, neural parameters "
-            f"{res['n_neural_params']}, regularizers: {regs}")
-    tr = res.get("training", {})
-    c.print(f"trained in {res['seconds']:.1f} s ({tr.get('iterations')} iterations,"
-            f" stopped: {escape(str(tr.get('stopped')))})", highlight=False)
-    acc = res.get("integration") or {}
-    bad = [k for k, a in acc.items() if isinstance(a, dict) and not a.get("converged")]
+    regs = ", ".join(f"{k}={_fmt(v)}" for k, v in ev.regularizers)
+    c.print(f"closure share {_fmt(ev.closure_share)}, neural parameters "
+            f"{ev.n_neural_params}, regularizers: {regs}")
+    tr = ev.training
+    c.print(f"trained in {_fmt(ev.seconds, '.1f')} s ({tr.iterations if tr else None}"
+            f" iterations, stopped: {escape(str(tr.stopped if tr else None))})",
+            highlight=False)
+    bad = ev.unconverged
     if bad:
         c.print(f"[yellow]scoring rollouts did not reach the integration tolerance on"
                 f" {', '.join(bad)}[/]: their scores include solver error")
 
 
-def print_space_summary(space, prior_fit: dict | None = None,
+def print_space_summary(space, prior_fit: Evaluation | None = None,
                         console: Console | None = None) -> None:
     c = console or Console()
     spec = space.spec
@@ -85,9 +90,10 @@ def print_space_summary(space, prior_fit: dict | None = None,
             f"{sum(len(v) for v in spec.hypotheses.values())} terms; closure sites: "
             f"{len(spec.closures)}; known parameters: {', '.join(spec.truth) or '(none)'}")
     if prior_fit is not None:
-        if prior_fit["status"] == "ok":
-            c.print(f"prior fit: val log10 MSE {_fmt(prior_fit['metrics']['val']['log10_mse'], '.2f')},"
-                    f" parameters {prior_fit['parameters']}")
+        if prior_fit.ok:
+            val = prior_fit.split("val")
+            c.print(f"prior fit: val log10 MSE {_fmt(val.log10_mse if val else None, '.2f')},"
+                    f" parameters {dict(prior_fit.parameters)}")
         else:
-            c.print(f"[red]prior failed[/]: {escape(str(prior_fit['reason']))}")
+            c.print(f"[red]prior failed[/]: {escape(str(prior_fit.reason))}")
     c.print("[green]valid[/]")

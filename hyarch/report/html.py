@@ -12,6 +12,7 @@ import html
 from pathlib import Path
 from typing import Any
 
+from hyarch.record import Evaluation, as_evaluation
 from hyarch.report import plots
 from hyarch.report.summary import Row, best_rows, fmt, leaderboard
 from hyarch.runs import Run, atomic_write
@@ -88,32 +89,30 @@ def leaderboard_html(rows: list[Row], limit: int = 40) -> str:
     return _table(head, body, left=3, row_cls=cls) + tail
 
 
-def _metrics_table(result: dict[str, Any], space) -> str:
+def _metrics_table(ev: Evaluation, space) -> str:
     head = ["split", "nmse", "log10 MSE"] + [f"{s} nmse" for s in space.states] + [
         "reduced log10 MSE"]
     body = []
-    for split, m in (result.get("metrics") or {}).items():
-        red = (result.get("reduced") or {}).get(split, {})
-        per = m.get("per_state") or {}
-        if not isinstance(m, dict):
-            continue
-        acc = (result.get("integration") or {}).get(split) or {}
+    for split, m in ev.metrics:
+        red = ev.reduced_split(split)
+        acc = ev.accuracy(split)
         title = plots.SPLIT_TITLES.get(split, split)
-        if acc and not acc.get("converged"):
+        if acc is not None and not acc.converged:
             title += " (integration tolerance not reached)"
-        nmse = "diverged" if m.get("diverged") else fmt(m.get("nmse"))
-        body.append([_e(title), nmse, fmt(m.get("log10_mse"), ".2f")]
-                    + [fmt((per.get(s) or {}).get("nmse")) for s in space.states]
-                    + [fmt(red.get("log10_mse"), ".2f")])
+        nmse = "diverged" if m.diverged else fmt(m.nmse)
+        body.append([_e(title), nmse, fmt(m.log10_mse, ".2f")]
+                    + [fmt(m.state_nmse(s)) for s in space.states]
+                    + [fmt(red.log10_mse if red is not None else None, ".2f")])
     return _table(head, body)
 
 
-def _params_table(result: dict[str, Any], specs: dict[str, Any], truth: dict[str, float]) -> str:
+def _params_table(ev: Evaluation, specs: dict[str, Any], truth: dict[str, float]) -> str:
     head = ["parameter", "fitted", "lower", "upper", "truth", "rel. error"]
     body = []
-    for name, v in (result.get("parameters") or {}).items():
+    errors = dict(ev.param_rel_error)
+    for name, v in ev.parameters:
         s = specs.get(name)
-        err = (result.get("param_rel_error") or {}).get(name)
+        err = errors.get(name)
         body.append([_e(name), fmt(v, ".6g"), fmt(getattr(s, "lower", None), ".4g"),
                      fmt(getattr(s, "upper", None), ".4g"), fmt(truth.get(name), ".6g"),
                      "-" if err is None else f"{100 * err:.2f}%"])
@@ -126,7 +125,7 @@ def _candidate_card(run: Run, row: Row, space, truth: dict[str, float]) -> str:
     from hyarch.report.replay import ReplayError, parameter_bounds, stored_predictions
 
     rec = run.read_candidate(row.id)
-    res = rec.result or {}
+    ev = as_evaluation(rec.result)
     parts = [f'<div class="card"><h3>{_e(row.id)} {_tags(row)}</h3>',
              f'<p class="muted">proposer {_e(row.proposer)}, round {fmt(row.round)}, parents '
              f'{_e(", ".join(row.parents) or "none")}; trained in {fmt(row.seconds, ".1f")} s; '
@@ -137,10 +136,10 @@ def _candidate_card(run: Run, row: Row, space, truth: dict[str, float]) -> str:
         parts.append(f"<p><i>{_e(doc)}</i></p>")
     if row.notes:
         parts.append("<p>Reviewer: " + _e(" / ".join(row.notes)) + "</p>")
-    parts.append(_metrics_table(res, space) if space is not None else "")
+    parts.append(_metrics_table(ev, space) if space is not None else "")
     specs = parameter_bounds(rec)
-    parts.append(_params_table(res, specs, truth))
-    regs = {k: v for k, v in (res.get("regularizers") or {}).items() if not isinstance(v, dict)}
+    parts.append(_params_table(ev, specs, truth))
+    regs = dict(ev.regularizers)
     if regs:
         parts.append('<p class="muted">regularizers: ' + ", ".join(
             f"{_e(k)} {fmt(v)}" for k, v in regs.items()) + "</p>")

@@ -9,7 +9,7 @@ steps done out of the steps planned, at the rate measured here, on this side's c
     with ProgressDisplay() as show:
         with show.task("prior", kind="baseline", index=1, total=3) as task:
             out = evaluate_source(space, source, progress=task)
-            task.finish(out.result["status"])
+            task.finish(Evaluation.from_dict(out.result).status.value)
 """
 
 from __future__ import annotations
