@@ -171,3 +171,11 @@ def test_a_malformed_record_is_a_failed_candidate_everywhere(tmp_path, record, c
     assert "c0001" in text and "failed" in text and "invalid evaluation" in text
     assert main(["show", str(run.path), "c0001"]) in (0, None)
     assert "failed: invalid evaluation record: integration.val" in capsys.readouterr().out
+    from rich.console import Console
+
+    from hyarch.review.terminal import CandidateView
+
+    view = CandidateView(run, Console(record=True, width=200))
+    view.show("c0001", plot=False)
+    text = view.console.export_text()
+    assert "status failed" in text and "failed: invalid evaluation record" in text

@@ -21,6 +21,7 @@ from rich.panel import Panel
 from rich.syntax import Syntax
 from rich.table import Table
 
+from hyarch.record import as_evaluation
 from hyarch.report.summary import Row, fmt, leaderboard
 from hyarch.runs import CandidateRecord, Run
 
@@ -151,9 +152,9 @@ def declared_parameters(source: str) -> dict[str, dict[str, Any]]:
 
 
 def parameters_table(rec: CandidateRecord, truth: dict[str, float], specs: dict) -> Table:
-    res = rec.result or {}
-    fitted = res.get("parameters") or {}
-    errs = res.get("param_rel_error") or {}
+    ev = as_evaluation(rec.result)
+    fitted = dict(ev.parameters)
+    errs = dict(ev.param_rel_error)
     declared = declared_parameters(rec.source) if not specs else {}
     t = Table(title="physical parameters", title_justify="left")
     for col in ("name", "fitted", "lower", "upper", "init", "truth", "rel. error", ""):
@@ -175,23 +176,22 @@ def parameters_table(rec: CandidateRecord, truth: dict[str, float], specs: dict)
 
 
 def scores_table(rec: CandidateRecord) -> Table:
-    res = rec.result or {}
-    metrics = res.get("metrics") or {}
-    states = list((metrics.get("val") or {}).get("per_state") or {})
+    ev = as_evaluation(rec.result)
+    val = ev.split("val")
+    states = [name for name, _, _ in val.per_state] if val is not None else []
     t = Table(title="scores (train and validation; test and OOD are in the report)",
               title_justify="left")
     for col in ["split", "nmse", "log10 MSE", *(f"{s} nmse" for s in states),
                 "reduced log10 MSE"]:
         t.add_column(col, justify="left" if col == "split" else "right")
     for split in ("train", "val"):
-        m = metrics.get(split)
-        if not m:
+        m = ev.split(split)
+        if m is None:
             continue
-        red = (res.get("reduced") or {}).get(split) or {}
-        per = m.get("per_state") or {}
-        t.add_row(split, fmt(m.get("nmse")), fmt(m.get("log10_mse"), ".2f"),
-                  *(fmt((per.get(s) or {}).get("nmse")) for s in states),
-                  fmt(red.get("log10_mse"), ".2f"))
+        red = ev.reduced_split(split)
+        t.add_row(split, fmt(m.nmse), fmt(m.log10_mse, ".2f"),
+                  *(fmt(m.state_nmse(s)) for s in states),
+                  fmt(red.log10_mse if red is not None else None, ".2f"))
     return t
 
 
@@ -218,11 +218,12 @@ class CandidateView:
     def show(self, cid: str, *, plot: bool = True) -> None:
         c = self.console
         rec = self.run.read_candidate(cid)
+        ev = as_evaluation(rec.result)
         meta = rec.meta
         verdict = self.run.verdicts().get(cid, {})
         head = (f"[bold]{cid}[/]  proposer {rec.proposer}, round {meta.get('round', '-')}, "
                 f"parents {', '.join(rec.parents) or 'none'}, status "
-                + ("[green]ok[/]" if rec.status == "ok" else f"[red]{rec.status}[/]"))
+                + ("[green]ok[/]" if ev.ok else f"[red]{ev.status.value}[/]"))
         if verdict.get("verdict"):
             v = verdict["verdict"]
             head += f", reviewed [{_VERDICT_STYLE.get(v, 'white')}]{v}[/]"
@@ -234,25 +235,22 @@ class CandidateView:
         if diff is not None:
             c.print(Panel(Syntax(diff, "diff", word_wrap=True), title="diff to parent",
                           title_align="left"))
-        res = rec.result
-        if res is None:
+        if rec.result is None:
             c.print("[yellow]not evaluated yet[/]")
-        elif rec.status != "ok":
-            c.print(f"[bold red]failed[/]: {res.get('reason')}")
-            if res.get("traceback"):
-                c.print(Syntax(res["traceback"][-2000:], "pytb", word_wrap=True))
+        elif not ev.ok:
+            c.print(f"[bold red]failed[/]: {ev.reason}")
+            if ev.traceback:
+                c.print(Syntax(ev.traceback[-2000:], "pytb", word_wrap=True))
         else:
             from hyarch.report.replay import parameter_bounds
 
             specs = parameter_bounds(rec)  # as the evaluation recorded them: no code runs
             truth = dict(self.space.truth) if self.space is not None else {}
             c.print(Group(parameters_table(rec, truth, specs), scores_table(rec)))
-            regs = {k: v for k, v in (res.get("regularizers") or {}).items()
-                    if not isinstance(v, dict)}
-            c.print(f"closure share [bold]{fmt(res.get('closure_share'), '.3f')}[/], "
-                    f"neural parameters [bold]{fmt(res.get('n_neural_params'), 'd')}[/], "
-                    "regularizers: " + ", ".join(f"{k} {fmt(v)}" for k, v in regs.items())
-                    + f"; trained in {fmt(res.get('seconds'), '.1f')} s")
+            c.print(f"closure share [bold]{fmt(ev.closure_share, '.3f')}[/], "
+                    f"neural parameters [bold]{fmt(ev.n_neural_params, 'd')}[/], "
+                    "regularizers: " + ", ".join(f"{k} {fmt(v)}" for k, v in ev.regularizers)
+                    + f"; trained in {fmt(ev.seconds, '.1f')} s")
             if plot:
                 c.print(f"fit plot: {self._fit_plot(rec)}")
         for note in verdict.get("notes", []):
