@@ -29,6 +29,8 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the offline proposer's sampler (default 0)")
     p.add_argument("--timeout", type=float, help="seconds per candidate evaluation")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads per evaluation (default 1: --workers K uses K cores)")
     p.add_argument("--quick", action="store_true",
                    help="shorter training per candidate (a smoke test, not a result)")
     p.set_defaults(func=cmd_search)
@@ -106,7 +108,8 @@ def cmd_search(args) -> int:
         workers=args.workers, resume=args.resume, review_every=args.review_every,
         device=resolve_device(args.device), llm=args.llm, base_url=args.base_url,
         llm_timeout=args.llm_timeout, max_tokens=args.max_tokens, temperature=args.temperature,
-        llm_format=args.llm_format, storage=args.storage, seed=args.seed, timeout=args.timeout, overrides=overrides,
+        llm_format=args.llm_format, storage=args.storage, seed=args.seed, timeout=args.timeout,
+        threads=args.threads, overrides=overrides,
     )
     review = None
     if args.review_every:

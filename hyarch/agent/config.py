@@ -40,6 +40,7 @@ class SearchConfig:
     seed: int = 0
     timeout: float | None = None  # per candidate; default from the space's training budget
     memory_mb: int = 6144
+    threads: int = 1  # CPU threads per evaluation (each worker's sandboxed child)
     distill: bool = True  # distil trained closures; good ones become new candidates
     overrides: dict[str, Any] = field(default_factory=dict)
 

@@ -125,7 +125,8 @@ class Session:
                             for k, (lo, hi) in spec.objectives.plausible.items()))
         timeout = cfg.timeout or (cfg.overrides.get("max_seconds") or
                                   spec.training.max_seconds) * 1.5 + 60
-        self.limits = Limits(timeout=timeout, memory_mb=cfg.memory_mb, threads=1)
+        self.limits = Limits(timeout=timeout, memory_mb=cfg.memory_mb,
+                             threads=max(1, cfg.threads))
         if self.proposer is None:
             self.proposer = make_proposer(cfg, self.space, self.run)
         if not self.run.exists():

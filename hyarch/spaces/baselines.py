@@ -127,17 +127,18 @@ def run_baselines(space: Space, *, labels: tuple[str, ...] = LABELS, quick: bool
                   device: str = "cpu", extra: dict[str, str] | None = None,
                   overrides: dict[str, Any] | None = None,
                   watch: Callable[[str, int, int], Any] | None = None,
-                  ) -> dict[str, dict[str, Any]]:
+                  threads: int = 1) -> dict[str, dict[str, Any]]:
     """Train and score each baseline (and any ``extra`` {label: source}); results by label.
 
     Each result is the ``hyarch evaluate --json`` record, with ``origin`` added.
     ``watch(label, index, total)``, if given, returns a context manager for each baseline
     whose value takes the training's progress reports and has ``finish(status)``
-    (``hyarch.report.progress.ProgressDisplay.task``).
+    (``hyarch.report.progress.ProgressDisplay.task``). ``threads``: CPU threads of each
+    sandboxed training (1, as in a search).
     """
     from contextlib import nullcontext
 
-    from hyarch.evaluate import evaluate_source
+    from hyarch.evaluate import Limits, evaluate_source
 
     todo = [b for b in baselines(space) if b.label in labels]
     todo += [Baseline(k, v, "given") for k, v in (extra or {}).items()]
@@ -146,7 +147,8 @@ def run_baselines(space: Space, *, labels: tuple[str, ...] = LABELS, quick: bool
         over = {**training_overrides(space, b.label, quick), **(overrides or {})}
         with (watch(b.label, i, len(todo)) if watch else nullcontext()) as task:
             out = evaluate_source(space, b.source, filename=f"<{b.label} baseline>",
-                                  device=device, overrides=over, progress=task)
+                                  device=device, overrides=over, progress=task,
+                                  limits=Limits(threads=max(1, threads)))
             if task is not None:
                 task.finish(out.result["status"])
         results[b.label] = {**out.result, "origin": b.origin}

@@ -37,7 +37,7 @@ def cmd_baselines(args) -> int:
     with ProgressDisplay() as show:
         results = run_baselines(
             space, labels=labels, quick=args.quick, device=resolve_device(args.device),
-            overrides=overrides,
+            overrides=overrides, threads=args.threads,
             watch=lambda label, i, n: show.task(label, kind="baseline", index=i, total=n))
     rows = table_rows(results)
     if args.json:
@@ -114,4 +114,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save", metavar="DIR", default=None,
                    help="also write the three candidate files to DIR (to edit and re-run)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads for each training (default 1, as in a search)")
     p.set_defaults(func=cmd_baselines)
