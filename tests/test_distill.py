@@ -430,3 +430,17 @@ def test_cancelling_giant_coefficients_on_nearly_collinear_columns_are_not_a_fit
     fit = sparse_fit(X[:300], y[:300], X[300:], y[300:])
     assert np.abs(fit.coef).max() < 2
     assert np.count_nonzero(fit.coef) == 1 and fit.explained_val > 0.999
+
+
+def test_a_saturating_term_counts_its_constant_and_loses_to_an_equally_good_simple_one():
+    # over x in [0.1, 1], -1.2 x / (4 + x) bends by under a tenth: the line -0.26 x explains
+    # it to within the tolerance, and has one fitted value where the saturating form has two
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0.1, 1.0, 500)
+    y = -1.2 * x / (4.0 + x)
+    X = np.stack([x, x / (4.0 + x)], axis=1)
+    fit = sparse_fit(X[:400], y[:400], X[400:], y[400:], hidden=np.array([0, 1]))
+    assert fit.coef[1] == 0 and fit.explained_val > 0.99
+    # without counting K, the saturating column (exact here) is chosen
+    plain = sparse_fit(X[:400], y[:400], X[400:], y[400:])
+    assert plain.coef[0] == 0 and plain.coef[1] == pytest.approx(-1.2, rel=1e-6)

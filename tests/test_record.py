@@ -161,6 +161,14 @@ def test_a_malformed_record_is_a_failed_candidate_everywhere(tmp_path, record, c
     line = status_line(rows, round_no=1, budget=10, seconds=1.0, tokens=0, cost=0.0,
                        cost_known=False, repeats=0)
     assert "2/10 candidates done (1 ok, 1 failed)" in line and "best c0002" in line
+    assert line.endswith(", 1 s, about 4 s left")  # 0.5 s a candidate, 8 to go
+    # on a resume, the rate counts only what this session finished
+    line = status_line(rows, round_no=1, budget=10, seconds=100.0, tokens=0, cost=0.0,
+                       cost_known=False, repeats=0, done_before=1)
+    assert line.endswith(", 100 s, about 13 min left")
+    line = status_line(rows, round_no=1, budget=10, seconds=1.0, tokens=0, cost=0.0,
+                       cost_known=False, repeats=0, done_before=2)
+    assert "left" not in line  # nothing finished yet in this session: no rate to go by
     summary = summarize(run.path, rows, stopped="budget", seconds=1.0, tokens=0, cost=0.0)
     assert (summary.ok, summary.failed, summary.best_id) == (1, 1, "c0002")
     assert objective_values(bad) is None and constraint_values(bad) == {}

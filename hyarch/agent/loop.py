@@ -39,7 +39,7 @@ from hyarch.ranking.study import (
     recorded_ids,
     tell,
 )
-from hyarch.record import Evaluation, as_evaluation
+from hyarch.record import Evaluation, Status, as_evaluation
 from hyarch.runs import Run
 from hyarch.sandbox.runner import Limits, run_candidate
 from hyarch.spaces.loader import load_space, resolve_space_path
@@ -290,7 +290,9 @@ class Session:
         if entries:
             self.progress(f"resuming {run.path}: {sum(1 for e, _ in entries if e.status != 'pending')}"
                           f" finished, {len(pending)} to re-evaluate")
-        self._fits = _fitted_values(leaderboard(self.run, self.objectives))
+        rows0 = leaderboard(self.run, self.objectives)
+        self._fits = _fitted_values(rows0)
+        done_before = sum(1 for r in rows0 if r.evaluation.status is not Status.PENDING)
         best = self._best_score()
         stale = 0  # finished candidates since the best score last improved
         stopped = "budget"
@@ -443,7 +445,8 @@ class Session:
                     self.progress(status_line(
                         leaderboard(self.run, self.objectives), round_no=round_no,
                         budget=self.budget, seconds=time.perf_counter() - start, tokens=tokens,
-                        cost=cost, cost_known=self._cost_known, repeats=self._repeats))
+                        cost=cost, cost_known=self._cost_known, repeats=self._repeats,
+                        done_before=done_before))
                 if stale >= self.patience * self.per_round:
                     stopped = (f"no improvement in {stale} candidates"
                                f" ({self.patience} rounds' worth)")

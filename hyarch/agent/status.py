@@ -25,10 +25,16 @@ def candidate_line(cid: str, result: Evaluation | dict[str, Any]) -> str:
             f" {ev.closure_share or 0:.3f}, {params} ({ev.seconds or 0:.0f} s)")
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
 def status_line(rows, *, round_no: int, budget: int, seconds: float, tokens: int, cost: float,
-                cost_known: bool, repeats: int) -> str:
+                cost_known: bool, repeats: int, done_before: int = 0) -> str:
     """The search so far: candidates finished (in flight counted apart), the best by the one
-    ranking, time, and the LLM's tokens and cost where it has any."""
+    ranking, time, an estimate of the time left (this session's seconds per finished
+    candidate times the candidates left; ``done_before``: finished before it, on a resume),
+    and the LLM's tokens and cost where it has any."""
     ok = sum(1 for r in rows if r.evaluation.status is Status.OK)
     failed = sum(1 for r in rows if r.evaluation.status is Status.FAILED)
     best = rows[0].id if rows and rows[0].ranked else "-"
@@ -37,6 +43,10 @@ def status_line(rows, *, round_no: int, budget: int, seconds: float, tokens: int
             f" {failed} failed")
     line += f", {unfinished} in flight)" if unfinished else ")"
     line += f", best {best}, {seconds:.0f} s"
+    here = ok + failed - done_before
+    if here > 0 and ok + failed < budget:
+        left = seconds / here * (budget - ok - failed)
+        line += f", about {_duration(left)} left"
     if tokens:
         line += f", {tokens} tokens"
         if cost_known:  # a local model has no price: no "$0.0000"

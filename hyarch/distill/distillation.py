@@ -225,7 +225,9 @@ def distill(
             y = g.cpu().numpy()
             yv = Gv[:, k].cpu().numpy()
             preferred = np.array([t.kind != "generic" for t in terms])
-            fit = sparse_fit(X, y, Xv, yv, tolerance=tolerance, preferred=preferred)
+            hidden = np.array([len(t.fixed) if t.kind == "generic" else 0 for t in terms])
+            fit = sparse_fit(X, y, Xv, yv, tolerance=tolerance, preferred=preferred,
+                             hidden=hidden)
             chosen = [(t, float(c)) for t, c in zip(terms, fit.coef, strict=True) if c != 0]
             term_dicts = tuple(
                 {"name": t.name, "kind": t.kind, "code": t.code, "coefficient": c,

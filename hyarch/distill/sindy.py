@@ -102,19 +102,24 @@ def _path(X, y, Xv, yv, thresholds, cols: np.ndarray) -> list[SparseFit]:
 def sparse_fit(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, *,
                thresholds=THRESHOLDS, tolerance: float = 0.01,
                preferred: np.ndarray | None = None, prefer_tolerance: float = 0.02,
-               ) -> SparseFit:
+               hidden: np.ndarray | None = None) -> SparseFit:
     """Fit ``y ~ X @ coef`` sparsely, choosing the threshold on ``(Xv, yv)``.
 
     The answer is the sparsest fit whose share explained (on ``Xv, yv``) is within
     ``tolerance`` of the best. ``preferred`` (a boolean mask of columns): fits using
     only these are also tried, and the sparsest of them within ``prefer_tolerance`` of
     the best wins over any fit that needs other columns: an expert's term that explains
-    the closure nearly as well beats a generic one.
+    the closure nearly as well beats a generic one. ``hidden``: per column, how many
+    parameters its term carries besides its coefficient (a saturating form's K); "sparsest"
+    counts them, so ``x/(K + x)`` (two fitted values) loses to ``x`` (one) when both explain
+    the closure as well.
     """
     every = np.arange(X.shape[1])
     fits = _path(X, y, Xv, yv, thresholds, every)
     if preferred is not None and preferred.any() and not preferred.all():
         fits += _path(X, y, Xv, yv, thresholds, every[preferred])
+    if hidden is not None and (simple := np.asarray(hidden) == 0).any() and not simple.all():
+        fits += _path(X, y, Xv, yv, thresholds, every[simple])  # the path without them
     if not fits:
         raise ValueError("sparse regression failed for every threshold (no finite fit whose"
                          f" terms stay within {MAX_GAIN:g} times the closure's output)")
@@ -124,8 +129,10 @@ def sparse_fit(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, *,
     def within(f: SparseFit, tol: float) -> bool:
         return bool(np.isfinite(f.explained_val) and f.explained_val >= best - tol)
 
+    cost = np.ones(X.shape[1]) + (0 if hidden is None else np.asarray(hidden, dtype=float))
+
     def rank(f: SparseFit):
-        return (int(np.count_nonzero(f.coef)), -np.nan_to_num(f.explained_val))
+        return (float(cost[f.coef != 0].sum()), -np.nan_to_num(f.explained_val))
 
     pool = []
     if preferred is not None:
