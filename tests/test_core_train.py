@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hyarch import Closure, ContractError, HybridModel
+from hyarch import Closure, HybridModel
 from hyarch.core.data import Trajectories
 from hyarch.core.fields import rollout
 from hyarch.core.metrics import normalised_mse
@@ -117,15 +117,21 @@ def test_training_is_deterministic_for_a_seed():
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_model_with_nothing_to_fit_is_a_contract_error():
-    class Fixed(HybridModel):
-        def derivatives(self, t, s, u):
-            return {"x": -s.x}
+def test_a_model_with_nothing_to_fit_is_scored_as_written():
+    """A complete model (a prior with every constant known) is a baseline like any other:
+    no training, its rollout scored (a known answer: the exact decay, and a wrong one)."""
+    def fixed(rate):
+        class Fixed(HybridModel):
+            def derivatives(self, t, s, u):
+                return {"x": -rate * s.x}
+        return lambda replicas=1: Fixed(("x",), replicas=replicas)
 
-    train = decay_data([1.0])
-    with pytest.raises(ContractError, match="nothing to fit"):
-        fit(lambda replicas=1: Fixed(("x",), replicas=replicas), train, train,
-            TrainConfig(restarts=1))
+    train = decay_data([1.0, 2.0])
+    res = fit(fixed(0.7), train, train, TrainConfig(restarts=3))
+    assert res.iterations == 0 and res.stopped.startswith("nothing to fit")
+    assert res.val_loss < 1e-8 and res.train_loss < 1e-8
+    wrong = fit(fixed(0.35), train, train, TrainConfig(restarts=1))
+    assert wrong.val_loss > 1e-2
 
 
 def test_a_candidate_that_blows_up_at_once_says_so():

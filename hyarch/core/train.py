@@ -25,7 +25,7 @@ from hyarch.core.data import Trajectories, state_scales
 from hyarch.core.fields import Points, field_parts, rollout
 from hyarch.core.gauss_newton import GaussNewtonError, LevenbergMarquardt, fit_least_squares
 from hyarch.core.metrics import normalised_mse
-from hyarch.core.model import ContractError, HybridModel
+from hyarch.core.model import HybridModel
 from hyarch.core.progress import Schedule, TrainingProgress
 from hyarch.core.rollout import check_method
 
@@ -357,8 +357,18 @@ def fit(
 
     # Phase 1: short-window curriculum, all replicas at once.
     opt = _optimizer(model, cfg)
-    if opt is None:
-        raise ContractError("the candidate has nothing to fit: no parameter and no closure")
+    if opt is None:  # a complete model (every constant written in): scored as it is
+        model = _extract(model, factory, 0) if R > 1 else model
+        with torch.no_grad():
+            losses = [float(normalised_mse(rollout(model, d, method=cfg.method,
+                                                   substeps=cfg.substeps), d, scales))
+                      for d in (train, val)]
+        sched.end()
+        return FitResult(model=model, scales=scales, train_loss=losses[0],
+                         val_loss=losses[1] if math.isfinite(losses[1]) else math.inf,
+                         iterations=0, seconds=time.perf_counter() - start,
+                         stopped="nothing to fit (no parameter, no closure): scored as written",
+                         history=())
     max_batch = cfg.max_windows
     if model.neural_parameters():
         max_batch = min(max_batch, cfg.window_batch)
