@@ -50,6 +50,13 @@ def _poll(cond, deadline: float, step: float = 0.1) -> bool:
     return cond()
 
 
+def _as_from_a_terminal() -> None:
+    """Ctrl-C's default disposition, as a terminal gives it. A test run started in the
+    background by a non-interactive shell (`cmd &`) inherits SIGINT ignored, and Python then
+    never raises KeyboardInterrupt: the search would rightly ignore the Ctrl-C too."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_kills_the_children_and_exits_130(tmp_path):
     slow = (SPACE.replace("stage_iters: 15", "stage_iters: 100000")
             .replace("final_iters: 20", "final_iters: 100000")
@@ -62,7 +69,7 @@ def test_ctrl_c_kills_the_children_and_exits_130(tmp_path):
         [sys.executable, "-m", "hyarch", "search", str(space), "--run", str(run_dir),
          "--budget", "6", "--per-round", "2", "--workers", "2"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        start_new_session=True)
+        start_new_session=True, preexec_fn=_as_from_a_terminal)
     try:
         # both evaluations running: two sandboxed children of the search process
         started = _poll(lambda: len(_children(proc.pid)) >= 2 or proc.poll() is not None,
