@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 from hyarch.ranking.tune import scale_widths, tune
 from hyarch.spaces.loader import load_space
@@ -17,8 +18,13 @@ def test_scale_widths_rewrites_every_hidden_tuple():
 
 def test_tune_never_returns_worse_than_untuned(tmp_path):
     space = load_space(write_space(tmp_path))
-    res = tune(space, HYBRID, 4, seed=0)
+    said = []
+    res = tune(space, HYBRID, 4, seed=0, progress=said.append)
     assert res.trials == 4
+    # one line per trial, pruned or not, each with an estimate of the time left
+    lines = [m for m in said if m.startswith("trial ")]
+    assert [m.split(":")[0] for m in lines] == [f"trial {k}/4" for k in range(1, 5)]
+    assert all(re.search(r"; about \d+ s left$", m) for m in lines), lines
     untuned = res.untuned["metrics"]["val"]["nmse"]
     tuned = res.tuned["metrics"]["val"]["nmse"]
     assert math.isfinite(tuned) and tuned <= untuned

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -59,8 +60,11 @@ def tune(space: Space, source: str, n_trials: int, *, seed: int = 0, device: str
     """Tune ``source``'s training settings over ``n_trials``; compare with untuned."""
     say = progress or (lambda m: None)
     base = dict(overrides or {})
+    t0 = time.perf_counter()
     untuned = evaluate_source(space, source, device=device, overrides=base).result
-    say(f"untuned: selection nmse {_val(untuned):.3g}")
+    one = time.perf_counter() - t0  # a full training: what the final retraining costs
+    say(f"untuned: selection nmse {_val(untuned):.3g} ({one:.0f} s); {n_trials} trial(s) to go,"
+        f" each one short training and, unless pruned, a full one")
     has_net = "Closure(" in source
     cfg = space.train_config(**base)
     low_iters = max(cfg.final_iters // 4, 20)
@@ -83,13 +87,22 @@ def tune(space: Space, source: str, n_trials: int, *, seed: int = 0, device: str
             raise optuna.TrialPruned()
         full = evaluate_source(space, src, device=device, overrides={**base, **settings}).result
         value = _val(full)
-        say(f"trial {trial.number}: selection nmse {value:.3g} with {trial.params}")
         return value if math.isfinite(value) else 1e9
 
     study = optuna.create_study(
         direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
-    study.optimize(objective, n_trials=n_trials, catch=(RuntimeError, ValueError))
+    t_trials = time.perf_counter()
+
+    def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        k = trial.number + 1
+        what = (f"selection nmse {trial.value:.3g} with {trial.params}"
+                if trial.state == optuna.trial.TrialState.COMPLETE else trial.state.name.lower())
+        left = (time.perf_counter() - t_trials) / k * (n_trials - k) + one
+        say(f"trial {k}/{n_trials}: {what}; about {left:.0f} s left")
+
+    study.optimize(objective, n_trials=n_trials, catch=(RuntimeError, ValueError),
+                   callbacks=[report])
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     pruned = sum(1 for t in study.trials if t.state == optuna.trial.TrialState.PRUNED)
     if not done:
