@@ -268,7 +268,7 @@ class OfflineProposer(Proposer):
         if base is not None:
             # the parts least backed by the expert go first: distilled library terms, then
             # closures, then the space's hypotheses
-            on = sorted((k for k, v in base.items() if v is not False and v != NONE),
+            on = sorted(dict(structure_key(base)),
                         key=lambda k: (0 if ":distilled_" in k else
                                        1 if k.startswith("closure:") else 2))
             options += [{**base, k: False if k.startswith("term:") else NONE} for k in on]

@@ -166,18 +166,26 @@ def _bounds(value: float, bounds: Sequence[float] | None) -> tuple[float, float]
     return -span, span
 
 
+def _declare_fixed(term: dict[str, Any], taken: set[str],
+                   decl: list[tuple[str, float, tuple]]) -> dict[str, str]:
+    """Declare a term's other parameters (``fixed``: a hypothesis's, a saturating form's K)
+    as new bounded parameters at their values; their names in the term's template -> code."""
+    names = {}
+    for pname, spec in term["fixed"].items():
+        new = _free_name(pname, taken)
+        init = float(spec.get("init", 1.0))
+        decl.append((new, init, _bounds(init, spec.get("bounds"))))
+        names[pname] = f"self.{new}"
+    return names
+
+
 def _term_code(term: dict[str, Any], taken: set[str], decl: list[tuple[str, float, tuple]],
                state: str, own: Iterable[str] = ()) -> str:
     """Code of one distilled term with its coefficient as a new declared parameter."""
     c = float(term["coefficient"])
     if term["kind"] == "hypothesis":
         names = {p: f"self.{p}" for p in own}
-        for pname, spec in term["fixed"].items():
-            new = _free_name(pname, taken)
-            init = float(spec.get("init", 1.0))
-            b = spec.get("bounds")
-            decl.append((new, init, _bounds(init, b)))
-            names[pname] = f"self.{new}"
+        names.update(_declare_fixed(term, taken, decl))
         template = term["template"]
         if term["parameter"] is not None:
             new = _free_name(term["parameter"], taken)
@@ -190,12 +198,7 @@ def _term_code(term: dict[str, Any], taken: set[str], decl: list[tuple[str, floa
     new = _free_name(f"c_{state}", taken)
     decl.append((new, c, _bounds(c, None)))
     if term.get("template") and term.get("fixed"):  # a saturating form: K is refitted
-        names = {}
-        for pname, spec in term["fixed"].items():
-            k = _free_name(pname, taken)
-            init = float(spec.get("init", 1.0))
-            decl.append((k, init, _bounds(init, spec.get("bounds"))))
-            names[pname] = f"self.{k}"
+        names = _declare_fixed(term, taken, decl)
         return f"self.{new} * ({substitute(term['template'], names)})"
     return f"self.{new}" if term["code"] == "1" else f"self.{new} * {term['code']}"
 

@@ -125,11 +125,10 @@ def rational_terms(inputs: Sequence[str], states: Sequence[str], s: Named, u: Na
         med = float(vals[vals > 0].median())
         k_name = f"K_{x}"
         bounds = [med / 100, med * 100]
-        forms = [(f"{refs[x]} / ({k_name} + {refs[x]})", "x/(K+x)"),
-                 (f"{refs[x]} ** 2 / ({k_name} ** 2 + {refs[x]} ** 2)", "x^2/(K^2+x^2)")]
-        forms += [(f"{refs[y]} * {refs[x]} / ({k_name} + {refs[x]})", f"{y}*x/(K+x)")
-                  for y in inputs if y != x]
-        for template, _label in forms:
+        forms = [f"{refs[x]} / ({k_name} + {refs[x]})",
+                 f"{refs[x]} ** 2 / ({k_name} ** 2 + {refs[x]} ** 2)"]
+        forms += [f"{refs[y]} * {refs[x]} / ({k_name} + {refs[x]})" for y in inputs if y != x]
+        for template in forms:
             for f in HALF_SATURATION:
                 k = float(f"{f * med:.4g}")
                 code = substitute(template, {k_name: repr(k)})
