@@ -47,16 +47,31 @@ def recording(model: HybridModel):
 
 def rollout(
     model: HybridModel, data: Trajectories, *, method: str = "rk4", substeps: int = 1,
-    y0: torch.Tensor | None = None,
+    y0: torch.Tensor | None = None, states: bool = False,
 ) -> torch.Tensor:
-    """Integrate ``model`` from each trajectory's first observation over its grid."""
-    start = data.y0() if y0 is None else y0
-    if model.replicas > 1 and start.ndim == 2:
-        start = start.unsqueeze(0).expand(model.replicas, -1, -1)
-    with model.cached_parameters():
-        return integrate(
-            model.vector_field, start, data.t, data.u, method=method, substeps=substeps
-        )
+    """Integrate ``model`` from each trajectory's first observation over its grid.
+
+    A digital twin (``model.twin_``: latent states, an observation model, individual
+    parameters) starts from its initial-value rules and fitted starts, and returns what the
+    data measure, unless ``states`` asks for the integrated states themselves."""
+    twin = model._modules.get("twin_")
+    if twin is None:
+        start = data.y0() if y0 is None else y0
+        if model.replicas > 1 and start.ndim == 2:
+            start = start.unsqueeze(0).expand(model.replicas, -1, -1)
+        with model.cached_parameters():
+            return integrate(
+                model.vector_field, start, data.t, data.u, method=method, substeps=substeps
+            )
+    with twin.bound_to(data):
+        start = twin.initial_state(model, data) if y0 is None else y0
+        if model.replicas > 1 and start.ndim == 2:
+            start = start.unsqueeze(0).expand(model.replicas, -1, -1)
+        with model.cached_parameters():
+            pred = integrate(
+                model.vector_field, start, data.t, data.u, method=method, substeps=substeps
+            )
+        return pred if states else twin.observed(model, pred, data)
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,9 @@ class ParameterSpec:
     log: bool
     description: str = ""
     unit: str = ""
+    # a random effect: the value varies by trajectory (subject) around this population
+    # value, on the log scale for log-transformed parameters and additively otherwise
+    individual: bool = False
 
     def to_raw(self, value: float) -> float:
         lo, hi, v = self.lower, self.upper, value
@@ -115,8 +118,8 @@ class ParameterSpec:
 class _Pending:
     """What ``parameter()`` returns until ``__setattr__`` knows the attribute's name."""
 
-    def __init__(self, init, bounds, log, description, unit):
-        self.args = (init, bounds, log, description, unit)
+    def __init__(self, init, bounds, log, description, unit, individual=False):
+        self.args = (init, bounds, log, description, unit, individual)
 
 
 class HybridModel(nn.Module):
@@ -183,9 +186,14 @@ class HybridModel(nn.Module):
         log: bool | None = None,
         description: str = "",
         unit: str = "",
+        individual: bool = False,
     ) -> Any:
-        """Declare a physical parameter; assign it to an attribute to name it."""
-        return _Pending(init, bounds, log, description, unit)
+        """Declare a physical parameter; assign it to an attribute to name it.
+
+        ``individual=True`` makes it a random effect: each trajectory (subject) has its own
+        value, the population value times exp(eta) for a log-scaled parameter (plus eta
+        otherwise), eta ~ N(0, omega^2) with omega fitted (see ``hyarch.core.twin``)."""
+        return _Pending(init, bounds, log, description, unit, individual)
 
     # -- parameter plumbing ---------------------------------------------------------
     def __setattr__(self, name: str, value: Any) -> None:
@@ -201,7 +209,11 @@ class HybridModel(nn.Module):
         return super().__getattr__(name)
 
     def _physical_value(self, name: str) -> torch.Tensor:
-        value = self._specs[name].from_raw(self._raw[name])
+        spec = self._specs[name]
+        value = spec.from_raw(self._raw[name])
+        twin = self._modules.get("twin_")
+        if spec.individual and twin is not None and twin.bound is not None:
+            return twin.individual_value(spec, value)
         if self.replicas == 1:
             return value.reshape(())
         return value.reshape(self.replicas, 1)
@@ -232,7 +244,7 @@ class HybridModel(nn.Module):
                 for name in self._specs:
                     self.__dict__.pop(name, None)
 
-    def _declare(self, name, init, bounds, log, description, unit) -> None:
+    def _declare(self, name, init, bounds, log, description, unit, individual=False) -> None:
         try:
             lo, hi = (float(b) for b in bounds)
             init = float(init)
@@ -248,7 +260,7 @@ class HybridModel(nn.Module):
             log = lo > 0 and hi / lo >= 100
         if log and lo <= 0:
             raise ContractError(f"parameter {name!r}: log=True needs a positive lower bound")
-        spec = ParameterSpec(name, init, lo, hi, bool(log), description, unit)
+        spec = ParameterSpec(name, init, lo, hi, bool(log), description, unit, bool(individual))
         self._specs[name] = spec
         raw = torch.full((self.replicas,), spec.to_raw(init), dtype=torch.get_default_dtype())
         self._raw[name] = nn.Parameter(raw)
@@ -281,9 +293,28 @@ class HybridModel(nn.Module):
     def physical_raw_parameters(self) -> list[nn.Parameter]:
         return list(self._raw.values())
 
+    def individual_parameters(self) -> list[nn.Parameter]:
+        """Per-trajectory unknowns: random-effect deviations and fitted initial states."""
+        twin = self._modules.get("twin_")
+        return [] if twin is None else list(twin.parameters())
+
     def neural_parameters(self) -> list[nn.Parameter]:
-        raw_ids = {id(p) for p in self._raw.values()}
-        return [p for p in self.parameters() if id(p) not in raw_ids]
+        skip = {id(p) for p in self._raw.values()} | {
+            id(p) for p in self.individual_parameters()}
+        return [p for p in self.parameters() if id(p) not in skip]
+
+    @property
+    def individual_names(self) -> tuple[str, ...]:
+        return tuple(n for n, s in self._specs.items() if s.individual)
+
+    def observe(self, s: Named, u: Named) -> dict[str, torch.Tensor] | None:
+        """What is measured, by name, from the states (an observation model).
+
+        The default, None, means the measured quantities are states themselves (those with
+        a data column). A candidate overrides it when the data are functions of the states:
+        a tumour's diameter from its volume, reported cases from incidence, a sensor's gain
+        and offset (declared with ``parameter`` like any other)."""
+        return None
 
     def n_neural_params(self) -> int:
         """Neural parameters of one replica."""
