@@ -297,7 +297,7 @@ def _fit_once(factory, train, val, cfg, initial, curriculum: bool, deadline: flo
     prev, value, rounds = math.inf, math.inf, 0
     for rounds in range(1, MAX_ROUNDS + 1):
         say(TrainingProgress("full horizon", rounds - 1, MAX_ROUNDS, fit=attempt))
-        loss, n = _lbfgs(params, lambda: obj.penalised(sigma2, closure_weight, xs),
+        loss, n = _lbfgs(params, lambda s2=sigma2: obj.penalised(s2, closure_weight, xs),
                          cfg.lbfgs_iters, deadline)
         iterations += n
         if not math.isfinite(loss):

@@ -1,0 +1,163 @@
+"""Digital twins: latent states, observation models and random effects, on problems whose
+answers are known (exact solutions, and simulated subjects whose deviations we drew)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hyarch import HybridModel
+from hyarch.core.data import Trajectories
+from hyarch.core.fields import rollout
+from hyarch.core.model import ContractError
+from hyarch.core.train import TrainConfig
+from hyarch.core.twin import Initial, attach
+from hyarch.core.twin_fit import condition, fit_twin
+
+CFG = TrainConfig(windows=(2, 4), restarts=2, max_seconds=120)
+
+
+class Cascade(HybridModel):
+    """x' = -a x + z, z' = -c z: z is never measured."""
+
+    def setup(self):
+        self.a = self.parameter(1.0, (0.05, 5.0))
+        self.c = self.parameter(1.0, (0.05, 5.0))
+
+    def derivatives(self, t, s, u):
+        return {"x": -self.a * s.x + s.z, "z": -self.c * s.z}
+
+
+def cascade_exact(t, x0, z0, a, c):
+    return x0 * np.exp(-a * t) + z0 / (a - c) * (np.exp(-c * t) - np.exp(-a * t))
+
+
+def test_latent_state_start_fitted_per_trajectory_recovers_the_exact_solution():
+    a, c = 0.5, 1.5
+    t = np.linspace(0, 6, 25)
+    x0s, z0s = [1.0, 0.5, 2.0], [1.0, 2.5, 0.4]
+    rng = np.random.default_rng(0)
+    y = np.stack([cascade_exact(t, x0, z0, a, c) for x0, z0 in zip(x0s, z0s)])[..., None]
+    y = y + 1e-3 * rng.normal(size=y.shape)
+    y[:, 0, 0] = x0s  # the measured start
+    data = Trajectories.from_arrays(t, y, states=("x",), ids=["p", "q", "r"])
+    res = fit_twin(lambda replicas=1: Cascade(("x", "z"), replicas=replicas), data, data, CFG,
+                   initial={"z": Initial(bounds=(0.0, 5.0), init=1.0)})
+    m = res.model
+    assert m.physical_values()["a"] == pytest.approx(a, rel=1e-2)
+    assert m.physical_values()["c"] == pytest.approx(c, rel=1e-2)
+    starts = m.twin_.values_by_trajectory(m)["z(0)"]
+    for k, z0 in zip("pqr", z0s):
+        assert starts[k] == pytest.approx(z0, rel=2e-2)
+    # the noise level is estimated from the residuals: the 1e-3 that was added
+    assert m.twin_.fit_.sigma["x"] == pytest.approx(1e-3, rel=0.3)
+    # predictions are of what was measured, the latent state is there on request
+    with torch.no_grad():
+        assert rollout(m, data).shape == (3, 25, 1)
+        z = rollout(m, data, states=True)[..., 1]
+    assert float(z[1, 0]) == pytest.approx(2.5, rel=2e-2)
+
+
+class Sensor(HybridModel):
+    """A first-order decay seen through a sensor with a gain and an offset."""
+
+    def setup(self):
+        self.k = self.parameter(0.5, (0.01, 5.0))
+        self.gain = self.parameter(1.0, (0.1, 10.0))
+        self.offset = self.parameter(0.0, (-5.0, 5.0))
+
+    def derivatives(self, t, s, u):
+        return {"x": -self.k * s.x}
+
+    def observe(self, s, u):
+        return {"reading": self.gain * s.x + self.offset}
+
+
+def test_observation_model_with_a_gain_and_an_offset():
+    k, gain, offset = 0.8, 2.5, 0.7
+    t = np.linspace(0, 5, 30)
+    rng = np.random.default_rng(1)
+    x0s = np.array([1.0, 2.0, 3.0])
+    reading = gain * x0s[:, None] * np.exp(-k * t) + offset
+    y = (reading + 0.01 * rng.normal(size=reading.shape))[..., None]
+    data = Trajectories.from_arrays(t, y, states=("reading",), inputs=("x0",),
+                                    u=np.broadcast_to(x0s[:, None, None], (3, 30, 1)).copy())
+    res = fit_twin(lambda replicas=1: Sensor(("x",), ("x0",), replicas=replicas), data, data,
+                   CFG, initial={"x": Initial(expr="x0")})
+    v = res.model.physical_values()
+    assert v["k"] == pytest.approx(k, rel=2e-2)
+    assert v["gain"] == pytest.approx(gain, rel=2e-2)
+    assert v["offset"] == pytest.approx(offset, abs=0.03)
+    assert res.model.twin_.fit_.sigma["reading"] == pytest.approx(0.01, rel=0.3)
+
+
+class Decay(HybridModel):
+    def setup(self):
+        self.k = self.parameter(0.5, (0.01, 5.0), individual=True)
+
+    def derivatives(self, t, s, u):
+        return {"x": -self.k * s.x}
+
+
+def subjects(n: int, seed: int, k=0.3, omega=0.4, sigma=0.05):
+    rng = np.random.default_rng(seed)
+    eta = omega * rng.normal(size=n)
+    t = np.array([0.0, 0.5, 1, 2, 3, 4, 6, 8])
+    y = 10 * np.exp(-np.outer(k * np.exp(eta), t))
+    y = y + sigma * rng.normal(size=y.shape)
+    y[:, 0] = 10.0
+    ids = [f"s{i}" for i in range(n)]
+    return Trajectories.from_arrays(t, y[..., None], states=("x",), ids=ids), eta
+
+
+def test_random_effect_recovered_on_simulated_subjects_with_known_spread():
+    data, eta = subjects(40, seed=2)
+    res = fit_twin(lambda replicas=1: Decay(("x",), replicas=replicas), data, data, CFG)
+    m = res.model
+    # the estimates are of this sample: its subjects' mean log-rate and their spread
+    sample_log_k = math.log(0.3) + eta.mean()
+    assert math.log(m.physical_values()["k"]) == pytest.approx(sample_log_k, abs=0.02)
+    assert m.twin_.fit_.omega["k"] == pytest.approx(eta.std(), rel=0.1)
+    assert m.twin_.fit_.sigma["x"] == pytest.approx(0.05, rel=0.2)
+    ind = m.twin_.values_by_trajectory(m)["k"]
+    true_k = 0.3 * np.exp(eta)
+    err = np.abs(np.array([ind[f"s{i}"] for i in range(40)]) / true_k - 1)
+    assert np.median(err) < 0.03
+    # what an information criterion counts: k, its spread and the noise level
+    assert m.twin_.fit_.n_estimated == 3
+    assert m.twin_.fit_.aic == pytest.approx(m.twin_.fit_.neg2loglik + 6)
+
+
+def test_a_new_subject_is_predicted_better_once_conditioned_on_its_first_points():
+    data, _ = subjects(30, seed=3)
+    res = fit_twin(lambda replicas=1: Decay(("x",), replicas=replicas), data, data, CFG)
+    new, eta = subjects(6, seed=4, omega=0.6)
+    new = Trajectories.from_arrays(new.t, new.y, states=("x",), ids=[f"n{i}" for i in range(6)])
+    cond = condition(res.model, new, points=3, cfg=CFG)
+    with torch.no_grad():
+        late = slice(3, None)
+        pop_err = ((rollout(res.model, new) - new.y)[:, late] ** 2).mean()
+        cond_err = ((rollout(cond, new) - new.y)[:, late] ** 2).mean()
+    assert cond_err < 0.5 * pop_err
+    # the population model is untouched by conditioning
+    assert cond.physical_values() == res.model.physical_values()
+
+
+def test_a_latent_state_with_no_initial_value_is_a_clear_error():
+    data = Trajectories.from_arrays(np.linspace(0, 1, 5), np.ones((5, 1)), states=("x",))
+    model = Cascade(("x", "z"))
+    attach(model, data.ids)
+    with pytest.raises(ContractError, match="'z' has no data column and no initial value"):
+        rollout(model, data)
+
+
+def test_observe_must_return_every_measured_quantity():
+    data = Trajectories.from_arrays(np.linspace(0, 1, 5), np.ones((5, 1)), states=("volts",),
+                                    inputs=("x0",), u=np.ones((5, 1)))
+    model = Sensor(("x",), ("x0",))
+    attach(model, data.ids, {"x": Initial(value=1.0)})
+    with pytest.raises(ContractError, match=r"does not return \['volts'\]"):
+        rollout(model, data)
