@@ -68,20 +68,27 @@ def print_space_summary(space, prior_fit: Evaluation | None = None,
     for col in ("name", "kind", "unit", "description"):
         t.add_column(col)
     for n, v in spec.states.items():
-        t.add_row(n, "state" + (f" {tuple(v.shape)}" if v.shape else ""), v.unit, v.description)
+        kind = "state" + (f" {tuple(v.shape)}" if v.shape else "")
+        if not v.measured or spec.observations:
+            kind += " (latent)"
+        if v.initial is not None:
+            kind += f", starts at {v.initial}"
+        t.add_row(n, kind, v.unit, v.description)
+    for n, v in spec.observations.items():
+        t.add_row(n, "observation", v.unit, v.description)
     for n, v in spec.inputs.items():
         t.add_row(n, "input", v.unit, v.description)
     c.print(t)
     s = Table(title="splits")
     for col in ("split", "trajectories", "points", "time range"):
         s.add_column(col, justify="right")
-    for name in spec.states:
+    for name in space.measured:
         s.add_column(f"{name} range", justify="right")
     for name, tr in space.splits.items():
         n_pts = int(tr.mask.all(dim=-1).sum())
         row = [name, str(tr.n), str(n_pts),
                f"{float(tr.t.min()):.3g}..{float(tr.t.max()):.3g}"]
-        for j, _ in enumerate(spec.states):
+        for j, _ in enumerate(space.measured):
             col = tr.y[..., j][tr.mask[..., j]]
             row.append(f"{float(col.min()):.3g}..{float(col.max()):.3g}" if col.numel() else "-")
         s.add_row(*row)

@@ -90,7 +90,7 @@ def leaderboard_html(rows: list[Row], limit: int = 40) -> str:
 
 
 def _metrics_table(ev: Evaluation, space) -> str:
-    head = ["split", "nmse", "log10 MSE"] + [f"{s} nmse" for s in space.states] + [
+    head = ["split", "nmse", "log10 MSE"] + [f"{s} nmse" for s in space.measured] + [
         "reduced log10 MSE"]
     body = []
     for split, m in ev.metrics:
@@ -101,7 +101,7 @@ def _metrics_table(ev: Evaluation, space) -> str:
             title += " (integration tolerance not reached)"
         nmse = "diverged" if m.diverged else fmt(m.nmse)
         body.append([_e(title), nmse, fmt(m.log10_mse, ".2f")]
-                    + [fmt(m.state_nmse(s)) for s in space.states]
+                    + [fmt(m.state_nmse(s)) for s in space.measured]
                     + [fmt(red.log10_mse if red is not None else None, ".2f")])
     return _table(head, body)
 

@@ -119,7 +119,7 @@ def trajectories_plot(space, preds: dict, title: str = "", n_traj: int = 3) -> F
     column per state, a few trajectories each. ``preds`` maps splits to (B, T, S) arrays
     (the predictions the evaluation stored)."""
     splits = [s for s in preds if s in space.splits]
-    states = list(space.states)
+    states = list(space.measured)
     sizes = [max(1, math.prod(space.shapes.get(n, ()) or (1,))) for n in states]
     fig, axes = plt.subplots(len(splits), len(states), squeeze=False,
                              figsize=(3.4 * len(states) + 0.6, 2.3 * len(splits) + 0.4))

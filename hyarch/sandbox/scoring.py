@@ -120,7 +120,30 @@ def score_reply(space, reply: Reply, seconds: float, source: str | None = None
         "training": training,
         "integration": integration,
         "seconds": round(own if own is not None else seconds, 3),
+        **({"twin": twin} if (twin := _twin(h.get("twin"))) else {}),
     }
+
+
+def _numbers(d: Any, limit: int = MAX_PARAMETERS) -> dict[str, float | None]:
+    if not isinstance(d, dict):
+        return {}
+    return {text(k, 100): number(v) for k, v in list(d.items())[:limit]}
+
+
+def _twin(t: Any) -> dict[str, Any]:
+    """A twin's claims: likelihood, noise levels, spreads, per-trajectory values (numbers
+    only; the parent recomputes every fit metric itself)."""
+    if not isinstance(t, dict):
+        return {}
+    out: dict[str, Any] = {k: number(t.get(k)) for k in ("neg2loglik", "aic", "bic")}
+    for k in ("n_obs", "n_estimated"):
+        v = t.get(k)
+        out[k] = v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
+    out["sigma"], out["omega"] = _numbers(t.get("sigma")), _numbers(t.get("omega"))
+    ind = t.get("individual") if isinstance(t.get("individual"), dict) else {}
+    out["individual"] = {text(k, 100): _numbers(v, 100_000)
+                         for k, v in list(ind.items())[:MAX_PARAMETERS]}
+    return out
 
 
 def _split_metrics(pred: torch.Tensor, data, scales) -> dict[str, Any]:

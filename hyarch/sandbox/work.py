@@ -22,7 +22,7 @@ import torch
 
 from hyarch.core.candidate import check_forward, load_model_class, make_factory
 from hyarch.core.data import Trajectories
-from hyarch.core.fields import accurate_rollout, reduced
+from hyarch.core.fields import accurate_rollout, reduced, rollout
 from hyarch.core.model import ContractError
 from hyarch.core.progress import TrainingProgress
 from hyarch.core.regularizers import (
@@ -33,6 +33,8 @@ from hyarch.core.regularizers import (
     sensitivity,
 )
 from hyarch.core.train import TrainingError, fit
+from hyarch.core.twin import is_twin
+from hyarch.core.twin_fit import fit_twin
 
 # regularizers that need the model, computed on the child's own rollout of the validation
 # starts (no observation needed); ``reduced_fit`` needs the data and is computed by the parent
@@ -109,13 +111,23 @@ def run_job(job: dict[str, Any], lockdown=None,
         factory = make_factory(cls, space.states, space.inputs, space.scales(), space.shapes)
         model = factory(replicas=1)
         train = space.train
-        check_forward(model, train.y0(), train.t[:, 0], None if train.u is None else train.u[:, 0])
+        twin = space.twin or is_twin(model, train.state_names)
+        if twin:  # latent states, an observation model or individual parameters
+            _check_twin(model, train, space.initial_rules())
+        else:
+            check_forward(model, train.y0(), train.t[:, 0],
+                          None if train.u is None else train.u[:, 0])
         if job.get("check_only"):
             return {"status": "ok", "reason": None, "checked": True}, {}, None
-        fitted = fit(factory, train, space.val, cfg, progress=progress)
-        fitted, train_substeps = _refit_accurately(
-            factory, train, space.val, cfg, fitted,
-            progress=progress and (lambda e: progress(replace(e, fit=2))))
+        if twin:
+            fitted = fit_twin(factory, train, space.val, cfg, initial=space.initial_rules(),
+                              progress=progress)
+            train_substeps = cfg.substeps
+        else:
+            fitted = fit(factory, train, space.val, cfg, progress=progress)
+            fitted, train_substeps = _refit_accurately(
+                factory, train, space.val, cfg, fitted,
+                progress=progress and (lambda e: progress(replace(e, fit=2))))
     except (ContractError, TrainingError) as e:
         return failed_header(str(e), start), {}, None
     except SyntaxError as e:
@@ -156,6 +168,8 @@ def run_job(job: dict[str, Any], lockdown=None,
                                   "error": acc.error, "converged": acc.converged}
         header.update(_claims(model, requests.get("val"), arrays, scales, cfg,
                               accuracy.get("val", {}).get("substeps")))
+        if model._modules.get("twin_") is not None:
+            header["twin"] = _twin_claims(model)
         header["integration"] = accuracy
     except Exception as e:  # noqa: BLE001 - a model that cannot predict fails with why
         return failed_header(f"prediction failed: {type(e).__name__}: {e}", start), {}, None
@@ -217,6 +231,14 @@ def _claims(model, val: Trajectories | None, arrays, scales, cfg,
     pred = torch.as_tensor(arrays["val.full"], dtype=val.y.dtype)
     if not bool(torch.isfinite(pred).all()):
         return out  # the parent reports the divergence
+    if model._modules.get("twin_") is not None:
+        # the regularizers compare vector fields along the states, latent ones included,
+        # each in units of its own spread along the rollout
+        with torch.no_grad():
+            pred = rollout(model, val, method=cfg.method, substeps=substeps or cfg.substeps,
+                           states=True)
+        spread = pred.reshape(-1, pred.shape[-1]).std(dim=0)
+        scales = torch.where(spread > 1e-8, spread, torch.ones_like(spread))
     ctx = Context(model, val, pred, scales, cfg.method, substeps or cfg.substeps)
     errors = {}
     for name, fn in MODEL_REGULARIZERS.items():
@@ -234,10 +256,42 @@ def _claims(model, val: Trajectories | None, arrays, scales, cfg,
     return out
 
 
+def _check_twin(model, train: Trajectories, initial) -> None:
+    """A twin's first two points, from its start rules through observe(): right names,
+    right shapes, finite values."""
+    from hyarch.core.twin import attach
+    from hyarch.core.twin_fit import prefixes
+
+    probe = prefixes(train.select(list(range(min(2, train.n)))), 2)
+    attach(model, probe.ids, initial)
+    with torch.no_grad():
+        out = rollout(model, probe)
+    if not bool(torch.isfinite(out).all()):
+        raise ContractError("the model's first step (from its initial values, through"
+                            " observe()) gives NaN or infinite values")
+
+
+def _twin_claims(model) -> dict[str, Any]:
+    """A twin's likelihood, noise levels, spreads and each trajectory's own values."""
+    twin = model.twin_
+    fit_ = getattr(twin, "fit_", None)
+    out: dict[str, Any] = {"individual": twin.values_by_trajectory(model)}
+    if fit_ is not None:
+        out.update(sigma=fit_.sigma, omega=fit_.omega, neg2loglik=_num(fit_.neg2loglik),
+                   aic=_num(fit_.aic), bic=_num(fit_.bic), n_obs=fit_.n_obs,
+                   n_estimated=fit_.n_estimated)
+    return out
+
+
 def _post(post: dict, space, source: str, model, header: dict, say) -> dict[str, Any]:
     """Post-training steps that need the trained model: distillation, profiles."""
     out: dict[str, Any] = {}
     opts = post.get("distill")
+    if opts is not None and model._modules.get("twin_") is not None:
+        if model.closures():
+            out["distill_error"] = ("distillation fits closures to measured states; this"
+                                    " candidate has latent states or an observation model")
+        opts = None
     if opts is not None and model.closures():
         from hyarch.distill.policy import worth_distilling
 

@@ -10,6 +10,7 @@ import math
 import os
 import pickle
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -379,6 +380,8 @@ def _to_traj(items: list[Simulated], spec: SpaceSpec, ids) -> Trajectories:
     T = max(len(s.t) for s in items)
     S = items[0].y.shape[1]
     sizes = {n: math.prod(v.shape) if v.shape else 1 for n, v in spec.states.items()}
+    if spec.is_twin:  # the columns are what is measured (scalar states or observations)
+        sizes = {n: 1 for n in spec.measured}
     if S != sum(sizes.values()):
         raise SpaceError(
             f"the data has {S} value(s) per sample but the states need {sum(sizes.values())}"
@@ -399,12 +402,12 @@ def _to_traj(items: list[Simulated], spec: SpaceSpec, ids) -> Trajectories:
             u[i, :n] = s.u
             u[i, n:] = s.u[-1]
     shapes = {n: tuple(v.shape) for n, v in spec.states.items() if v.shape}
-    return Trajectories.from_arrays(t, y, u, states=tuple(spec.states),
+    return Trajectories.from_arrays(t, y, u, states=tuple(sizes),
                                     inputs=tuple(spec.inputs), ids=ids, shapes=shapes)
 
 
 # bump when the way simulated data are made changes outside the simulators' own code
-DATA_VERSION = 2
+DATA_VERSION = 3
 
 
 def _add_noise(items: list[Simulated], level: float, rng, std) -> list[Simulated]:
@@ -429,9 +432,18 @@ def build_splits(spec: SpaceSpec, path: Path | None = None) -> dict[str, Traject
     else:
         groups = _csv_groups(spec, path)
     out = {}
+    if spec.is_twin and spec.data.simulator is not None:
+        # a simulator gives every state; the data keep the measured ones
+        if spec.observations:
+            raise SpaceError("observations need data that measure them: a CSV with a column"
+                             " per observation", field="observations")
+        keep = [list(spec.states).index(n) for n in spec.measured]
+        groups = {k: [replace(s, y=s.y[:, keep]) for s in v] for k, v in groups.items()}
     for name, items in groups.items():
         if items:
             ids = [f"{name}{i}" for i in range(len(items))]
+            if spec.is_twin and all(s.key for s in items):
+                ids = [s.key for s in items]  # a subject keeps its id across splits
             out[name] = _to_traj(items, spec, ids)
     for need in ("train", "val"):
         if need not in out:
@@ -594,17 +606,21 @@ def _csv_groups(spec: SpaceSpec, space_path: Path | None) -> dict[str, list[Simu
     dup = sorted({h for h in header if header.count(h) > 1})
     if dup:
         raise SpaceError(f"duplicate column name(s) {dup} in the header", file=str(path), line=1)
-    needed = [c.time, *spec.states, *spec.inputs]
+    needed = [c.time, *spec.measured, *spec.inputs]
     needed += [x for x in (c.trajectory, c.split) if x]
     column = {n: c.columns.get(n, n) for n in needed}
     for col in needed:
         if column[col] not in header:
             what = ("time column (data.csv.time)" if col == c.time else
+                    "observation" if col in spec.observations else
                     "state" if col in spec.states else "input" if col in spec.inputs else
                     "trajectory id column" if col == c.trajectory else "split column")
             hint = "" if col in c.columns else (
                 f"; map it with data.csv.columns: {{{col}: <header>}}"
                 if col in spec.states or col in spec.inputs else "")
+            if col in spec.states and not spec.observations:
+                hint += (f"; or, if {col!r} is not measured, mark it states.{col}.measured:"
+                         " false with an initial value")
             raise SpaceError(
                 f"missing column {column[col]!r} for {what}{suggest(column[col], header)};"
                 f" columns are: {', '.join(header)}{hint}",
@@ -618,10 +634,10 @@ def _csv_groups(spec: SpaceSpec, space_path: Path | None) -> dict[str, list[Simu
     def number(row, r, name) -> float:
         cell, col = text(row, name), column[name]
         if cell == "" or cell.lower() in ("nan", "na", "null"):
-            if name in spec.states and c.missing == "mask":
+            if name in spec.measured and c.missing == "mask":
                 return math.nan
             policy = ("missing values are an error; set data.csv.missing: mask to leave them"
-                      " out of the loss" if name in spec.states else
+                      " out of the loss" if name in spec.measured else
                       "time and input cells must always be present")
             raise SpaceError(f"empty or NaN cell in column {col!r} ({policy})",
                              file=str(path), line=r)
@@ -661,7 +677,7 @@ def _csv_groups(spec: SpaceSpec, space_path: Path | None) -> dict[str, list[Simu
             raise SpaceError(
                 f"time must increase within trajectory {key!r}: {t[bad[0]]:g} then"
                 f" {t[bad[0] + 1]:g}", file=str(path), line=r)
-        y = np.array([[number(row, r, s) for s in spec.states] for r, row in items])
+        y = np.array([[number(row, r, s) for s in spec.measured] for r, row in items])
         u = (np.array([[number(row, r, i) for i in spec.inputs] for r, row in items])
              if spec.inputs else None)
         split = None
@@ -676,7 +692,7 @@ def _csv_groups(spec: SpaceSpec, space_path: Path | None) -> dict[str, list[Simu
                                      f" ({labels[0]!r}, then {label!r}); give one per trajectory",
                                      file=str(path), line=r)
             split = labels[0]
-        trajs.append((key, Simulated(t, y, u), split, items))
+        trajs.append((key, Simulated(t, y, u, key), split, items))
     return _split_csv(spec, trajs, path)
 
 
@@ -703,9 +719,16 @@ def _split_csv(spec, trajs, path) -> dict[str, list[Simulated]]:
             for k, (name, f) in enumerate(fr.items()):
                 m = n - at if k == len(fr) - 1 else int(round(n * f))
                 seg = slice(at, at + m)
-                if m >= 2:
+                if spec.is_twin and at > 0 and m >= 1:
+                    # a twin's later segment is predicted from the trajectory's start (its
+                    # latent states are known there only): the whole grid, the other
+                    # segments' observations masked out
+                    y = np.full_like(s.y, np.nan)
+                    y[seg] = s.y[seg]
+                    groups[name].append(replace(s, y=y))
+                elif m >= 2:
                     groups[name].append(Simulated(s.t[seg], s.y[seg],
-                                                  None if s.u is None else s.u[seg]))
+                                                  None if s.u is None else s.u[seg], s.key))
                 at += m
         return groups
     if by == "initial_condition":

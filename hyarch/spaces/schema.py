@@ -17,6 +17,21 @@ class Variable(Strict):
     description: str = ""
     unit: str = ""
     shape: tuple[int, ...] = ()
+    # false: a latent state, with no data column (a drug's depot, an exposed compartment)
+    measured: bool = True
+    # the state's value at each trajectory's start when the data do not give it: a number,
+    # an expression of the inputs and measured quantities at the start (``Dose``), or
+    # {init, bounds: [lo, hi]} to fit it per trajectory (see hyarch.core.twin)
+    initial: float | str | dict[str, Any] | None = None
+
+    @field_validator("initial")
+    @classmethod
+    def _initial(cls, v):
+        if v is not None:
+            from hyarch.core.twin import Initial
+
+            Initial.parse("", v)  # a ValueError that says what would be valid
+        return v
 
 
 class SimulatorData(Strict):
@@ -254,6 +269,9 @@ class SpaceSpec(Strict):
     description: str = ""
     states: dict[str, Variable]
     inputs: dict[str, Variable] = {}
+    # what the data measure when it is not the states themselves: each candidate's
+    # observe(s, u) returns these by name (a concentration from an amount, reported cases)
+    observations: dict[str, Variable] = {}
     data: Data
     splits: Splits = Splits()
     prior: str | None = None
@@ -279,9 +297,41 @@ class SpaceSpec(Strict):
                 raise ValueError(f"state name {name!r} is not a Python identifier")
         return v
 
+    @property
+    def measured(self) -> tuple[str, ...]:
+        """The data's columns besides time and inputs: the observations, or the states
+        that are not latent."""
+        if self.observations:
+            return tuple(self.observations)
+        return tuple(n for n, v in self.states.items() if v.measured)
+
+    @property
+    def is_twin(self) -> bool:
+        """Latent states, start rules or an observation model: fitted by
+        ``hyarch.core.twin_fit`` (see docs/twins.md)."""
+        return bool(self.observations) or any(
+            not v.measured or v.initial is not None for v in self.states.values())
+
     @model_validator(mode="after")
     def _cross(self):
         names = set(self.states) | set(self.inputs)
+        for name, v in self.states.items():
+            if (not v.measured or self.observations) and v.initial is None:
+                why = ("the data measure observations, not states" if self.observations
+                       else "a latent state (measured: false)")
+                raise ValueError(f"states.{name}: {why}: it needs an initial value: a number,"
+                                 " an expression of the inputs and measured quantities, or"
+                                 " {init, bounds} to fit it per trajectory")
+            if v.shape and (v.initial is not None or not v.measured):
+                raise ValueError(f"states.{name}: field states cannot be latent or have an"
+                                 " initial rule")
+        clash = set(self.observations) & (set(self.states) | set(self.inputs))
+        if clash:
+            raise ValueError(f"observations {sorted(clash)} are also states or inputs; name"
+                             " what is measured apart from the states")
+        if not self.measured:
+            raise ValueError("nothing is measured: mark at least one state measured or"
+                             " declare observations")
         both = set(self.states) & set(self.inputs)
         if both:
             raise ValueError(f"{sorted(both)} declared both as states and as inputs")
@@ -289,7 +339,7 @@ class SpaceSpec(Strict):
             if not name.isidentifier():
                 raise ValueError(f"input name {name!r} is not a Python identifier")
         if self.data.csv is not None:
-            bad = [k for k in self.data.csv.columns if k not in names]
+            bad = [k for k in self.data.csv.columns if k not in names | set(self.observations)]
             if bad:
                 raise ValueError(f"data.csv.columns: {bad} are not states or inputs"
                                  f" ({', '.join(sorted(names))})")

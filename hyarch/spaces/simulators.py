@@ -21,6 +21,7 @@ class Simulated:
     t: np.ndarray  # (T,)
     y: np.ndarray  # (T, S)
     u: np.ndarray | None = None  # (T, I)
+    key: str | None = None  # the trajectory's id in the data (a subject), where it has one
 
 
 SimFn = Callable[[dict[str, float], int, np.random.Generator, dict[str, Any]], list[Simulated]]

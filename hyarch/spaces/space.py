@@ -38,6 +38,22 @@ class Space:
         return tuple(self.spec.inputs)
 
     @property
+    def measured(self) -> tuple[str, ...]:
+        """The data's columns: the states themselves, or what observe() returns."""
+        return self.spec.measured
+
+    @property
+    def twin(self) -> bool:
+        return self.spec.is_twin
+
+    def initial_rules(self) -> dict:
+        """Each state's start rule (``hyarch.core.twin.Initial``) where the space gives one."""
+        from hyarch.core.twin import Initial
+
+        return {n: Initial.parse(n, v.initial) for n, v in self.spec.states.items()
+                if v.initial is not None}
+
+    @property
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {n: tuple(v.shape) for n, v in self.spec.states.items() if v.shape}
 
@@ -60,7 +76,12 @@ class Space:
         best-weight selection need observations of their own: every fifth training
         trajectory (at least one), or with a single training trajectory its last fifth
         (at least three points), starting from the observation at the cut.
+
+        A twin fits the whole training split: its fit is a likelihood's optimum with no
+        early stopping, and a subject held out of the fit would have no individual values.
         """
+        if self.twin:
+            return self.train, self.train
         return selection_split(self.train)
 
     def scales(self) -> dict[str, float]:
