@@ -161,3 +161,35 @@ def test_observe_must_return_every_measured_quantity():
     attach(model, data.ids, {"x": Initial(value=1.0)})
     with pytest.raises(ContractError, match=r"does not return \['volts'\]"):
         rollout(model, data)
+
+
+def test_theophylline_space_holds_out_each_subjects_last_samples_from_its_start():
+    from hyarch.spaces.loader import load_space
+
+    space = load_space("theophylline")
+    assert space.twin and space.measured == ("conc",)
+    train, val, test = space.splits["train"], space.splits["val"], space.splits["test"]
+    # the same subjects in every split, so their individual values carry over
+    assert train.ids == val.ids == test.ids and len(train.ids) == 12
+    # held-out segments keep the whole grid from the dose on, one sample observed each
+    assert val.length == test.length == 11 and train.length == 9
+    assert val.mask.sum(dim=(1, 2)).tolist() == [1] * 12
+    assert bool((val.t[:, 0] == 0).all())
+    rules = space.initial_rules()
+    assert rules["gut"].expr == "dose" and rules["conc"].value == 0.0
+    fit, selection = space.fit_and_selection()
+    assert fit.ids == selection.ids == train.ids  # a twin fits every subject
+
+
+def test_a_latent_state_without_a_start_is_a_space_error(tmp_path):
+    from hyarch.spaces.loader import parse_spec
+
+    text = """\
+name: broken
+states:
+  gut: {measured: false}
+  conc: {}
+data: {csv: {path: x.csv}}
+"""
+    with pytest.raises(Exception, match="gut.*needs an initial value"):
+        parse_spec(text, "broken.yaml")

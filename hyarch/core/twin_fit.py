@@ -118,11 +118,22 @@ class _Objective:
         if closure_weight > 0 and self.model.closures():
             states = rollout(self.model, self.data, method=self.cfg.method,
                              substeps=self.cfg.substeps, states=True)
-            with self.twin.bound_to(self.data):
-                pts = Points.from_rollout(states, self.data).subsample(self.cfg.reg_points)
-                full, red = field_parts(self.model, pts)
+            # at the visited states, with the population values (an additive closure's
+            # output does not depend on them)
+            pts = Points.from_rollout(states, self.data).subsample(self.cfg.reg_points)
+            full, red = field_parts(self.model, pts)
             g = (full - red) / state_scales_
             value = value + closure_weight * self.n.sum() * (g ** 2).sum(-1).mean()
+        return value
+
+    def per_trajectory(self, sigma2: torch.Tensor) -> torch.Tensor:
+        """(B,) each trajectory's share of step A's objective (its fit and its eta)."""
+        pred = self.predict()
+        r = torch.where(self.data.mask, pred - self.data.y, torch.zeros_like(pred))
+        value = 0.5 * (r ** 2 / sigma2).sum(dim=(1, 2))
+        if self.names:
+            w = torch.exp(-2 * self.log_omega())
+            value = value + 0.5 * (self.etas() ** 2 * w).sum(dim=-1)
         return value
 
     def sensitivities(self, pred: torch.Tensor) -> torch.Tensor:
@@ -166,9 +177,16 @@ def _lbfgs(params, loss_fn, max_iters: int, deadline: float) -> tuple[float, int
         loss = loss_fn()
         if torch.isfinite(loss):
             loss.backward()
-        return loss
+            return loss
+        # a step into a region where the model blows up: a huge loss with no slope, so the
+        # line search backs off instead of following NaN gradients
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        return torch.tensor(1e30, dtype=loss.dtype)
 
-    prev, done = math.inf, 0
+    with torch.no_grad():
+        prev = float(loss_fn())
+    done = 0
     best_state = [p.detach().clone() for p in params]
     while done < max_iters and time.perf_counter() < deadline:
         try:
@@ -183,9 +201,13 @@ def _lbfgs(params, loss_fn, max_iters: int, deadline: float) -> tuple[float, int
                 for p, b in zip(params, best_state, strict=True):
                     p.copy_(b)
             break
-        if cur <= prev:
+        if not math.isfinite(prev) or cur <= prev:
             best_state = [p.detach().clone() for p in params]
-        if cur > prev - 1e-7 * abs(prev):
+        if math.isfinite(prev) and cur > prev - 1e-7 * abs(prev):
+            if cur > prev:  # keep the better point
+                with torch.no_grad():
+                    for p, b in zip(params, best_state, strict=True):
+                        p.copy_(b)
             break
         prev = cur
     return prev, done
