@@ -193,3 +193,27 @@ data: {csv: {path: x.csv}}
 """
     with pytest.raises(Exception, match="gut.*needs an initial value"):
         parse_spec(text, "broken.yaml")
+
+
+@pytest.mark.skipif(__import__("shutil").which("Rscript") is None, reason="R is not installed")
+def test_theophylline_fixed_effects_match_nlme_on_the_same_data_and_model():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    import theophylline as bench
+
+    from hyarch.spaces.loader import load_space
+
+    space = load_space("theophylline")
+    try:
+        nlme = bench.run_nlme(space.path.parent / space.spec.data.csv.path)
+    except RuntimeError as e:  # R without nlme
+        pytest.skip(str(e)[:200])
+    ours = bench.fit_all(space)
+    for name in ("ka", "ke", "Cl"):
+        assert ours["fixed_effects"][name] == pytest.approx(nlme["fixed_effects"][name],
+                                                            rel=0.05)
+    for name in ("ka", "Cl"):
+        assert ours["omega"][name] == pytest.approx(nlme["omega"][name], rel=0.1)
+    assert ours["sigma"] == pytest.approx(nlme["sigma"], rel=0.05)
