@@ -312,8 +312,16 @@ class Evaluation:
 
     @property
     def fitted_values(self) -> int:
-        """Physical parameters plus network weights: the ranking's complexity."""
-        return len(self.parameters) + (self.n_neural_params or 0)
+        """Physical parameters plus network weights: the ranking's complexity. A twin's
+        random-effect spreads and fitted starts count too (its individual deviations are
+        not free: their spread is)."""
+        twin = dict(self.extra).get("twin")
+        extra = 0
+        if isinstance(twin, dict):
+            extra = sum(v for k in ("n_random_effects", "n_fitted_starts")
+                        if isinstance(v := twin.get(k), int) and not isinstance(v, bool)
+                        and v >= 0)
+        return len(self.parameters) + (self.n_neural_params or 0) + extra
 
 
 def as_evaluation(result: Evaluation | dict[str, Any] | None) -> Evaluation:

@@ -217,3 +217,35 @@ def test_theophylline_fixed_effects_match_nlme_on_the_same_data_and_model():
     for name in ("ka", "Cl"):
         assert ours["omega"][name] == pytest.approx(nlme["omega"][name], rel=0.1)
     assert ours["sigma"] == pytest.approx(nlme["sigma"], rel=0.05)
+
+
+def test_offline_grammar_makes_a_prior_parameter_individual_where_individuals_recur():
+    from hyarch.agent.offline import OfflineProposer, individual_parameters
+    from hyarch.core.candidate import load_model_class
+    from hyarch.spaces.loader import load_space
+
+    space = load_space("theophylline")  # chronological: validation sees the same subjects
+    proposer = OfflineProposer()
+    grammar = proposer._grammar(space)
+    # ka and Cl are individual in the prior already; ke is the one left to try
+    assert [k for k in grammar if k.startswith("individual:")] == ["individual:ke"]
+    off = {k: v[0] for k, v in grammar.items()}
+    source = proposer.render(space, {**off, "individual:ke": True})
+    assert individual_parameters(source) >= {"ke"}
+    model = load_model_class(source, "c.py")(space.states, space.inputs)
+    assert set(model.individual_names) == {"ka", "ke", "Cl"}
+    # a space that predicts new trajectories offers no such choice
+    pendulum = load_space("damped_pendulum")
+    assert not any(k.startswith("individual:") for k in proposer._grammar(pendulum))
+
+
+def test_a_twins_spreads_and_fitted_starts_count_in_the_ranking_complexity():
+    from hyarch.record import Evaluation
+
+    base = {"status": "ok", "parameters": {"ka": 1.5, "ke": 0.08, "Cl": 0.04},
+            "n_neural_params": 0, "metrics": {"val": {"nmse": 0.1, "mse": 0.3}}}
+    pooled = Evaluation.from_dict(base)
+    twin = Evaluation.from_dict({**base, "twin": {"n_random_effects": 2,
+                                                  "n_fitted_starts": 12}})
+    assert pooled.fitted_values == 3
+    assert twin.fitted_values == 3 + 2 + 12

@@ -36,13 +36,56 @@ def structure_key(choices: dict[str, Any]) -> tuple:
                         if not k.startswith("_") and v is not False and v != NONE))
 
 
+def _off(key: str) -> Any:
+    """A part's "not in the model" value: False for a term or an individual parameter,
+    ``NONE`` for a closure."""
+    return NONE if key.startswith("closure:") else False
+
+
 def _fill(grammar: dict[str, list], choices: dict[str, Any]) -> dict[str, Any] | None:
     """``choices`` over every key of ``grammar`` (parts it does not name are off), or None
     when it has a part the grammar cannot express."""
     on = dict(structure_key(choices))
     if any(k not in grammar or v not in grammar[k] for k, v in on.items()):
         return None
-    return {k: on.get(k, False if k.startswith("term:") else NONE) for k in grammar}
+    return {k: on.get(k, _off(k)) for k in grammar}
+
+
+def shares_individuals(space: Space) -> bool:
+    """Are the validation trajectories individuals that training saw (a chronological split
+    of subjects)? Only then can a parameter that varies by individual predict better: a new
+    individual gets the population value."""
+    val = space.splits.get("val")
+    return val is not None and bool(set(val.ids) & set(space.train.ids))
+
+
+def _parameter_calls(tree: ast.AST):
+    """(attribute name, call) for every ``self.<name> = self.parameter(...)``."""
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(t := node.targets[0], ast.Attribute)
+                and isinstance(node.value, ast.Call)
+                and isinstance(f := node.value.func, ast.Attribute) and f.attr == "parameter"):
+            yield t.attr, node.value
+
+
+def individual_parameters(source: str) -> set[str]:
+    """Parameters ``source`` already declares ``individual=True``."""
+    return {name for name, call in _parameter_calls(ast.parse(source))
+            if any(k.arg == "individual" and isinstance(k.value, ast.Constant)
+                   and k.value.value is True for k in call.keywords)}
+
+
+def individualise(source: str, names: set[str]) -> str:
+    """``source`` with the parameters ``names`` declared ``individual=True``."""
+    if not names:
+        return source
+    tree = ast.parse(source)
+    for name, call in list(_parameter_calls(tree)):
+        if name in names:
+            call.keywords = [k for k in call.keywords if k.arg != "individual"]
+            call.keywords.append(ast.keyword("individual", ast.Constant(True)))
+    return ast.unparse(ast.fix_missing_locations(tree))
 
 
 def _hidden_label(h) -> str:
@@ -113,6 +156,11 @@ class OfflineProposer(Proposer):
                 g[f"term:{state}:{term.name}"] = [False, True]
         for i, site in enumerate(space.spec.closures):
             g[f"closure:{i}:{site.state}"] = [NONE, *(_hidden_label(h) for h in site.hidden)]
+        if shares_individuals(space) and space.prior_path() is not None:
+            # a prior parameter may vary by individual (a random effect)
+            src = space.prior_path().read_text()
+            for name in sorted(declared_parameters(src) - individual_parameters(src)):
+                g[f"individual:{name}"] = [False, True]
         return g
 
     def _study_for(self, space: Space) -> optuna.Study:
@@ -127,7 +175,8 @@ class OfflineProposer(Proposer):
         if entry.status != "ok" or entry.val_nmse is None or not math.isfinite(entry.val_nmse):
             return FAILED_VALUE
         c = entry.choices
-        terms = sum(1 for k, v in c.items() if k.startswith("term:") and v is True)
+        terms = sum(1 for k, v in c.items()
+                    if k.startswith(("term:", "individual:")) and v is True)
         closures = sum(1 for k, v in c.items() if k.startswith("closure:") and v != NONE)
         return (math.log10(max(entry.val_nmse, 1e-30)) + PENALTY_TERM * terms
                 + PENALTY_CLOSURE * closures)
@@ -164,11 +213,10 @@ class OfflineProposer(Proposer):
         grammar = self._grammar(space)
         if not self._seeded:
             # First round: the prior alone and the APHYNITY-style hybrid, as baselines.
-            study.enqueue_trial({k: (False if k.startswith("term:") else NONE) for k in grammar})
+            study.enqueue_trial({k: _off(k) for k in grammar})
             if space.spec.closures:
                 first = next(k for k in grammar if k.startswith("closure:"))
-                study.enqueue_trial({k: (False if k.startswith("term:") else
-                                         (grammar[k][-1] if k == first else NONE))
+                study.enqueue_trial({k: (grammar[k][-1] if k == first else _off(k))
                                      for k in grammar})
             self._seeded = True
         for entry in feedback.pool:
@@ -271,7 +319,7 @@ class OfflineProposer(Proposer):
             on = sorted(dict(structure_key(base)),
                         key=lambda k: (0 if ":distilled_" in k else
                                        1 if k.startswith("closure:") else 2))
-            options += [{**base, k: False if k.startswith("term:") else NONE} for k in on]
+            options += [{**base, k: _off(k)} for k in on]
         for c in options:
             if structure_key(c) not in self._seen:
                 study.enqueue_trial(c, skip_if_exists=True)
@@ -288,7 +336,10 @@ class OfflineProposer(Proposer):
     def render(self, space: Space, choices: dict[str, Any]) -> str:
         prior = space.prior_path()
         prior_src = prior.read_text() if prior else ""
-        base = prior_as_base(prior_src) if prior else EMPTY_PRIOR
+        individual = {k.split(":", 1)[1] for k, v in choices.items()
+                      if k.startswith("individual:") and v is True}
+        base = (prior_as_base(individualise(prior_src, individual)) if prior
+                else EMPTY_PRIOR)
         declared = declared_parameters(prior_src)
         known = set(declared)
         params, closures, parts = [], [], {}
@@ -332,6 +383,7 @@ class OfflineProposer(Proposer):
             for kind, term in items:
                 expr = f"{expr} * {term}" if kind == "mul" else f"{expr} + {term}"
             updates[state] = expr
+        desc += [f"{name} individual" for name in sorted(individual)]
         doc = "The prior" + (" plus " + ", ".join(desc) if desc else " alone") + "."
         return self._template.render(prior_source=base, docstring=doc, parameters=params,
                                      closures=closures, updates=updates)

@@ -105,7 +105,8 @@ def space_view(space: Space) -> dict[str, Any]:
 
     def var(name, v):
         return {"name": name, "description": v.description, "unit": v.unit,
-                "shape": tuple(v.shape)}
+                "shape": tuple(v.shape), "measured": v.measured and not spec.observations,
+                "initial": None if v.initial is None else str(v.initial)}
 
     prior_path = space.prior_path()
     prior = prior_path.read_text() if prior_path is not None and prior_path.is_file() else None
@@ -126,7 +127,15 @@ def space_view(space: Space) -> dict[str, Any]:
         "inputs": [var(n, v) for n, v in spec.inputs.items()],
         "prior": prior.rstrip() if prior else None,
         "hypotheses": hypotheses, "closures": closures,
+        "observations": [var(n, v) for n, v in spec.observations.items()],
+        "twin": spec.is_twin, "individuals": _shares_individuals(space),
     }
+
+
+def _shares_individuals(space: Space) -> bool:
+    from hyarch.agent.offline import shares_individuals
+
+    return shares_individuals(space)
 
 
 # -- messages -----------------------------------------------------------------------------

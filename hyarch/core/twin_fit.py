@@ -57,8 +57,9 @@ class TwinFit:
     omega: dict[str, float]  # random-effect spread per individual parameter (log scale)
     neg2loglik: float  # -2 log L (Laplace / FOCE with random effects)
     n_obs: int
-    n_estimated: int  # population parameters + closures' weights + omegas + sigmas
+    n_estimated: int  # population parameters + closures' weights + omegas + sigmas + starts
     rounds: int
+    n_starts: int = 0  # fitted initial values (one per trajectory and fitted state)
 
     @property
     def aic(self) -> float:
@@ -332,11 +333,13 @@ def _fit_once(factory, train, val, cfg, initial, curriculum: bool, deadline: flo
             break
         prev = value
     n_closure = sum(p.numel() for p in model.neural_parameters())
+    n_starts = sum(p.numel() for p in model.twin_.x0.values())
     model.twin_.fit_ = TwinFit(
         sigma={q: math.sqrt(float(v)) for q, v in zip(train.state_names, sigma2)},
         omega=model.twin_.omegas(), neg2loglik=value, n_obs=int(obj.n.sum()),
-        n_estimated=len(model.parameter_specs) + n_closure + len(names) + len(sigma2),
-        rounds=rounds)
+        n_estimated=(len(model.parameter_specs) + n_closure + len(names) + len(sigma2)
+                     + n_starts),
+        rounds=rounds, n_starts=n_starts)
     with torch.no_grad():
         train_loss = float(normalised_mse(obj.predict(), train, scales))
         v = float(normalised_mse(rollout(model, val, method=cfg.method,

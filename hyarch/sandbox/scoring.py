@@ -136,7 +136,7 @@ def _twin(t: Any) -> dict[str, Any]:
     if not isinstance(t, dict):
         return {}
     out: dict[str, Any] = {k: number(t.get(k)) for k in ("neg2loglik", "aic", "bic")}
-    for k in ("n_obs", "n_estimated"):
+    for k in ("n_obs", "n_estimated", "n_random_effects", "n_fitted_starts"):
         v = t.get(k)
         out[k] = v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
     out["sigma"], out["omega"] = _numbers(t.get("sigma")), _numbers(t.get("omega"))

@@ -279,7 +279,8 @@ def _twin_claims(model) -> dict[str, Any]:
     if fit_ is not None:
         out.update(sigma=fit_.sigma, omega=fit_.omega, neg2loglik=_num(fit_.neg2loglik),
                    aic=_num(fit_.aic), bic=_num(fit_.bic), n_obs=fit_.n_obs,
-                   n_estimated=fit_.n_estimated)
+                   n_estimated=fit_.n_estimated, n_random_effects=len(fit_.omega),
+                   n_fitted_starts=fit_.n_starts)
     return out
 
 
