@@ -249,3 +249,52 @@ def test_a_twins_spreads_and_fitted_starts_count_in_the_ranking_complexity():
                                                   "n_fitted_starts": 12}})
     assert pooled.fitted_values == 3
     assert twin.fitted_values == 3 + 2 + 12
+
+
+class TwoRates(HybridModel):
+    """x' = -(a + b) x: only the sum of the rates is in the data."""
+
+    def setup(self):
+        self.a = self.parameter(0.3, (0.01, 5.0))
+        self.b = self.parameter(0.3, (0.01, 5.0))
+
+    def derivatives(self, t, s, u):
+        return {"x": -(self.a + self.b) * s.x}
+
+
+def test_uncertainty_flags_what_the_data_cannot_determine():
+    t = np.linspace(0, 5, 20)
+    rng = np.random.default_rng(5)
+    y = np.exp(-0.8 * t)[None, :, None] * np.array([1.0, 2.0])[:, None, None]
+    y = y + 0.01 * rng.normal(size=y.shape)
+    data = Trajectories.from_arrays(t, y, states=("x",), ids=["p", "q"])
+    res = fit_twin(lambda replicas=1: TwoRates(("x",), replicas=replicas), data, data, CFG,
+                   initial={"x": Initial(bounds=(0.1, 5.0), init=1.0)})
+    u = res.model.twin_.fit_.uncertainty
+    assert u["parameters"]["a"] > 1 and u["parameters"]["b"] > 1
+    assert any(f.startswith("a:") for f in u["flags"])
+    # the cascade: both rates and the latent start are determined, no flag
+    a, c = 0.5, 1.5
+    t = np.linspace(0, 6, 25)
+    y = np.stack([cascade_exact(t, 1.0, z0, a, c) for z0 in (1.0, 2.5)])[..., None]
+    y = y + 1e-3 * rng.normal(size=y.shape)
+    y[:, 0, 0] = 1.0
+    data = Trajectories.from_arrays(t, y, states=("x",), ids=["p", "q"])
+    res = fit_twin(lambda replicas=1: Cascade(("x", "z"), replicas=replicas), data, data, CFG,
+                   initial={"z": Initial(bounds=(0.0, 5.0), init=1.0)})
+    u = res.model.twin_.fit_.uncertainty
+    assert u["flags"] == [] and u["states"]["z"] < 0.05
+    assert u["parameters"]["a"] < 0.05
+
+
+def test_partially_observed_epidemic_space_measures_only_reported_cases():
+    from hyarch.sandbox.runner import check_candidate
+    from hyarch.spaces.loader import load_space
+
+    space = load_space("seir_reported")
+    assert space.twin and space.measured == ("cases",)
+    train, val = space.splits["train"], space.splits["val"]
+    assert train.y.shape[-1] == 1 and train.ids == val.ids
+    # the simulator's last column: rho * sigma * E, never negative before the noise
+    assert float(train.y[:, 0].min()) >= 0
+    assert check_candidate(space, space.prior_path().read_text(), "prior.py") is None

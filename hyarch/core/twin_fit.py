@@ -33,7 +33,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -60,6 +60,9 @@ class TwinFit:
     n_estimated: int  # population parameters + closures' weights + omegas + sigmas + starts
     rounds: int
     n_starts: int = 0  # fitted initial values (one per trajectory and fitted state)
+    # relative standard errors (population parameters; each state's trajectory, largest
+    # over time relative to its peak) and what is poorly determined: see ``uncertainty``
+    uncertainty: dict = field(default_factory=dict)
 
     @property
     def aic(self) -> float:
@@ -68,6 +71,70 @@ class TwinFit:
     @property
     def bic(self) -> float:
         return self.neg2loglik + math.log(max(self.n_obs, 1)) * self.n_estimated
+
+
+# a parameter whose relative standard error exceeds this is not determined by the data
+# (its 95% interval spans more than a factor of two either way: 2 * 0.35 ~ log 2)
+RSE_LIMIT = 0.35
+# a state trajectory is recovered when its standard error stays below this fraction of its
+# peak (the 10% the digital-twin issue asks of a latent compartment, with margin: 1.96 SE)
+STATE_LIMIT = 0.05
+
+
+def uncertainty(model: HybridModel, data: Trajectories, cfg: TrainConfig,
+                sigma: dict[str, float]) -> dict:
+    """How well the data determine a fitted twin: the Gauss-Newton covariance of the
+    population parameters and fitted starts (individual deviations held at their modes),
+    Cov = (J' W J)^-1 with W the inverse noise variances, propagated to each parameter
+    (relative standard error) and to each state's trajectory (delta method). Flags the
+    parameters with a relative error above ``RSE_LIMIT`` and the states whose trajectory's
+    error exceeds ``STATE_LIMIT`` of its peak."""
+    twin = model.twin_
+    raws = [(f"{n}", model._raw[n], 0) for n in model.parameter_specs]
+    for state, tab in twin.x0.items():
+        raws += [(f"{state}(0)@{i}", tab, k) for k, i in enumerate(twin.ids)]
+    sig = torch.tensor([sigma[q] for q in data.state_names], dtype=data.y.dtype)
+    mask = data.mask.to(data.y.dtype)
+    step = 1e-4
+    with torch.no_grad():
+        base_obs = rollout(model, data, method=cfg.method, substeps=cfg.substeps)
+        base_x = rollout(model, data, method=cfg.method, substeps=cfg.substeps, states=True)
+        jo, jx = [], []
+        for _name, tab, k in raws:
+            flat = tab.view(-1)
+            flat[k] += step
+            try:
+                jo.append(((rollout(model, data, method=cfg.method, substeps=cfg.substeps)
+                            - base_obs) / step * mask / sig).reshape(-1))
+                jx.append((rollout(model, data, method=cfg.method, substeps=cfg.substeps,
+                                   states=True) - base_x) / step)
+            finally:
+                flat[k] -= step
+        J = torch.stack(jo, dim=-1).double()
+        # an (almost) flat direction has (almost) infinite variance: no pseudo-inverse
+        lam, vec = torch.linalg.eigh(J.T @ J)
+        lam = lam.clamp_min(float(lam.abs().max()) * 1e-14 + 1e-300)
+        cov = (vec / lam) @ vec.T
+        out: dict = {"parameters": {}, "states": {}, "flags": []}
+        for j, name in enumerate(model.parameter_specs):
+            spec = model.parameter_specs[name]
+            raw = model._raw[name][0].double()
+            v = spec.from_raw(raw)
+            dv = (spec.from_raw(raw + step) - v) / step
+            rse = float(dv.abs() * cov[j, j].clamp_min(0).sqrt() / v.abs().clamp_min(1e-300))
+            out["parameters"][name] = rse
+            if not rse <= RSE_LIMIT:
+                out["flags"].append(f"{name}: relative standard error {rse:.0%}")
+        G = torch.stack(jx, dim=-1).double()  # (B, T, S, K)
+        var = torch.einsum("btsk,kl,btsl->bts", G, cov, G).clamp_min(0)
+        peak = base_x.double().abs().amax(dim=1).clamp_min(1e-300)  # (B, S)
+        rel = (var.sqrt().amax(dim=1) / peak).amax(dim=0)
+        for k, state in enumerate(model.state_names):
+            out["states"][state] = float(rel[k])
+            if not float(rel[k]) <= STATE_LIMIT:
+                out["flags"].append(f"state {state}: standard error up to {float(rel[k]):.0%}"
+                                    " of its peak")
+    return out
 
 
 def prefixes(data: Trajectories, points: int) -> Trajectories:
@@ -340,6 +407,8 @@ def _fit_once(factory, train, val, cfg, initial, curriculum: bool, deadline: flo
         n_estimated=(len(model.parameter_specs) + n_closure + len(names) + len(sigma2)
                      + n_starts),
         rounds=rounds, n_starts=n_starts)
+    model.twin_.fit_ = replace(model.twin_.fit_, uncertainty=uncertainty(
+        model, train, cfg, model.twin_.fit_.sigma))
     with torch.no_grad():
         train_loss = float(normalised_mse(obj.predict(), train, scales))
         v = float(normalised_mse(rollout(model, val, method=cfg.method,

@@ -140,6 +140,11 @@ def _twin(t: Any) -> dict[str, Any]:
         v = t.get(k)
         out[k] = v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
     out["sigma"], out["omega"] = _numbers(t.get("sigma")), _numbers(t.get("omega"))
+    unc = t.get("uncertainty") if isinstance(t.get("uncertainty"), dict) else {}
+    flags = unc.get("flags") if isinstance(unc.get("flags"), list) else []
+    out["uncertainty"] = {"parameters": _numbers(unc.get("parameters")),
+                          "states": _numbers(unc.get("states")),
+                          "flags": [text(f, 200) for f in flags[:50]]}
     ind = t.get("individual") if isinstance(t.get("individual"), dict) else {}
     out["individual"] = {text(k, 100): _numbers(v, 100_000)
                          for k, v in list(ind.items())[:MAX_PARAMETERS]}

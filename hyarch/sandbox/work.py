@@ -280,7 +280,7 @@ def _twin_claims(model) -> dict[str, Any]:
         out.update(sigma=fit_.sigma, omega=fit_.omega, neg2loglik=_num(fit_.neg2loglik),
                    aic=_num(fit_.aic), bic=_num(fit_.bic), n_obs=fit_.n_obs,
                    n_estimated=fit_.n_estimated, n_random_effects=len(fit_.omega),
-                   n_fitted_starts=fit_.n_starts)
+                   n_fitted_starts=fit_.n_starts, uncertainty=fit_.uncertainty)
     return out
 
 

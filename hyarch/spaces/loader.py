@@ -433,11 +433,19 @@ def build_splits(spec: SpaceSpec, path: Path | None = None) -> dict[str, Traject
         groups = _csv_groups(spec, path)
     out = {}
     if spec.is_twin and spec.data.simulator is not None:
-        # a simulator gives every state; the data keep the measured ones
+        # a simulator gives every state (then, for a space with observations, the observed
+        # quantities); the data keep what is measured
+        n_states = len(spec.states)
+        width = next((s.y.shape[1] for v in groups.values() for s in v), n_states)
         if spec.observations:
-            raise SpaceError("observations need data that measure them: a CSV with a column"
-                             " per observation", field="observations")
-        keep = [list(spec.states).index(n) for n in spec.measured]
+            if width != n_states + len(spec.observations):
+                raise SpaceError(
+                    f"simulator {spec.data.simulator.name!r} gives {width} columns; with"
+                    f" observations it must give the {n_states} states, then the"
+                    f" {len(spec.observations)} observed quantities", field="observations")
+            keep = list(range(n_states, width))
+        else:
+            keep = [list(spec.states).index(n) for n in spec.measured]
         groups = {k: [replace(s, y=s.y[:, keep]) for s in v] for k, v in groups.items()}
     for name, items in groups.items():
         if items:
@@ -506,11 +514,12 @@ def _simulated_groups(spec: SpaceSpec) -> dict[str, list[Simulated]]:
 def _simulate(spec: SpaceSpec, fn) -> dict[str, list[Simulated]]:
     sim = spec.data.simulator
     params = {**spec.truth, **sim.parameters}
-    if spec.splits.by in ("time", "column"):
+    if spec.splits.by == "column" or (spec.splits.by == "time" and not spec.is_twin):
         raise SpaceError(
-            f"splits.by: {spec.splits.by} is for CSV data; simulated data is split by"
-            " trajectory (counts in data.simulator.trajectories, OOD in data.simulator.ood)"
-            " or by initial_condition", field="splits.by")
+            f"splits.by: {spec.splits.by} is for CSV data (and for twin spaces' simulated"
+            " outbreaks: time); simulated data is split by trajectory (counts in"
+            " data.simulator.trajectories, OOD in data.simulator.ood) or by"
+            " initial_condition", field="splits.by")
 
     def run(n: int, rng, options: dict) -> list[Simulated]:
         try:
@@ -533,6 +542,13 @@ def _simulate(spec: SpaceSpec, fn) -> dict[str, list[Simulated]]:
         return np.nanstd(np.concatenate([s.y for s in items]), axis=0)
 
     groups: dict[str, list[Simulated]] = {}
+    if spec.splits.by == "time":  # a twin follows the same trajectories into the future
+        n = sim.trajectories.get("train", 25)
+        rng = np.random.default_rng(sim.seed)
+        items = run(n, rng, dict(sim.options))
+        items = [replace(s, key=f"traj{i}")
+                 for i, s in enumerate(_add_noise(items, sim.noise, rng, std_of(items)))]
+        return _split_csv(spec, [(s.key, s, None, None) for s in items], None)
     if spec.splits.by == "initial_condition":
         total = sim.count or sum(sim.trajectories.values())
         rng = np.random.default_rng(sim.seed)
@@ -703,7 +719,7 @@ def _split_csv(spec, trajs, path) -> dict[str, list[Simulated]]:
         raise SpaceError("splits.by: simulator is for simulated data; split a CSV by"
                          " trajectory, time, initial_condition or column", field="splits.by")
     groups: dict[str, list[Simulated]] = {k: [] for k in fr}
-    if by == "column" or spec.data.csv.split:
+    if by == "column" or (spec.data.csv is not None and spec.data.csv.split):
         if not spec.data.csv.split:
             raise SpaceError("splits.by: column needs data.csv.split (the column name)",
                              field="splits.by")

@@ -239,6 +239,17 @@ def seir(p, n, rng, options) -> list[Simulated]:
     return [Simulated(t, y[i], u[i]) for i in range(n)]
 
 
+def seir_reported(p, n, rng, options) -> list[Simulated]:
+    """The ``seir`` outbreaks as surveillance sees them: columns E, I, R (S = 1 - E - I - R)
+    and the reported incidence ``rho * sigma * E`` per day, a fraction ``rho`` of new cases
+    being reported. A space measures the last column and keeps E, I and R latent."""
+    out = []
+    for s in seir(p, n, rng, options):
+        cases = p["rho"] * p["sigma"] * s.y[:, 1:2]
+        out.append(Simulated(s.t, np.concatenate([s.y[:, 1:4], cases], axis=1), s.u))
+    return out
+
+
 def _laplacian(x: np.ndarray, dx: float) -> np.ndarray:
     """Five-point Laplacian with periodic boundaries over the last two axes."""
     return (np.roll(x, 1, -1) + np.roll(x, -1, -1) + np.roll(x, 1, -2) + np.roll(x, -1, -2)
@@ -287,6 +298,7 @@ SIMULATORS: dict[str, SimFn] = {
     "rosenzweig_macarthur": rosenzweig_macarthur,
     "lung_cancer": lung_cancer,
     "seir": seir,
+    "seir_reported": seir_reported,
     "reaction_diffusion": reaction_diffusion,
 }
 
