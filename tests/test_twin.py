@@ -298,3 +298,45 @@ def test_partially_observed_epidemic_space_measures_only_reported_cases():
     # the simulator's last column: rho * sigma * E, never negative before the noise
     assert float(train.y[:, 0].min()) >= 0
     assert check_candidate(space, space.prior_path().read_text(), "prior.py") is None
+
+
+DECAY_SOURCE = '''from hyarch import HybridModel
+
+
+class Model(HybridModel):
+    def setup(self):
+        self.k = self.parameter(init=0.5, bounds=(0.01, 5.0), individual=True)
+
+    def derivatives(self, t, s, u):
+        return {"x": -self.k * s.x}
+'''
+
+
+def test_new_individuals_are_scored_conditioned_on_their_first_samples_and_from_the_population(
+        tmp_path):
+    from hyarch.evaluate import evaluate_source
+    from hyarch.record import Evaluation
+    from hyarch.spaces.loader import load_space
+
+    data, _ = subjects(30, seed=6, omega=0.5)
+    rows = ["subject,t,x"]
+    for b, sid in enumerate(data.ids):
+        rows += [f"{sid},{float(t)},{float(y)}" for t, y in zip(data.t[b], data.y[b, :, 0])]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "s.yaml").write_text("""\
+name: decay_subjects
+states:
+  x: {initial: 10}
+data: {csv: {path: d.csv, time: t, trajectory: subject}}
+splits: {by: trajectory, fractions: {train: 0.6, val: 0.2, test: 0.2}, condition: 3}
+""")
+    space = load_space(tmp_path / "s.yaml")
+    assert space.conditioning("val") == 3 and space.conditioning("train") == 0
+    ev = Evaluation.from_dict(evaluate_source(space, DECAY_SOURCE, filename="m.py").result)
+    assert ev.ok, ev.reason
+    twin = dict(ev.extra)["twin"]
+    for split in ("val", "test"):
+        own, pop = ev.split(split).nmse, twin["population"][split]["nmse"]
+        # the same held-out samples (after the first 3), each new subject's own rate wins
+        assert own < 0.5 * pop
+    assert twin["condition"] == 3

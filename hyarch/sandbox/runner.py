@@ -134,16 +134,21 @@ def build_job(space, source: str, *, filename: str, device: str,
 
     fit, selection = space.fit_and_selection()
     scored = {**space.splits, "selection": selection}
-    predict = {name: traj_to_job(tr, starts_only=True) for name, tr in scored.items()}
+    condition = {name: space.conditioning(name) for name in space.splits}
+    condition = {k: v for k, v in condition.items() if v}
+    predict = {name: traj_to_job(tr, starts_only=True, keep=condition.get(name, 1))
+               for name, tr in scored.items()}
     expected = {}
     for name, tr in scored.items():
         shape = tuple(tr.y.shape)
         expected[f"{name}.full"] = shape
         expected[f"{name}.reduced"] = shape
+        if name in condition:
+            expected[f"{name}.population"] = shape
     job = {"source": source, "filename": filename, "device": device, "threads": threads,
            "overrides": dict(overrides or {}), "spec": _public_spec(space),
            "scales": space.scales(), "fit": traj_to_job(fit), "selection": traj_to_job(selection),
-           "predict": predict, "post": post or {}}
+           "predict": predict, "condition": condition, "post": post or {}}
     return job, expected
 
 

@@ -45,12 +45,24 @@ def score_reply(space, reply: Reply, seconds: float, source: str | None = None
     # the selection split (part of train, used by training to stop) is scored too: choices
     # made for training (tuning) read it, never the validation split that ranks
     _, selection = space.fit_and_selection()
-    for name, data in {**space.splits, "selection": selection}.items():
+    scored = {**space.splits, "selection": selection}
+    population: dict[str, Any] = {}
+    for name, data in scored.items():
         full = reply.arrays.get(f"{name}.full")
         reduced = reply.arrays.get(f"{name}.reduced")
         if full is None or reduced is None:
             return _failed(f"the evaluation process returned no predictions for the {name!r}"
                            " split", seconds)
+        if (n := space.conditioning(name)) and name != "selection":
+            # a twin conditioned on these samples of new individuals: scored on the rest
+            data = _without_first(data, n)
+            scored[name] = data
+            pop = reply.arrays.get(f"{name}.population")
+            if pop is None:
+                return _failed(f"the evaluation process returned no population prediction"
+                               f" for the {name!r} split", seconds)
+            population[name] = _split_metrics(torch.as_tensor(pop, dtype=data.y.dtype),
+                                              data, scales)
         pf = torch.as_tensor(full, dtype=data.y.dtype)
         pr = torch.as_tensor(reduced, dtype=data.y.dtype)
         preds[name] = (pf, pr)
@@ -63,7 +75,7 @@ def score_reply(space, reply: Reply, seconds: float, source: str | None = None
     claims = h.get("regularizers") if isinstance(h.get("regularizers"), dict) else {}
     for k in ("closure_norm", "decorrelation", "sensitivity"):
         regs[k] = number(claims.get(k))
-    val = space.splits["val"]
+    val = scored["val"]
     rf = float(normalised_mse(preds["val"][1], val, scales))
     regs["reduced_fit"] = rf if rf == rf and rf not in (float("inf"),) else None
     share = number(h.get("closure_share"))
@@ -120,8 +132,21 @@ def score_reply(space, reply: Reply, seconds: float, source: str | None = None
         "training": training,
         "integration": integration,
         "seconds": round(own if own is not None else seconds, 3),
-        **({"twin": twin} if (twin := _twin(h.get("twin"))) else {}),
+        **({"twin": {**twin, **({"population": population,
+                                 "condition": space.spec.splits.condition}
+                                if population else {})}}
+           if (twin := _twin(h.get("twin"))) else {}),
     }
+
+
+def _without_first(data, n: int):
+    """``data`` with its first ``n`` samples out of the scores (the child conditioned on
+    them); the initial point stays, as a rollout's start."""
+    from dataclasses import replace
+
+    mask = data.mask.clone()
+    mask[:, 1:n] = False
+    return replace(data, mask=mask)
 
 
 def _numbers(d: Any, limit: int = MAX_PARAMETERS) -> dict[str, float | None]:

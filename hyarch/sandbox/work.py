@@ -34,7 +34,7 @@ from hyarch.core.regularizers import (
 )
 from hyarch.core.train import TrainingError, fit
 from hyarch.core.twin import is_twin
-from hyarch.core.twin_fit import fit_twin
+from hyarch.core.twin_fit import condition, fit_twin
 
 # regularizers that need the model, computed on the child's own rollout of the validation
 # starts (no observation needed); ``reduced_fit`` needs the data and is computed by the parent
@@ -42,13 +42,15 @@ MODEL_REGULARIZERS = {"closure_norm": closure_norm, "decorrelation": decorrelati
                       "sensitivity": sensitivity}
 
 
-def traj_to_job(tr: Trajectories, *, starts_only: bool = False) -> dict[str, Any]:
+def traj_to_job(tr: Trajectories, *, starts_only: bool = False, keep: int = 1
+                ) -> dict[str, Any]:
     """A split as plain tensors; with ``starts_only`` the observations after the first
-    point are zeroed: the child gets initial states, grids, inputs and the mask only."""
+    ``keep`` points are zeroed: the child gets initial states (and, for a twin meeting new
+    individuals, the samples it conditions on), grids, inputs and the mask only."""
     y = tr.y.detach().cpu()
     if starts_only:
         y = torch.zeros_like(y)
-        y[:, 0] = tr.y[:, 0]
+        y[:, :keep] = tr.y[:, :keep]
     return {"t": tr.t.detach().cpu(), "y": y, "mask": tr.mask.detach().cpu(),
             "u": None if tr.u is None else tr.u.detach().cpu(),
             "state_names": list(tr.state_names), "input_names": list(tr.input_names),
@@ -100,6 +102,7 @@ def run_job(job: dict[str, Any], lockdown=None,
     cfg = space.train_config(device=job.get("device", "cpu"), **(job.get("overrides") or {}))
     filename = job.get("filename", "model.py")
     requests = {name: traj_from_job(d) for name, d in job["predict"].items()}
+    conditioning = {k: int(v) for k, v in (job.get("condition") or {}).items()}
     post = job.get("post") or {}
     if post.get("distill") or post.get("profile"):
         import hyarch.distill  # noqa: F401 - imports read files: before the lockdown
@@ -153,13 +156,20 @@ def run_job(job: dict[str, Any], lockdown=None,
         with torch.no_grad():
             for i, (name, data) in enumerate(requests.items()):
                 say(TrainingProgress("predicting", i, len(requests)))
+                used = model
+                if conditioning.get(name):  # new individuals: their own values first
+                    with torch.enable_grad():
+                        used = condition(model, data, conditioning[name], cfg)
+                    pop, _ = accurate_rollout(model, data, scales, method=cfg.method,
+                                              substeps=cfg.substeps)
+                    arrays[f"{name}.population"] = pop.double().numpy()
                 # scored rollouts are integrated to SCORING_TOL whatever training used
-                pred, acc = accurate_rollout(model, data, scales, method=cfg.method,
+                pred, acc = accurate_rollout(used, data, scales, method=cfg.method,
                                              substeps=cfg.substeps)
                 arrays[f"{name}.full"] = pred.double().numpy()
-                if model.closures():
-                    with reduced(model):
-                        pred0, _ = accurate_rollout(model, data, scales, method=cfg.method,
+                if used.closures():
+                    with reduced(used):
+                        pred0, _ = accurate_rollout(used, data, scales, method=cfg.method,
                                                     substeps=cfg.substeps)
                     arrays[f"{name}.reduced"] = pred0.double().numpy()
                 else:

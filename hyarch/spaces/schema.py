@@ -102,6 +102,10 @@ class Splits(Strict):
     fractions: dict[str, float] = {"train": 0.6, "val": 0.2, "test": 0.2}
     state: str | None = None  # for by: initial_condition
     ood_quantile: float = Field(0.7, gt=0.0, lt=1.0)
+    # a twin meeting a new individual (a trajectory not in training): its first `condition`
+    # samples estimate its own deviations and starts (the population held fixed), and the
+    # rest are scored; 0 predicts it from the population values alone. Both are reported.
+    condition: int = Field(0, ge=0, le=10_000)
     in_distribution_quantile: float = Field(0.5, gt=0.0, le=1.0)
     seed: int = 0
 

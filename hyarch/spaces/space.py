@@ -46,6 +46,17 @@ class Space:
     def twin(self) -> bool:
         return self.spec.is_twin
 
+    def conditioning(self, split: str) -> int:
+        """How many leading samples of ``split``'s trajectories a twin conditions on: the
+        space's ``splits.condition`` when the split holds individuals training never saw,
+        else 0."""
+        n = self.spec.splits.condition
+        data = self.splits.get(split)
+        if not (self.twin and n and data is not None):
+            return 0
+        known = set(self.train.ids)
+        return n if any(i not in known for i in data.ids) else 0
+
     def initial_rules(self) -> dict:
         """Each state's start rule (``hyarch.core.twin.Initial``) where the space gives one."""
         from hyarch.core.twin import Initial
