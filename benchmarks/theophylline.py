@@ -13,8 +13,9 @@ effects on log ka and log Cl (Pinheiro and Bates 2000, section 8.2). It prints:
 2. **Held-out last observations** (the space's split: the first 9 samples of every subject
    fit, the 12 h sample validates, the 24 h sample tests), each candidate trained and
    scored through the sandbox exactly as a search does: the individual model (the space's
-   prior), the pooled model (the same, no random effects) and a hybrid (a closure on
-   absorption, with the random effects). MSE in (mg/L)^2 over the 24 held-out points, per
+   prior), the pooled model (the same, no random effects), a hybrid (a closure on
+   absorption, with the random effects) and a covariate model (a network of body weight
+   scaling each subject's clearance, the DeepNLME pattern). MSE in (mg/L)^2 over the 24 held-out points, per
    subject, and the likelihood's AIC and BIC on the training part.
 
 R and nlme come from Debian's packages (``apt-get install r-base-core r-cran-nlme``);
@@ -78,6 +79,25 @@ class Model(HybridModel):
         volume = self.Cl / self.ke
         flow = self.ka * s.gut + self.absorb(s.gut)
         return {"gut": -flow, "conc": flow / volume - self.ke * s.conc}
+'''
+
+
+COVARIATE = '''from hyarch import Closure, HybridModel
+
+
+class Model(HybridModel):
+    """The individual one-compartment model with clearance predicted from body weight by a
+    network (the DeepNLME pattern: covariates explain part of the individual deviation)."""
+
+    def setup(self):
+        self.ka = self.parameter(init=1.65, bounds=(0.05, 20.0), individual=True)
+        self.ke = self.parameter(init=0.082, bounds=(0.005, 2.0))
+        self.Cl = self.parameter(init=0.05, bounds=(0.001, 1.0), individual=True)
+        self.weight_effect = Closure(inputs=("weight",), hidden=(4,), kind="multiplicative")
+
+    def derivatives(self, t, s, u):
+        volume = self.Cl * self.weight_effect(u.weight) / self.ke
+        return {"gut": -self.ka * s.gut, "conc": self.ka * s.gut / volume - self.ke * s.conc}
 '''
 
 
@@ -172,7 +192,8 @@ def main(argv=None) -> int:
     prior = space.prior_path().read_text()
     runs = {"individual": heldout(space, "individual", prior),
             "pooled": heldout(space, "pooled", prior.replace(POOLED_MARK, "")),
-            "hybrid": heldout(space, "hybrid", HYBRID)}
+            "hybrid": heldout(space, "hybrid", HYBRID),
+            "covariate": heldout(space, "covariate", COVARIATE)}
     diff = None
     if nlme is not None:
         diff = max(abs(ours["fixed_effects"][n] / nlme["fixed_effects"][n] - 1) for n in NAMES)
@@ -192,6 +213,7 @@ def main(argv=None) -> int:
         "heldout_mse_individual": ind.get("heldout_mse"),
         "heldout_mse_pooled": pool.get("heldout_mse"),
         "heldout_mse_hybrid": runs["hybrid"].get("heldout_mse"),
+        "heldout_mse_covariate": runs["covariate"].get("heldout_mse"),
         "heldout_subjects_individual_better": wins,
         "heldout_nlme": None if nlme is None else {
             "individual": nlme["heldout_mse_individual"], "pooled": nlme["heldout_mse_pooled"]},
