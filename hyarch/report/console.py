@@ -55,6 +55,33 @@ def print_evaluation(ev: Evaluation | dict, title: str = "",
     if bad:
         c.print(f"[yellow]scoring rollouts did not reach the integration tolerance on"
                 f" {', '.join(bad)}[/]: their scores include solver error")
+    twin = dict(ev.extra).get("twin")
+    if isinstance(twin, dict):
+        print_twin(twin, c)
+
+
+def print_twin(twin: dict, c: Console) -> None:
+    """A twin's likelihood, noise, spreads, what the data leave undetermined, and new
+    individuals' scores from the population values."""
+    def kv(d):
+        return ", ".join(f"{k} {_fmt(v)}" for k, v in (d or {}).items()) or "-"
+
+    c.print(f"twin: -2 log L {_fmt(twin.get('neg2loglik'), '.2f')}, AIC"
+            f" {_fmt(twin.get('aic'), '.1f')}, BIC {_fmt(twin.get('bic'), '.1f')}"
+            f" ({twin.get('n_estimated')} estimated, {twin.get('n_obs')} observations);"
+            f" noise sd: {kv(twin.get('sigma'))}; random-effect spreads: {kv(twin.get('omega'))}",
+            highlight=False)
+    unc = twin.get("uncertainty") or {}
+    if unc.get("states"):
+        c.print("standard error / peak of each state's trajectory: "
+                + ", ".join(f"{k} {100 * v:.1f}%" for k, v in unc["states"].items()
+                            if v is not None), highlight=False)
+    for flag in unc.get("flags") or ():
+        c.print(f"[yellow]not determined by the data[/]: {escape(str(flag))}")
+    for split, m in (twin.get("population") or {}).items():
+        c.print(f"{split}: new individuals from the population values alone: log10 MSE"
+                f" {_fmt(m.get('log10_mse'), '.2f')} (above: conditioned on their first"
+                f" {twin.get('condition')} samples)", highlight=False)
 
 
 def print_space_summary(space, prior_fit: Evaluation | None = None,
