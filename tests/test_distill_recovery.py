@@ -126,3 +126,42 @@ def test_lotka_volterra_missing_logistic_term_is_recovered():
     alpha = out.result["parameters"]["alpha"] + entry["shifts"].get("alpha", 0.0)
     assert alpha == pytest.approx(1.0, rel=0.10)
     assert "self.alpha_k = self.parameter(" in entry["source"]
+
+
+LV_HYBRID_LOOP = '''\
+from hyarch import Closure as Net, HybridModel
+
+
+class Model(HybridModel):
+    """Classical Lotka-Volterra plus closures built in a loop, kept in a dict."""
+
+    def setup(self):
+        self.alpha = self.parameter(init=0.8, bounds=(0.01, 5.0))
+        self.beta = self.parameter(init=0.3, bounds=(0.01, 5.0))
+        self.delta = self.parameter(init=0.3, bounds=(0.01, 5.0))
+        self.gamma = self.parameter(init=0.8, bounds=(0.01, 5.0))
+        self.nets = self._networks()
+
+    def _networks(self):
+        import torch
+        return torch.nn.ModuleDict({name: Net(inputs=("prey", "predator"), hidden=(16, 16))
+                                    for name in ("prey",)})
+
+    def derivatives(self, t, s, u):
+        d = {"prey": self.alpha * s.prey - self.beta * s.prey * s.predator,
+             "predator": self.delta * s.prey * s.predator - self.gamma * s.predator}
+        for name, net in self.nets.items():
+            d[name] = d[name] + net(s.prey, s.predator)
+        return d
+'''
+
+
+def test_a_closure_in_a_loop_and_a_dict_is_distilled_into_a_working_candidate():
+    space = load_space("lotka_volterra")
+    out = train(space, LV_HYBRID_LOOP, distill=True)
+    (entry,) = out.extra["distilled"]
+    assert entry["source"] is not None, entry["reason"]
+    assert "self.without_closure('nets.prey')" in entry["source"]
+    refit = train(space, entry["source"])
+    assert refit.result["n_neural_params"] == 0
+    assert refit.result["parameters"]["alpha"] == pytest.approx(1.0, rel=0.10)

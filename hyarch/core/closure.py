@@ -176,3 +176,25 @@ class Closure(nn.Module):
     def extra_repr(self) -> str:
         return (f"inputs={self.input_names}, hidden={self.hidden}, kind={self.kind!r},"
                 f" replicas={self.replicas}")
+
+
+class RemovedClosure(nn.Module):
+    """What ``HybridModel.without_closure`` leaves where a Closure was: its null value (0, or
+    1 for a multiplicative one) with no weights, called like the closure it replaces. Not a
+    Closure: the model it sits in has no network."""
+
+    def __init__(self, inputs: Sequence[str], *, outputs: int = 1,
+                 kind: str = "additive") -> None:
+        super().__init__()
+        self.input_names = tuple(inputs)
+        self.outputs = int(outputs)
+        self.kind = kind
+
+    def forward(self, *args, t: torch.Tensor | None = None) -> torch.Tensor:
+        ref = args[0] if args else torch.zeros(())
+        if isinstance(ref, Named):
+            ref = ref[self.input_names[0]]
+        ref = torch.as_tensor(ref)
+        shape = ref.shape if self.outputs == 1 else (*ref.shape, self.outputs)
+        return torch.full(shape, 1.0 if self.kind == "multiplicative" else 0.0,
+                          dtype=ref.dtype, device=ref.device)

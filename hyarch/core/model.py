@@ -285,6 +285,24 @@ class HybridModel(nn.Module):
                 raw = torch.tensor([spec.to_raw(float(x)) for x in vs], dtype=self._raw[name].dtype)
                 self._raw[name].copy_(raw.to(self._raw[name].device))
 
+    def without_closure(self, path: str) -> None:
+        """Put the closure's null value, with no weights, where the Closure at ``path`` is
+        (a name as ``named_modules`` gives it: ``net``, ``nets.0``, ``nets.prey``). A
+        distilled candidate calls this in its ``setup`` after its hybrid's: the wiring
+        stays, the network goes, whatever shape that ``setup`` has."""
+        from hyarch.core.closure import Closure, RemovedClosure
+
+        try:
+            old = self.get_submodule(path)
+        except AttributeError:
+            raise ContractError(f"no module {path!r} to remove") from None
+        if not isinstance(old, Closure):
+            raise ContractError(f"{path!r} is a {type(old).__name__}, not a Closure")
+        parent_path, _, leaf = path.rpartition(".")
+        parent = self.get_submodule(parent_path) if parent_path else self
+        parent._modules[leaf] = RemovedClosure(old.input_names, outputs=old.outputs,
+                                               kind=old.kind)
+
     def closures(self) -> list[Closure]:
         from hyarch.core.closure import Closure
 

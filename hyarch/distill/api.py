@@ -7,7 +7,7 @@ from typing import Any
 
 from hyarch.core.candidate import check_forward, load_model_class, make_factory
 from hyarch.core.model import HybridModel
-from hyarch.distill.candidate import RenderError, replace_closure
+from hyarch.distill.candidate import RenderError, replace_closure, subclass_without_closure
 from hyarch.distill.distillation import Distillation, distill
 from hyarch.spaces.space import Space
 
@@ -61,8 +61,12 @@ def distill_candidate(space: Space, source: str, model: HybridModel, *,
                 doc = "Distilled: " + "; ".join(
                     f"closure `{name}` on d{p.state}/dt replaced by {p.expression}"
                     for p in group) + "."
-                new = replace_closure(source, model, name, group, header=_header(group),
-                                      doc=doc)
+                try:
+                    new = replace_closure(source, model, name, group,
+                                          header=_header(group), doc=doc)
+                except RenderError:  # a setup() the in-place rewrite cannot read
+                    new = subclass_without_closure(source, model, name, group,
+                                                   header=_header(group), doc=doc)
                 _check(space, new)
             except (RenderError, SyntaxError) as e:
                 new, reason = None, f"cannot rewrite the candidate: {e}"

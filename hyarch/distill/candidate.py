@@ -297,6 +297,60 @@ def replace_closure(source: str, model: HybridModel, closure: str,
     return (header + text) if header else text
 
 
+def subclass_without_closure(source: str, model: HybridModel, closure: str,
+                             parts: Iterable[Any], *, header: str = "", doc: str = "") -> str:
+    """The general rewrite, for any ``setup()`` shape (closures in loops, dicts, helper
+    methods, under another name): the hybrid's class is kept as ``_Hybrid``; ``Model``
+    subclasses it, removes the closure (``without_closure``: its null value, no weights),
+    starts the existing parameters at the hybrid's fitted values plus what the closure
+    absorbed, declares the distilled terms' parameters and adds the terms to what the
+    hybrid's derivatives return."""
+    parts = [p if isinstance(p, dict) else p.to_dict() for p in parts]
+    tree = ast.parse(source)
+    classes = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Model"]
+    if not classes:
+        raise RenderError("no class Model in the candidate")
+    taken = _taken(model, _Source(source)) | {"_Hybrid"}
+    declared: list[tuple[str, float, tuple]] = []
+    codes = {}
+    for d in parts:
+        terms = [t for t in d["terms"] if t["kind"] != "shift"]
+        codes[d["state"]] = " + ".join(
+            _term_code(t, taken, declared, d["state"], model.parameter_specs)
+            for t in terms) or "0.0"
+    fitted = model.physical_values()
+    shifts: dict[str, list[float]] = {}
+    for d in parts:
+        for p, c in d["shifts"].items():
+            shifts.setdefault(p, []).append(c)
+    for p, cs in shifts.items():
+        fitted[p] = fitted[p] + sum(cs) / len(cs)
+    old_doc = ast.get_docstring(classes[0])
+    classes[0].name = "_Hybrid"
+    text = doc or "Distilled from a hybrid."
+    if old_doc:
+        text += f" The hybrid it came from: {old_doc.splitlines()[0]}"
+    text = textwrap.fill(text.replace('"', "'"), 88).replace("\n", "\n    ")
+    lines = ["", "", "class Model(_Hybrid):", f'    """{text}\n    """', "",
+             "    def setup(self):", "        super().setup()",
+             f"        self.without_closure({closure!r})"]
+    for name, spec in model.parameter_specs.items():
+        v = min(max(fitted[name], spec.lower), spec.upper)
+        extra = ", individual=True" if spec.individual else ""
+        lines.append(f"        self.{name} = self.parameter(init={_num(v)}, bounds=("
+                     f"{_num(spec.lower)}, {_num(spec.upper)}), log={spec.log}{extra})")
+    lines += [f"        self.{n} = self.parameter(init={_num(v)}, bounds=({_num(lo)},"
+              f" {_num(hi)}))" for n, v, (lo, hi) in declared]
+    lines += ["", "    def derivatives(self, t, s, u):",
+              "        d = dict(super().derivatives(t, s, u))"]
+    lines += [f"        d[{state!r}] = d[{state!r}] + ({code})" for state, code in codes.items()]
+    lines += ["        return d", ""]
+    out = ast.unparse(tree) + "\n".join(lines)
+    if "torch." in "".join(codes.values()):
+        out = _ensure_torch(out)
+    return (header + out) if header else out
+
+
 def _set_docstring(src: _Source, cls: ast.ClassDef, doc: str) -> None:
     first = cls.body[0]
     old = ast.get_docstring(cls)
