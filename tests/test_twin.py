@@ -340,3 +340,22 @@ splits: {by: trajectory, fractions: {train: 0.6, val: 0.2, test: 0.2}, condition
         # the same held-out samples (after the first 3), each new subject's own rate wins
         assert own < 0.5 * pop
     assert twin["condition"] == 3
+
+
+def test_prompts_tell_the_llm_what_is_latent_measured_and_individual():
+    from hyarch.agent.prompting import propose_messages
+    from hyarch.spaces.loader import load_space
+
+    theoph = propose_messages(load_space("theophylline"))[1]["content"]
+    assert "`gut` [mg/kg] (latent: never measured) (starts at `dose`)" in theophylline_line(
+        theoph)
+    assert "individual=True" in theoph
+    epidemic = propose_messages(load_space("seir_reported"))[1]["content"]
+    assert "## What the data measure" in epidemic and "observe(self, s, u)" in epidemic
+    assert "individual=True" in epidemic  # a time split: the same regions later on
+    pendulum = propose_messages(load_space("damped_pendulum"))[1]["content"]
+    assert "latent" not in pendulum and "individual=True" not in pendulum
+
+
+def theophylline_line(text: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith("- `gut`"))
