@@ -359,3 +359,20 @@ def test_prompts_tell_the_llm_what_is_latent_measured_and_individual():
 
 def theophylline_line(text: str) -> str:
     return next(line for line in text.splitlines() if line.startswith("- `gut`"))
+
+
+def test_the_structured_form_can_make_a_parameter_individual():
+    from hyarch.agent.structured import FormError, describe, fill, schema
+    from hyarch.core.candidate import load_model_class
+    from hyarch.spaces.loader import load_space
+
+    space = load_space("theophylline")
+    assert schema(space)["properties"]["individual"]["items"]["enum"] == ["ke"]
+    source, choices = fill(space, {"reasoning": "", "new_terms": [], "closures": [],
+                                   "individual": ["ke"]})
+    model = load_model_class(source, "c.py")(space.states, space.inputs)
+    assert set(model.individual_names) == {"ka", "ke", "Cl"}
+    assert "individual ke" in describe(choices)
+    with pytest.raises(FormError, match="individual"):
+        fill(space, {"new_terms": [], "individual": ["volume"]})
+    assert "individual" not in schema(load_space("damped_pendulum"))["properties"]

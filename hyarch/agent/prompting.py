@@ -186,7 +186,7 @@ def structured_messages(space: Space, feedback: Feedback, *, max_pool: int = 8,
                         max_failures: int = 4) -> tuple[list[dict[str, str]], tuple[str, ...]]:
     """The form's prompt (``structured`` format): the system, its terms and sites, and what
     was tried, as structures with their scores. Returns the messages and the parents."""
-    from hyarch.agent.structured import describe, site_keys
+    from hyarch.agent.structured import describe, individual_keys, site_keys
 
     def view(e: PoolEntry) -> dict[str, Any]:
         return {"id": e.id, "val_nmse": e.val_nmse, "parameters": e.parameters,
@@ -195,7 +195,7 @@ def structured_messages(space: Space, feedback: Feedback, *, max_pool: int = 8,
 
     pool = list(feedback.pool[:max_pool])
     user = render("structured.j2", space=space_view(space), sites=site_keys(space),
-                  pool=[view(e) for e in pool],
+                  individual=individual_keys(space), pool=[view(e) for e in pool],
                   failures=[view(e) for e in feedback.failures[:max_failures]],
                   notes=list(feedback.notes), distilled=[_seen(d) for d in feedback.distilled])
     return ([{"role": "system", "content": render("structured_system.j2")},

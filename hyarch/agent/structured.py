@@ -47,6 +47,12 @@ def site_keys(space: Space) -> list[str]:
             for i, c in enumerate(space.spec.closures)]
 
 
+def individual_keys(space: Space) -> list[str]:
+    """The prior's parameters the form may make individual (the offline grammar's)."""
+    grammar = OfflineProposer()._grammar(space)
+    return [k.split(":", 1)[1] for k in grammar if k.startswith("individual:")]
+
+
 def sizes(space: Space) -> list[str]:
     labels: list[str] = []
     for c in space.spec.closures:
@@ -85,6 +91,9 @@ def schema(space: Space) -> dict[str, Any]:
     if not term_keys(space):
         props.pop("terms")
         required.remove("terms")
+    if individual_keys(space):  # a parameter may vary by individual (a random effect)
+        props["individual"] = {"type": "array", "maxItems": len(individual_keys(space)),
+                               "items": {"type": "string", "enum": individual_keys(space)}}
     return {"type": "object", "additionalProperties": False, "required": required,
             "properties": props}
 
@@ -147,6 +156,12 @@ def fill(space: Space, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         if size not in allowed:
             raise FormError(f"closure size {size!r} on {item['site']}: one of {allowed}")
         choices[f"closure:{i}:{space.spec.closures[i].state}"] = size
+    individual = data.get("individual") or []
+    allowed = individual_keys(space)
+    if not isinstance(individual, list) or any(i not in allowed for i in individual):
+        raise FormError(f"`individual` must list parameters among {allowed}")
+    for name in allowed:
+        choices[f"individual:{name}"] = name in individual
     renderer = OfflineProposer()
     for n, term in enumerate(_new_terms(space, data.get("new_terms") or []), start=1):
         name = f"new_{term['state']}_{n}"
@@ -254,4 +269,8 @@ def describe(choices: dict[str, Any]) -> str:
     if news:
         parts.append("new terms " + "; ".join(news))
     parts.append(f"closures {', '.join(nets)}" if nets else "no closure")
+    ind = [k.split(":", 1)[1] for k, v in choices.items()
+           if k.startswith("individual:") and v is True]
+    if ind:
+        parts.append(f"individual {', '.join(ind)}")
     return "; ".join(parts)
