@@ -316,27 +316,30 @@ def fit_twin(factory, train: Trajectories, val: Trajectories, cfg: TrainConfig, 
     ``hyarch.core.twin.Initial`` rules. The result's model carries ``twin_.fit_`` (a
     ``TwinFit``).
 
-    Two starts from the declared values, kept by their likelihood: the full horizon at
-    once, and the prefix curriculum first (``cfg.windows``; with ``restarts`` >= 2). The
-    curriculum keeps an oscillator's phase; on a one-compartment oral dose it walks into
-    the flip-flop minimum (absorption and elimination rates swapped), which the full
-    horizon avoids."""
+    ``cfg.restarts`` starts, kept by their likelihood: the full horizon from the declared
+    values; the prefix curriculum first (``cfg.windows``); then the full horizon from the
+    declared values moved at random, as the core spreads its replicas (each physical
+    parameter's transformed value plus 0.7 N(0, 1)). The curriculum keeps an oscillator's
+    phase; on a one-compartment oral dose it walks into the flip-flop minimum (absorption
+    and elimination rates swapped), which the full horizon avoids."""
     start = time.perf_counter()
     deadline = start + cfg.max_seconds
-    plans = [False] + ([True] if cfg.restarts >= 2 and cfg.windows else [])
+    n = max(int(cfg.restarts), 1)
+    plans = [(False, None)] + ([(True, None)] if n >= 2 and cfg.windows else [])
+    plans += [(False, cfg.seed + k) for k in range(1, n - len(plans) + 1)]
     best: FitResult | None = None
-    for k, curriculum in enumerate(plans):
+    for k, (curriculum, jitter) in enumerate(plans):
         if best is not None and time.perf_counter() > deadline:
             break
         res = _fit_once(factory, train, val, cfg, initial, curriculum, deadline,
-                        progress, k + 1)
+                        progress, k + 1, jitter)
         if best is None or res.model.twin_.fit_.neg2loglik < best.model.twin_.fit_.neg2loglik:
             best = res
     return replace(best, seconds=time.perf_counter() - start)
 
 
 def _fit_once(factory, train, val, cfg, initial, curriculum: bool, deadline: float,
-              progress, attempt: int) -> FitResult:
+              progress, attempt: int, jitter: int | None = None) -> FitResult:
     from hyarch.core.fields import accurate_rollout
     from hyarch.core.progress import TrainingProgress
     from hyarch.core.twin import attach
@@ -344,6 +347,11 @@ def _fit_once(factory, train, val, cfg, initial, curriculum: bool, deadline: flo
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     model = factory(replicas=1)
+    if jitter is not None:
+        g = torch.Generator().manual_seed(jitter)
+        with torch.no_grad():
+            for raw in model._raw.values():
+                raw += 0.7 * torch.randn(raw.shape, generator=g)
     attach(model, train.ids, initial)
     scales = state_scales(train)
     names = model.individual_names
