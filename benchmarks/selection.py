@@ -25,7 +25,8 @@ DEFAULT_SPACES = ("damped_pendulum", "lotka_volterra", "seir_lockdown", "lung_ca
 # the hypothesis that is the missing mechanism, where a space writes it with other parameter
 # names than its truth (the logistic term as alpha_k = alpha / K; radiotherapy's beta_r tied
 # to alpha_r / 10, as in the model the data were simulated from)
-TRUE_TERMS = {"damped_pendulum": {"linear_friction"}, "lotka_volterra": {"logistic_prey"},
+TRUE_TERMS = {"damped_pendulum": {"linear_friction"}, "aphynity_pendulum": {"linear_friction"},
+              "lotka_volterra": {"logistic_prey"},
               "lung_cancer": {"radiotherapy_lq"}}
 
 
