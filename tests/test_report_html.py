@@ -143,3 +143,21 @@ def test_plots_and_bounds_come_from_what_the_evaluation_stored(tmp_path):
     with pytest.raises(ReplayError, match="did not finish"):
         stored_predictions(run.read_candidate("c9"))
     assert failed.status == "ok" and not (tmp_path / "pwned").exists()
+
+
+def test_a_card_says_when_training_did_not_finish_and_what_a_twin_leaves_undetermined():
+    from hyarch.record import Evaluation
+    from hyarch.report.html import _training_line
+
+    base = {"status": "ok", "parameters": {"k": 1.0}, "n_neural_params": 0,
+            "metrics": {"val": {"nmse": 0.1, "mse": 0.1}}}
+    done = Evaluation.from_dict({**base, "training": {"stopped": "early stopping",
+                                                      "iterations": 300}})
+    cut = Evaluation.from_dict({**base, "training": {"stopped": "time budget",
+                                                     "iterations": 40}})
+    assert 'class="muted">training stopped: early stopping' in _training_line(done)
+    assert 'class="warn">training stopped: time budget' in _training_line(cut)
+    assert "may be unfinished" in _training_line(cut)
+    twin = Evaluation.from_dict({**base, "twin": {"uncertainty": {
+        "flags": ["state I: standard error up to 18% of its peak"]}}})
+    assert "not determined by the data: state I" in _training_line(twin)

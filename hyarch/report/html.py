@@ -26,7 +26,7 @@ table{border-collapse:collapse;font-size:13px;margin:8px 0}
 th,td{border:1px solid #d5dde5;padding:3px 8px;text-align:right}
 th{background:#eef2f6}td.l,th.l{text-align:left}
 tr.pareto td{background:#fdf0ee}tr.baseline td{background:#fff7e6}
-.muted{color:#66727f}.figs{display:flex;flex-wrap:wrap;gap:12px}
+.muted{color:#66727f}.warn{color:#9a5b00;font-weight:600}.figs{display:flex;flex-wrap:wrap;gap:12px}
 .figs img,img.wide{max-width:100%;border:1px solid #e3e8ee}
 .card{border:1px solid #d5dde5;border-radius:6px;padding:8px 16px;margin:16px 0}
 .tag{display:inline-block;border-radius:3px;padding:0 6px;font-size:12px;margin-left:6px}
@@ -121,6 +121,31 @@ def _params_table(ev: Evaluation, specs: dict[str, Any], truth: dict[str, float]
     return _table(head, body)
 
 
+# how training can end without having fitted: the ranking's score then describes an
+# unfinished fit, and the report says so rather than rank it silently
+UNFINISHED = ("time budget", "diverged", "rounds or time")
+
+
+def _training_line(ev) -> str:
+    """Why training stopped (warned when it did not finish) and, for a twin, what the data
+    leave undetermined."""
+    tr = ev.training
+    out = ""
+    if tr is not None and tr.stopped:
+        warn = any(tr.stopped.startswith(u) for u in UNFINISHED)
+        text = (f"training stopped: {_e(tr.stopped)} after {fmt(tr.iterations, '.0f')}"
+                f" iterations (train nMSE {fmt(tr.train_nmse)})")
+        out = (f'<p class="warn">{text}: the fit may be unfinished</p>' if warn
+               else f'<p class="muted">{text}</p>')
+    twin = dict(ev.extra).get("twin")
+    flags = ((twin or {}).get("uncertainty") or {}).get("flags") if isinstance(twin, dict) \
+        else None
+    if flags:
+        out += ('<p class="warn">not determined by the data: '
+                + "; ".join(_e(str(f)) for f in flags) + "</p>")
+    return out
+
+
 def _candidate_card(run: Run, row: Row, space, truth: dict[str, float]) -> str:
     from hyarch.report.replay import ReplayError, parameter_bounds, stored_predictions
 
@@ -134,6 +159,7 @@ def _candidate_card(run: Run, row: Row, space, truth: dict[str, float]) -> str:
     doc = _docstring(rec.source)
     if doc:
         parts.append(f"<p><i>{_e(doc)}</i></p>")
+    parts.append(_training_line(ev))
     if row.notes:
         parts.append("<p>Reviewer: " + _e(" / ".join(row.notes)) + "</p>")
     parts.append(_metrics_table(ev, space) if space is not None else "")
