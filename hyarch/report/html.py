@@ -126,6 +126,15 @@ def _params_table(ev: Evaluation, specs: dict[str, Any], truth: dict[str, float]
 UNFINISHED = ("time budget", "diverged", "rounds or time")
 
 
+def _measured_line(space) -> str:
+    """For a twin space: what the scores are on, and which states no data measure."""
+    if space is None or not space.twin:
+        return ""
+    latent = [n for n in space.states if n not in space.measured]
+    return (f'<p class="muted">Scores are on what was measured ({_e(", ".join(space.measured))});'
+            f' latent states, never measured: {_e(", ".join(latent) or "none")}.</p>')
+
+
 def _training_line(ev) -> str:
     """Why training stopped (warned when it did not finish) and, for a twin, what the data
     leave undetermined."""
@@ -274,7 +283,7 @@ def build_report(run: Run, out: str | Path | None = None, *, top: int = 3) -> Pa
 <p class="muted">search space <b>{_e(space_name)}</b>; run folder {_e(run.path)};
 generated {now}{"; not finished yet: " + str(n_pending) if n_pending else ""}.
 Ranked by validation nmse; test and out-of-distribution numbers are shown here only and never
-reached the search.</p>
+reached the search.</p>{_measured_line(space)}
 <div>{kpi_html}</div>
 <h2>Leaderboard</h2>
 {leaderboard_html(rows)}
