@@ -87,6 +87,13 @@ class Initial:
         raise ValueError(f"{where}: {raw!r} is not a number, an expression or {{init, bounds}}")
 
 
+def _deviate(spec: ParameterSpec, population: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
+    """An individual's value: log-normal around the population value (its median) for a
+    positive parameter, the population value plus eta otherwise; within the bounds."""
+    value = torch.exp(torch.log(population) + eta) if spec.lower > 0 else population + eta
+    return value.clamp(spec.lower, spec.upper)
+
+
 def _strip(trajectory_id: str) -> str:
     """A curriculum window's id (``train3@5``) belongs to its trajectory (``train3``)."""
     return trajectory_id.split("@", 1)[0]
@@ -104,6 +111,7 @@ class Twin(nn.Module):
             raise ContractError("latent states, observation models and individual parameters"
                                 " need scalar states")
         self.ids: tuple[str, ...] = tuple(dict.fromkeys(_strip(i) for i in ids))
+        self._index = {i: k for k, i in enumerate(self.ids)}  # read by every rollout
         self.initial: dict[str, Initial] = dict(initial or {})
         unknown = [s for s in self.initial if s not in model.state_names]
         if unknown:
@@ -146,10 +154,6 @@ class Twin(nn.Module):
         finally:
             self.bound = before
 
-    @property
-    def _index(self) -> dict[str, int]:
-        return {i: k for k, i in enumerate(self.ids)}
-
     def _per_trajectory(self, table: torch.Tensor) -> torch.Tensor:
         """(R, G) -> (R, B) for the bound rows; unknown trajectories read 0."""
         idx, known = self.bound
@@ -163,12 +167,7 @@ class Twin(nn.Module):
 
     def individual_value(self, spec: ParameterSpec, population: torch.Tensor) -> torch.Tensor:
         eta = self._per_trajectory(self.eta[spec.name])
-        pop = population.reshape(-1, 1)
-        if spec.lower > 0:  # log-normal around the population value (its median)
-            value = torch.exp(torch.log(pop) + eta)
-        else:
-            value = pop + eta
-        return self._shape(value.clamp(spec.lower, spec.upper))
+        return self._shape(_deviate(spec, population.reshape(-1, 1), eta))
 
     def omegas(self, replica: int = 0) -> dict[str, float]:
         return {n: math.exp(float(v[replica])) for n, v in self.log_omega.items()}
@@ -180,9 +179,7 @@ class Twin(nn.Module):
             for name in model.individual_names:
                 spec = model.parameter_specs[name]
                 pop = spec.from_raw(model._raw[name])[replica]
-                eta = self.eta[name][replica]
-                v = torch.exp(torch.log(pop) + eta) if spec.lower > 0 else pop + eta
-                v = v.clamp(spec.lower, spec.upper)
+                v = _deviate(spec, pop, self.eta[name][replica])
                 out[name] = dict(zip(self.ids, (float(x) for x in v)))
             for state, spec in self._x0_specs.items():
                 v = spec.from_raw(self.x0[state][replica])
