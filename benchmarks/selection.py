@@ -27,7 +27,7 @@ DEFAULT_SPACES = ("damped_pendulum", "lotka_volterra", "seir_lockdown", "lung_ca
 # to alpha_r / 10, as in the model the data were simulated from)
 TRUE_TERMS = {"damped_pendulum": {"linear_friction"}, "aphynity_pendulum": {"linear_friction"},
               "lotka_volterra": {"logistic_prey"},
-              "lung_cancer": {"radiotherapy_lq"}}
+              "lung_cancer": {"radiotherapy_lq"}, "seir_reported": {"lockdown_contacts"}}
 
 
 def prior_and_term_parameters(space, true_terms: set[str]) -> set[str]:

@@ -444,3 +444,34 @@ def test_a_saturating_term_counts_its_constant_and_loses_to_an_equally_good_simp
     # without counting K, the saturating column (exact here) is chosen
     plain = sparse_fit(X[:400], y[:400], X[400:], y[400:])
     assert plain.coef[0] == 0 and plain.coef[1] == pytest.approx(-1.2, rel=1e-6)
+
+
+def test_the_rollout_not_the_regression_chooses_the_distilled_terms(pendulum):
+    # A closure that learned the friction -0.2 omega plus a spurious -0.1 omega|omega|
+    # (the data, from the damped pendulum, have only the friction): the regression keeps
+    # both terms (together they explain the closure exactly). Refitted as candidates on
+    # the data, the friction alone fits as well as both, with one value fewer, and the
+    # one-standard-error rule picks it.
+    from dataclasses import replace as with_
+
+    space = with_(pendulum, spec=pendulum.spec.model_copy(deep=True))
+    space.spec.hypotheses.clear()  # nobody wrote the answer down
+    model = exact_model(space, lambda theta, omega: -0.2 * omega - 0.1 * omega * omega.abs())
+    (plain,) = distill_candidate(space, APHYNITY, model)
+    assert {t["code"] for t in plain["terms"]} == {"s.omega", "s.omega * torch.abs(s.omega)"}
+    assert plain["refits"] == []
+    (entry,) = distill_candidate(space, APHYNITY, model, refit=space.train_config())
+    assert [t["code"] for t in entry["terms"]] == ["s.omega"]
+    assert "torch.abs" not in entry["source"]
+    refits = entry["refits"]
+    assert len(refits) == 3 and sum(r.get("place") == 1 for r in refits) == 1
+    won = next(r for r in refits if r.get("place") == 1)
+    assert won["expressions"] == {"omega": entry["expression"]}
+    assert won["parameters"]["c_omega"] == pytest.approx(-0.2, rel=0.02)
+    assert won["parameters"]["omega0_sq"] == pytest.approx(W2, rel=0.01)
+    both = next(r for r in refits if "torch.abs" in r["expressions"]["omega"]
+                and "0.2 * s.omega" in r["expressions"]["omega"])
+    assert both["tier"] == won["tier"] and both["fitted_values"] > won["fitted_values"]
+    # the damping term alone cannot fit the data: a worse tier
+    alone = next(r for r in refits if r is not both and r is not won)
+    assert alone["tier"] > won["tier"]

@@ -89,8 +89,11 @@ def keep_distillation(run: Run, cid: str, entries: list[dict[str, Any]],
         out.append(Proposal(src, "distill", parents=(cid,),
                             choices=distilled_choices(cid, group, parent_choices or {})))
         for e in group:
+            refits = e.get("refits") if isinstance(e.get("refits"), list) else []
+            how = (f"; chosen among {len(refits)} sparse fits by refitting each"
+                   if len(refits) > 1 else "")
             progress(f"  {cid}: closure {e.get('closure')} distils to"
-                     f" {e.get('expression')} (explains {e.get('explained', 0):.3f});"
+                     f" {e.get('expression')} (explains {e.get('explained') or 0:.3f}{how});"
                      " queued as a mechanistic candidate")
     return out
 

@@ -22,6 +22,16 @@ def normalised_mse(pred: torch.Tensor, data: Trajectories, scales: torch.Tensor)
     return (err * mask).sum(dim=(-3, -2, -1)) / mask.sum().clamp_min(1)
 
 
+def per_trajectory_nmse(pred: torch.Tensor, data: Trajectories,
+                        scales: torch.Tensor) -> torch.Tensor:
+    """One normalised MSE per trajectory (masked, the initial point skipped): what the
+    ranking's rule compares trajectory by trajectory."""
+    err = ((pred - data.y) / scales)[:, 1:] ** 2
+    mask = data.mask[:, 1:].to(err.dtype)
+    return (torch.where(mask > 0, err, torch.zeros_like(err)).sum(dim=(1, 2))
+            / mask.sum(dim=(1, 2)).clamp_min(1))
+
+
 def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import re
+import time
+from dataclasses import replace
 from typing import Any
 
 from hyarch.core.candidate import check_forward, load_model_class, make_factory
@@ -10,6 +13,8 @@ from hyarch.core.model import HybridModel
 from hyarch.distill.candidate import RenderError, replace_closure, subclass_without_closure
 from hyarch.distill.distillation import Distillation, distill
 from hyarch.spaces.space import Space
+
+MIN_REFIT_SECONDS = 5.0  # a refit with less time than this left is not started
 
 
 def _header(parts: list[Distillation]) -> str:
@@ -32,7 +37,8 @@ def _check(space: Space, source: str) -> None:
 
 
 def distill_candidate(space: Space, source: str, model: HybridModel, *,
-                      min_explained: float = 0.95, **options: Any) -> list[dict[str, Any]]:
+                      min_explained: float = 0.95, refit: Any = None,
+                      refit_seconds: float = math.inf, **options: Any) -> list[dict[str, Any]]:
     """Distil each closure of the trained ``model`` (built from ``source``) on ``space``.
 
     One dict per (closure, state): ``closure``, ``state``, ``expression``, ``terms`` (each
@@ -43,6 +49,16 @@ def distill_candidate(space: Space, source: str, model: HybridModel, *,
     coefficient a named, bounded parameter starting at its distilled value. ``source`` is
     None, with ``reason``, when ``explained`` is below ``min_explained`` or the file
     cannot be rewritten.
+
+    ``refit`` (a ``TrainConfig``): the regression's R^2 does not decide. Every fit on the
+    sparse path's Pareto front that explains at least ``min_explained`` (at most
+    ``MAX_ALTERNATIVES``, sparsest first, the regression's own choice always among them)
+    is rendered as a candidate and fitted in the core on ``space.train``, stopping on
+    ``space.val``; the ranking's own rule (``hyarch.ranking.rule.tiers``: the simplest
+    within one standard error of the best, over ``space.val``'s trajectories) picks the
+    one whose rollout fits. Each entry then holds the winner, and ``refits`` lists what
+    was tried with its score. The refits share ``refit_seconds`` (each at most the
+    config's ``max_seconds``); a variant left without time is recorded as not tried.
     ``options`` go to :func:`hyarch.distill.distill` (``degree``, ``tolerance``...).
     """
     parts = distill(space, model, **options)
@@ -52,29 +68,135 @@ def distill_candidate(space: Space, source: str, model: HybridModel, *,
     out = []
     for name, group in by_closure.items():
         weak = [p for p in group if p.explained is None or p.explained < min_explained]
-        new, reason = None, None
+        new, reason, refits = None, None, []
         if weak:
             reason = (f"the terms explain a share {weak[0].explained} of the closure's output"
                       f" on validation states, below {min_explained}, for d{weak[0].state}/dt")
         else:
-            try:
-                doc = "Distilled: " + "; ".join(
-                    f"closure `{name}` on d{p.state}/dt replaced by {p.expression}"
-                    for p in group) + "."
-                try:
-                    new = replace_closure(source, model, name, group,
-                                          header=_header(group), doc=doc)
-                except RenderError:  # a setup() the in-place rewrite cannot read
-                    new = subclass_without_closure(source, model, name, group,
-                                                   header=_header(group), doc=doc)
-                _check(space, new)
-            except (RenderError, SyntaxError) as e:
-                new, reason = None, f"cannot rewrite the candidate: {e}"
-            except Exception as e:  # the rendered file fails the contract
-                new, reason = None, f"the distilled candidate fails its check: {e}"
+            new, reason = _render(space, source, model, name, group)
+            variants = _variants(group, min_explained) if refit is not None else []
+            if new is not None and len(variants) > 1:
+                t0 = time.monotonic()
+                won, refits = _decide(space, source, model, name, variants, refit,
+                                      refit_seconds)
+                refit_seconds -= time.monotonic() - t0
+                if won is not None:
+                    group, new = won
         for p in group:
-            out.append({**p.to_dict(), "source": new, "reason": reason})
+            out.append({**p.to_dict(), "source": new, "reason": reason, "refits": refits})
     return out
+
+
+def _render(space: Space, source: str, model: HybridModel, name: str,
+            group: list[Distillation]) -> tuple[str | None, str | None]:
+    """(the distilled candidate's source, None), or (None, why it cannot be written)."""
+    doc = "Distilled: " + "; ".join(
+        f"closure `{name}` on d{p.state}/dt replaced by {p.expression}" for p in group) + "."
+    try:
+        try:
+            new = replace_closure(source, model, name, group, header=_header(group), doc=doc)
+        except RenderError:  # a setup() the in-place rewrite cannot read
+            new = subclass_without_closure(source, model, name, group,
+                                           header=_header(group), doc=doc)
+        _check(space, new)
+    except (RenderError, SyntaxError) as e:
+        return None, f"cannot rewrite the candidate: {e}"
+    except Exception as e:  # the rendered file fails the contract
+        return None, f"the distilled candidate fails its check: {e}"
+    return new, None
+
+
+def _variants(group: list[Distillation], min_explained: float) -> list[list[Distillation]]:
+    """The regression's choice first, then the same closure with one state's fit replaced
+    by another: the choice less one term (is each needed?), then the fits on the sparse
+    path's Pareto front that explain at least ``min_explained``; none without a new term
+    (that is the prior, which the search has) or longer than ``MAX_DISTILLED_TERMS``; at
+    most ``MAX_ALTERNATIVES`` in all."""
+    from hyarch.distill.policy import MAX_ALTERNATIVES, MAX_DISTILLED_TERMS
+
+    out, seen = [group], {tuple(p.expression for p in group)}
+    for i, p in enumerate(group):
+        for a in p.alternatives:
+            new_terms = [t for t in a["terms"] if t["kind"] != "shift"]
+            if (not new_terms or len(a["terms"]) > MAX_DISTILLED_TERMS
+                    or (a.get("kind") != "reduced"
+                        and (a["explained"] is None or a["explained"] < min_explained))):
+                continue
+            alt = replace(p, terms=tuple(a["terms"]), expression=a["expression"],
+                          explained=a["explained"], r2=a["r2"],
+                          shifts={t["parameter"]: t["coefficient"] for t in a["terms"]
+                                  if t["kind"] == "shift"})
+            variant = [*group[:i], alt, *group[i + 1:]]
+            key = tuple(v.expression for v in variant)
+            if key not in seen:
+                seen.add(key)
+                out.append(variant)
+    return out[:MAX_ALTERNATIVES]
+
+
+def _decide(space: Space, source: str, model: HybridModel, name: str,
+            variants: list[list[Distillation]], cfg: Any, seconds: float = math.inf):
+    """Fit each variant as a candidate; the ranking's rule on the selection split picks.
+    Returns ((the winning group, its source) or None when none refits, one record per
+    variant, in the variants' order)."""
+    import torch
+
+    from hyarch.core.fields import accurate_rollout
+    from hyarch.core.metrics import per_trajectory_nmse
+    from hyarch.core.train import fit
+    from hyarch.ranking.rule import tiers
+
+    t0 = time.monotonic()
+    tried, errors, sizes = [], {}, {}
+    for k, group in enumerate(variants):
+        rec = {"expressions": {p.state: p.expression for p in group},
+               "explained": min((p.explained for p in group if p.explained is not None),
+                                default=None)}
+        left = seconds - (time.monotonic() - t0)
+        if left < MIN_REFIT_SECONDS:
+            tried.append({**rec, "failed": "not refitted: the candidate's time limit is near"})
+            continue
+        src, why = _render(space, source, model, name, group)
+        if src is None:
+            tried.append({**rec, "failed": why})
+            continue
+        try:
+            cls = load_model_class(src, "<distilled>")
+            factory = make_factory(cls, space.states, space.inputs, space.scales(),
+                                   space.shapes)
+            budget = min(cfg.max_seconds, left / (len(variants) - k))
+            fitted = fit(factory, space.train, space.val, replace(cfg, max_seconds=budget))
+            with torch.no_grad():
+                pred, _ = accurate_rollout(fitted.model, space.val.to(fitted.scales.device),
+                                           fitted.scales, method=cfg.method,
+                                           substeps=cfg.substeps)
+                per = per_trajectory_nmse(pred, space.val.to(pred.device), fitted.scales)
+        except Exception as e:  # noqa: BLE001 - one variant's failure is that variant's
+            tried.append({**rec, "failed": f"{type(e).__name__}: {e}"})
+            continue
+        per = [float(v) for v in per.cpu()]
+        if not all(math.isfinite(v) and v >= 0 for v in per):
+            tried.append({**rec, "failed": "the refitted rollout diverged"})
+            continue
+        key = f"fit {k + 1}"
+        errors[key] = [math.log10(max(v, 1e-30)) for v in per]
+        sizes[key] = len(fitted.model.physical_values())
+        tried.append({**rec, "id": key, "source": src, "fitted_values": sizes[key],
+                      "selection_log10_nmse": sum(errors[key]) / len(errors[key]),
+                      "parameters": fitted.model.physical_values()})
+    if not errors:  # none refits: the regression's choice stands
+        return None, [{k: v for k, v in t.items() if k != "source"} for t in tried]
+    order = tiers(errors, sizes)
+    place = {c: (i, ev) for i, (c, ev) in enumerate(order, 1)}
+    records = []
+    for t in tried:
+        t = {k: v for k, v in t.items() if k not in ("id", "source")}
+        if "fitted_values" in t:
+            i, ev = place[f"fit {len(records) + 1}"]
+            t.update(place=i, tier=ev.tier, evidence=ev.describe())
+        records.append(t)
+    best = int(order[0][0].split()[1]) - 1
+    return (variants[best], tried[best]["source"]), records
 
 
 def format_distillation(entries: list[dict[str, Any]]) -> str:
@@ -91,6 +213,23 @@ def format_distillation(entries: list[dict[str, Any]]) -> str:
             lines.append(f"    {t['kind']:<10} {t['name']:<28} coefficient {t['coefficient']:+.6g}")
         if d.get("source") is None and d.get("reason"):
             lines.append(f"  no candidate: {d['reason']}")
+        refits = d.get("refits") if isinstance(d.get("refits"), list) else []
+        if refits and d is next(e for e in entries if e.get("closure") == d.get("closure")):
+            lines.append(f"  refitted as candidates (the rollout decides, {len(refits)} fits):")
+            for k, r in enumerate(refits, 1):
+                if not isinstance(r, dict):
+                    continue
+                what = "; ".join(f"d{st}/dt += {ex}" for st, ex in
+                                 (r.get("expressions") or {}).items())
+                first = " (the regression's choice)" if k == 1 else ""
+                if r.get("failed"):
+                    lines.append(f"    fit {k}{first}: {what}: {r['failed']}")
+                    continue
+                score = r.get("selection_log10_nmse")
+                score = f"{score:.3f}" if isinstance(score, (int, float)) else "-"
+                lines.append(f"    fit {k}{first}, place {r.get('place', '-')}: {what};"
+                             f" log10 nMSE {score}, {r.get('fitted_values', '-')} fitted"
+                             f" values; {r.get('evidence', '')}")
     return "\n".join(lines)
 
 

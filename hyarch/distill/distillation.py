@@ -58,6 +58,10 @@ class Distillation:
     shifts: dict[str, float] = field(default_factory=dict)
     library: tuple[str, ...] = ()
     path: tuple[tuple[float, int, float], ...] = ()
+    # other fits to refit as candidates, each {terms, expression, explained, r2, kind}:
+    # the chosen fit less one term ("reduced"), the sparse path's Pareto front ("front",
+    # sparsest first)
+    alternatives: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +72,7 @@ class Distillation:
             "threshold": self.threshold, "n_train": self.n_train, "n_val": self.n_val,
             "in_place": self.in_place, "shifts": dict(self.shifts),
             "library": list(self.library), "path": [list(p) for p in self.path],
+            "alternatives": [dict(a) for a in self.alternatives],
         }
 
 
@@ -170,6 +175,20 @@ def _display(term: Term, c: float) -> str:
     return _fmt(c) if term.code == "1" else f"{_fmt(c)} * {term.code}"
 
 
+def _terms_of(terms: list[Term], coef: np.ndarray) -> tuple[tuple[dict[str, Any], ...], str]:
+    """The library terms a fit keeps, as records, and the sum they make, for display."""
+    chosen = [(t, float(c)) for t, c in zip(terms, coef, strict=True) if c != 0]
+    records = tuple(
+        {"name": t.name, "kind": t.kind, "code": t.code, "coefficient": c,
+         "parameter": t.parameter, "template": t.template,
+         "bounds": list(t.bounds) if t.bounds else None,
+         "fixed": {n: dict(p) for n, p in t.fixed.items()}}
+        for t, c in chosen
+    )
+    expression = (" + ".join(_display(t, c) for t, c in chosen) or "0").replace("+ -", "- ")
+    return records, expression
+
+
 def _closure_names(model: HybridModel) -> list[tuple[str, Closure]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, Closure)]
 
@@ -227,17 +246,14 @@ def distill(
             preferred = np.array([t.kind != "generic" for t in terms])
             hidden = np.array([len(t.fixed) if t.kind == "generic" else 0 for t in terms])
             fit = sparse_fit(X, y, Xv, yv, tolerance=tolerance, preferred=preferred,
-                             hidden=hidden)
-            chosen = [(t, float(c)) for t, c in zip(terms, fit.coef, strict=True) if c != 0]
-            term_dicts = tuple(
-                {"name": t.name, "kind": t.kind, "code": t.code, "coefficient": c,
-                 "parameter": t.parameter, "template": t.template,
-                 "bounds": list(t.bounds) if t.bounds else None,
-                 "fixed": {n: dict(p) for n, p in t.fixed.items()}}
-                for t, c in chosen
-            )
-            expression = " + ".join(_display(t, c) for t, c in chosen) or "0"
-            expression = expression.replace("+ -", "- ")
+                             hidden=hidden,
+                             droppable=np.array([t.kind != "shift" for t in terms]))
+            term_dicts, expression = _terms_of(terms, fit.coef)
+            alternatives = tuple(
+                {"terms": list(td), "expression": ex, "explained": _num(f.explained_val),
+                 "r2": _num(f.r2_val), "kind": kind}
+                for kind, fits in (("reduced", fit.reduced), ("front", fit.front))
+                for f in fits for td, ex in [_terms_of(terms, f.coef)])
             in_place = (
                 closure.kind == "additive" and len(outs) == 1
                 and bool(torch.allclose(outs[0].reshape(-1), g, rtol=1e-6, atol=1e-9 * scale))
@@ -248,8 +264,10 @@ def distill(
                 r2=_num(fit.r2_val), r2_train=_num(fit.r2_train),
                 explained=_num(fit.explained_val), threshold=fit.threshold,
                 n_train=len(y), n_val=len(yv), in_place=in_place,
-                shifts={t.parameter: c for t, c in chosen if t.kind == "shift"},
+                shifts={t["parameter"]: t["coefficient"] for t in term_dicts
+                        if t["kind"] == "shift"},
                 library=tuple(t.name for t in terms), path=fit.path,
+                alternatives=alternatives,
             ))
     return results
 

@@ -17,3 +17,6 @@ def worth_distilling(closure_share: float | None, nmse: float | None) -> bool:
 # a distillation with more terms than this is a curve fit, not a mechanism: it is neither
 # queued as a candidate nor added to the offline grammar
 MAX_DISTILLED_TERMS = 4
+# how many of a closure's sparse fits (the path's Pareto front) are refitted as candidates
+# for the rollout to choose among; each is a network-free fit in the sandboxed child
+MAX_ALTERNATIVES = 6

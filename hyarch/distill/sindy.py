@@ -10,6 +10,7 @@ parameters, the space's hypotheses) if there is one, else the sparsest.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -33,6 +34,12 @@ class SparseFit:
     r2_val: float
     explained_val: float = float("nan")  # uncentred: share of the closure's output explained
     path: tuple[tuple[float, int, float], ...] = ()  # (threshold, terms, val explained)
+    # the Pareto front of the path: per number of fitted values, the fit that explains the
+    # most, kept only where it explains more than every sparser one (sparsest first)
+    front: tuple[SparseFit, ...] = ()
+    # the chosen fit without each one of its droppable terms, the rest refitted (least
+    # squares): is every term needed? (the rollout of each, refitted, answers)
+    reduced: tuple[SparseFit, ...] = ()
 
 
 def r2_score(y: np.ndarray, pred: np.ndarray) -> float:
@@ -99,10 +106,20 @@ def _path(X, y, Xv, yv, thresholds, cols: np.ndarray) -> list[SparseFit]:
     return fits
 
 
+def _on_support(X, y, Xv, yv, support: np.ndarray) -> SparseFit:
+    """Least squares on the columns in ``support`` (a boolean mask)."""
+    c = np.zeros(X.shape[1])
+    if support.any():
+        c[support] = np.linalg.lstsq(X[:, support], y, rcond=None)[0]
+    return SparseFit(c, math.nan, r2_score(y, X @ c), r2_score(yv, Xv @ c),
+                     explained(yv, Xv @ c))
+
+
 def sparse_fit(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, *,
                thresholds=THRESHOLDS, tolerance: float = 0.01,
                preferred: np.ndarray | None = None, prefer_tolerance: float = 0.02,
-               hidden: np.ndarray | None = None) -> SparseFit:
+               hidden: np.ndarray | None = None,
+               droppable: np.ndarray | None = None) -> SparseFit:
     """Fit ``y ~ X @ coef`` sparsely, choosing the threshold on ``(Xv, yv)``.
 
     The answer is the sparsest fit whose share explained (on ``Xv, yv``) is within
@@ -112,7 +129,8 @@ def sparse_fit(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, *,
     the closure nearly as well beats a generic one. ``hidden``: per column, how many
     parameters its term carries besides its coefficient (a saturating form's K); "sparsest"
     counts them, so ``x/(K + x)`` (two fitted values) loses to ``x`` (one) when both explain
-    the closure as well.
+    the closure as well. ``droppable`` (a boolean mask, default every column): the terms
+    ``reduced`` leaves out one at a time.
     """
     every = np.arange(X.shape[1])
     fits = _path(X, y, Xv, yv, thresholds, every)
@@ -141,5 +159,14 @@ def sparse_fit(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, *,
     pool = pool or [f for f in fits if within(f, tolerance)] or fits
     chosen = min(pool, key=rank)
     path = tuple((f.threshold, int(np.count_nonzero(f.coef)), f.explained_val) for f in fits)
+    front, top = [], -math.inf
+    for f in sorted((f for f in fits if np.isfinite(f.explained_val)), key=rank):
+        if f.explained_val > top:
+            front.append(f)
+            top = f.explained_val
+    drop = np.ones(X.shape[1], bool) if droppable is None else np.asarray(droppable, bool)
+    on = chosen.coef != 0
+    reduced = tuple(_on_support(X, y, Xv, yv, on & (every != j))
+                    for j in every[on & drop] if (on & drop).sum() > 1)
     return SparseFit(chosen.coef, chosen.threshold, chosen.r2_train, chosen.r2_val,
-                     chosen.explained_val, path)
+                     chosen.explained_val, path, tuple(front), reduced)

@@ -122,6 +122,28 @@ def rank(items: dict[str, dict[str, Any]], *, rejected: set[str] = frozenset(),
     cx = {cid: complexity_of(ev) for cid, ev in parsed.items()}
     live = {cid: e for cid, e in errors.items()
             if e is not None and cid not in rejected and cid not in infeasible}
+    out = tiers(live, cx)
+
+    def tail(ids: set[str] | list[str], group: str) -> None:
+        for c in sorted(ids):
+            e = errors.get(c)
+            out.append((c, Evidence(None if e is None else sum(e) / len(e), None,
+                                    cx.get(c, 0), group=group)))
+
+    tail([c for c in items if c in rejected and c not in live], "rejected")
+    tail([c for c in items if c in infeasible and c not in rejected and errors[c] is not None],
+         "infeasible")
+    seen = {c for c, _ in out}
+    tail([c for c in items if c not in seen and c not in pending], "failed")
+    tail([c for c in items if c not in seen and c in pending], "pending")
+    return out
+
+
+def tiers(live: dict[str, list[float]], cx: dict[str, int]) -> list[tuple[str, Evidence]]:
+    """The rule itself: ``live`` maps each candidate to its per-trajectory log10 errors,
+    ``cx`` to its fitted values; best first, in tiers, simpler first within a tier.
+    (Distillation uses it too, to choose among a closure's sparse fits refitted as
+    candidates.)"""
     out: list[tuple[str, Evidence]] = []
     remaining = dict(live)
     tier = 0
@@ -145,17 +167,4 @@ def rank(items: dict[str, dict[str, Any]], *, rejected: set[str] = frozenset(),
                                     None if c == best else best, d, se)))
         for c in members:
             remaining.pop(c)
-
-    def tail(ids: set[str] | list[str], group: str) -> None:
-        for c in sorted(ids):
-            e = errors.get(c)
-            out.append((c, Evidence(None if e is None else sum(e) / len(e), None,
-                                    cx.get(c, 0), group=group)))
-
-    tail([c for c in items if c in rejected and c not in live], "rejected")
-    tail([c for c in items if c in infeasible and c not in rejected and errors[c] is not None],
-         "infeasible")
-    seen = {c for c, _ in out}
-    tail([c for c in items if c not in seen and c not in pending], "failed")
-    tail([c for c in items if c not in seen and c in pending], "pending")
     return out

@@ -211,6 +211,7 @@ def run_candidate(
     job, expected = build_job(space, source, filename=filename, device=device,
                               overrides=overrides, threads=limits.threads, post=post)
     job["check_only"] = check_only
+    job["time_limit"] = limits.timeout  # optional post-training work stops short of it
     if isolation == "none":
         return _in_process(space, job, expected, start, progress)
     _warn_once()

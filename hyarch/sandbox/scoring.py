@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from hyarch.core.data import state_scales
-from hyarch.core.metrics import fit_scores, normalised_mse, parameter_errors
+from hyarch.core.metrics import fit_scores, normalised_mse, parameter_errors, per_trajectory_nmse
 from hyarch.sandbox.protocol import Reply, number, text
 
 MAX_PARAMETERS = 500
@@ -180,11 +180,8 @@ def _split_metrics(pred: torch.Tensor, data, scales) -> dict[str, Any]:
     out = fit_scores(pred, data, scales)
     finite = bool(torch.isfinite(pred[:, 1:][data.mask[:, 1:]]).all())
     out["diverged"] = not finite
-    # one normalised MSE per trajectory: the ranking's statistical test pairs them
-    err = ((pred - data.y) / scales)[:, 1:] ** 2
-    mask = data.mask[:, 1:].to(err.dtype)
-    per = (torch.where(mask > 0, err, torch.zeros_like(err)).sum(dim=(1, 2))
-           / mask.sum(dim=(1, 2)).clamp_min(1))
+    # one normalised MSE per trajectory: the ranking's rule compares them
+    per = per_trajectory_nmse(pred, data, scales)
     out["per_trajectory_nmse"] = [number(float(v)) for v in per]
     return out
 

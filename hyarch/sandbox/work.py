@@ -189,7 +189,9 @@ def run_job(job: dict[str, Any], lockdown=None,
         "train_nmse": _num(fitted.train_loss), "selection_nmse": _num(fitted.val_loss),
         "seconds": round(fitted.seconds, 3),
     }
-    header["post"] = _post(post, space, job["source"], model, header, say)
+    # what is left of the wall-clock limit, less a reserve for saving and replying
+    left = float(job.get("time_limit") or math.inf) - (time.perf_counter() - start) - 30.0
+    header["post"] = _post(post, space, job["source"], model, header, say, cfg, left)
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
     header["seconds"] = round(time.perf_counter() - start, 3)
@@ -294,8 +296,10 @@ def _twin_claims(model) -> dict[str, Any]:
     return out
 
 
-def _post(post: dict, space, source: str, model, header: dict, say) -> dict[str, Any]:
-    """Post-training steps that need the trained model: distillation, profiles."""
+def _post(post: dict, space, source: str, model, header: dict, say, cfg,
+          seconds_left: float = math.inf) -> dict[str, Any]:
+    """Post-training steps that need the trained model: distillation (whose candidate
+    terms are refitted in the core, within ``seconds_left``), profiles."""
     out: dict[str, Any] = {}
     opts = post.get("distill")
     if opts is not None and model._modules.get("twin_") is not None:
@@ -314,7 +318,8 @@ def _post(post: dict, space, source: str, model, header: dict, say) -> dict[str,
                 from hyarch.distill import distill_candidate
 
                 out["distilled"] = distill_candidate(
-                    space, source, model, **{k: v for k, v in opts.items() if k != "always"})
+                    space, source, model, refit=cfg, refit_seconds=seconds_left,
+                    **{k: v for k, v in opts.items() if k != "always"})
             except Exception as e:  # noqa: BLE001 - distillation is a bonus, never fatal
                 out["distill_error"] = f"{type(e).__name__}: {e}"
     opts = post.get("profile")
