@@ -475,3 +475,20 @@ def test_the_rollout_not_the_regression_chooses_the_distilled_terms(pendulum):
     # the damping term alone cannot fit the data: a worse tier
     alone = next(r for r in refits if r is not both and r is not won)
     assert alone["tier"] > won["tier"]
+
+
+def test_a_validation_rollout_that_wanders_off_does_not_spoil_every_fit(pendulum):
+    # with +0.02 theta^2 the exact model pumps energy into some validation pendulums, which
+    # then spin: theta grows until a library column overflows on those points. Those points
+    # are left out of the validation score; before, 0 * inf made every fit's score NaN and
+    # nothing was distilled.
+    from dataclasses import replace as with_
+
+    space = with_(pendulum, spec=pendulum.spec.model_copy(deep=True))
+    space.spec.hypotheses.clear()
+    model = exact_model(space, lambda theta, omega: -0.2 * omega + 0.02 * theta ** 2)
+    with np.errstate(all="ignore"):
+        (d,) = distill(space, model)
+    assert {t["code"]: round(t["coefficient"], 6) for t in d.terms} == {
+        "s.omega": -0.2, "s.theta ** 2": 0.02}
+    assert d.explained == pytest.approx(1.0, abs=1e-6)

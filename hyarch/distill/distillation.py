@@ -243,6 +243,12 @@ def distill(
             X, Xv = X[:, keep], Xv[:, keep]
             y = g.cpu().numpy()
             yv = Gv[:, k].cpu().numpy()
+            # a validation point where a kept term is not finite (the rollout wandered far)
+            # would make every fit's score NaN (0 * inf): such points are left out
+            ok = np.isfinite(Xv).all(axis=1) & np.isfinite(yv)
+            with np.errstate(over="ignore", invalid="ignore"):
+                ok &= np.isfinite((Xv ** 2).sum(axis=1)) & np.isfinite(yv ** 2)
+            Xv, yv = Xv[ok], yv[ok]
             preferred = np.array([t.kind != "generic" for t in terms])
             hidden = np.array([len(t.fixed) if t.kind == "generic" else 0 for t in terms])
             fit = sparse_fit(X, y, Xv, yv, tolerance=tolerance, preferred=preferred,
