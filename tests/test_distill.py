@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -212,7 +213,9 @@ def test_multiplicative_closure_is_replaced_by_additive_terms(pendulum):
         'hidden=(64, 64))', 'hidden=(64, 64), kind="multiplicative")').replace(
         "torch.sin(s.theta) + self.correction(s.theta, s.omega)",
         "torch.sin(s.theta) * self.correction(s.theta, s.omega)")
-    (entry,) = distill_candidate(pendulum, source, model)
+    entry, call = distill_candidate(pendulum, source, model)
+    assert (entry["form"], call["form"]) == ("state", "call")
+    assert call["explained"] < 0.95  # 1/sin(theta) is in no library: the network as a formula
     assert entry["in_place"] is False
     assert entry["shifts"] == {"omega0_sq": pytest.approx(-0.2 * W2, rel=1e-3)}
     assert "* 1.0) + (" in entry["source"]  # closure at its null value, terms added
@@ -232,8 +235,9 @@ def test_derivatives_without_a_dict_literal_get_a_wrapper(pendulum):
         return d""")
     assert "return d" in source
     model = exact_model(pendulum, lambda th, om: -0.1 * om, factor=2.0)
-    (entry,) = distill_candidate(pendulum, source, model)
+    entry, call = distill_candidate(pendulum, source, model)
     assert entry["in_place"] is False  # G is twice the closure's output
+    assert call["form"] == "call" and call["expression"] == "-0.1 * s.omega"
     assert "def _mechanism(self, t, s, u)" in entry["source"]
     new = build(pendulum, entry["source"])
     assert new.physical_values()["alpha"] == pytest.approx(0.2, rel=1e-4)
@@ -264,8 +268,11 @@ def test_closure_feeding_two_states_is_replaced_in_both(pendulum):
     model = make_factory(Both, pendulum.states, pendulum.inputs, pendulum.scales())()
     model.set_physical({"omega0_sq": W2 - 0.1})
     entries = distill_candidate(pendulum, source, model)
-    assert [e["state"] for e in entries] == ["theta", "omega"]
+    assert [e["state"] for e in entries] == ["theta", "omega", ""]
+    assert entries[2]["form"] == "call" and entries[2]["named"] is True
+    assert entries[2]["expression"] == "-0.2 * s.omega - 0.1 * torch.sin(s.theta)"
     assert entries[0]["source"] == entries[1]["source"] and not entries[0]["in_place"]
+    assert entries[0]["candidate_form"] == "state"  # both forms are exact: the first stands
     assert entries[1]["shifts"] == {"omega0_sq": pytest.approx(0.1, rel=1e-4)}
     new = build(pendulum, entries[0]["source"])
     assert new.physical_values()["omega0_sq"] == pytest.approx(W2, rel=1e-4)
@@ -466,11 +473,11 @@ def test_the_rollout_not_the_regression_chooses_the_distilled_terms(pendulum):
     refits = entry["refits"]
     assert len(refits) == 3 and sum(r.get("place") == 1 for r in refits) == 1
     won = next(r for r in refits if r.get("place") == 1)
-    assert won["expressions"] == {"omega": entry["expression"]}
+    assert won["expressions"] == [f"domega/dt += {entry['expression']}"]
     assert won["parameters"]["c_omega"] == pytest.approx(-0.2, rel=0.02)
     assert won["parameters"]["omega0_sq"] == pytest.approx(W2, rel=0.01)
-    both = next(r for r in refits if "torch.abs" in r["expressions"]["omega"]
-                and "0.2 * s.omega" in r["expressions"]["omega"])
+    both = next(r for r in refits if "torch.abs" in r["expressions"][0]
+                and "0.2 * s.omega" in r["expressions"][0])
     assert both["tier"] == won["tier"] and both["fitted_values"] > won["fitted_values"]
     # the damping term alone cannot fit the data: a worse tier
     alone = next(r for r in refits if r is not both and r is not won)
@@ -492,3 +499,65 @@ def test_a_validation_rollout_that_wanders_off_does_not_spoil_every_fit(pendulum
     assert {t["code"]: round(t["coefficient"], 6) for t in d.terms} == {
         "s.omega": -0.2, "s.theta ** 2": 0.02}
     assert d.explained == pytest.approx(1.0, abs=1e-6)
+
+
+RESPONSE_HYBRID = textwrap.dedent('''\
+    from hyarch import Closure, HybridModel
+
+
+    class Model(HybridModel):
+        """Logistic prey; predators eat at a rate (per predator) that a network learns."""
+
+        def setup(self):
+            self.r = self.parameter(init=0.8, bounds=(0.01, 5.0))
+            self.K = self.parameter(init=20.0, bounds=(1.0, 100.0))
+            self.e = self.parameter(init=0.3, bounds=(0.01, 1.0))
+            self.m = self.parameter(init=0.5, bounds=(0.01, 5.0))
+            self.response = Closure(inputs=("prey",), hidden=(16, 16))
+
+        def derivatives(self, t, s, u):
+            eaten = self.response(s.prey) * s.predator
+            return {"prey": self.r * s.prey * (1 - s.prey / self.K) - eaten,
+                    "predator": self.e * eaten - self.m * s.predator}
+    ''')
+
+
+class HollingRate(Closure):
+    """Predation per predator q x / (c + x), q = 1, c = 2 (the benchmark's truth)."""
+
+    def net(self, x):
+        return (x[..., 0] / (2.0 + x[..., 0])).unsqueeze(-1)
+
+
+@pytest.mark.slow
+def test_a_network_inside_a_rate_distils_to_a_formula_at_its_calls():
+    # The closure is the predators' functional response: what it adds to each state is
+    # -predator * R(prey) and +e * predator * R(prey), not a function of its input alone,
+    # so the per-state distillation cannot express it; the network's own output, as a
+    # function of what it was called with, is a saturating form. The call is replaced by
+    # the formula, the refit (the rollout decides) sets the half-saturation constant.
+    from hyarch.spaces.loader import load_space
+
+    space = load_space(str(Path(__file__).parent.parent / "benchmarks" / "spaces"
+                           / "predator_prey.yaml"))
+    model = build(space, RESPONSE_HYBRID)
+    model.response.__class__ = HollingRate
+    model.set_physical({"r": 1.0, "K": 10.0, "e": 0.5, "m": 0.3})
+    cfg = space.train_config(restarts=1, stage_iters=100, final_iters=300)
+    entries = distill_candidate(space, RESPONSE_HYBRID, model, refit=cfg)
+    prey, predator, call = entries
+    assert (prey["state"], predator["state"], call["form"]) == ("prey", "predator", "call")
+    assert prey["explained"] < 0.95  # not a function of the prey alone
+    assert call["candidate_form"] == "call" and call["named"] is False
+    assert [t["template"] for t in call["terms"]] == ["s.prey / (K_prey + s.prey)"]
+    src = call["source"]
+    assert "self.response" not in src and "Closure(" not in src.split("class Model")[1]
+    assert "eaten = (self.c_response * ((s.prey) / (self.K_prey + (s.prey)))) * s.predator" in src
+    won = next(r for r in call["refits"] if r.get("place") == 1)
+    got = won["parameters"]
+    assert got["K_prey"] == pytest.approx(2.0, rel=0.02)
+    assert got["c_response"] == pytest.approx(1.0, rel=0.02)
+    assert got["e"] == pytest.approx(0.5, rel=0.02) and got["m"] == pytest.approx(0.3, rel=0.02)
+    new = build(space, src)
+    assert not new.closures() and set(new.parameter_specs) == {
+        "r", "K", "e", "m", "c_response", "K_prey"}

@@ -51,8 +51,8 @@ def distilled_choices(cid: str, entries: list[dict[str, Any]],
     from hyarch.distill.api import grammar_key
 
     parent = {k: v for k, v in parent_choices.items() if not k.startswith("_")}
-    if not parent:
-        return {}
+    if not parent or any(e.get("candidate_form") == "call" for e in entries):
+        return {}  # (a network replaced by a formula at its calls: outside the grammar)
     out = dict(parent)
     for e in entries:
         for k in parent:
@@ -84,16 +84,24 @@ def keep_distillation(run: Run, cid: str, entries: list[dict[str, Any]],
         if e.get("source"):
             by_source.setdefault(e["source"], []).append(e)
     for src, group in by_source.items():
-        if any(len(e.get("terms") or ()) > MAX_DISTILLED_TERMS for e in group):
+        # what the candidate is made of: the records of the form it was written from
+        made = [e for e in group if e.get("form", "state") == (e.get("candidate_form") or
+                                                               e.get("form", "state"))]
+        if any(len(e.get("terms") or ()) > MAX_DISTILLED_TERMS for e in made):
             continue  # a long sum of terms is a curve fit, not a mechanism
+        group = made or group
         out.append(Proposal(src, "distill", parents=(cid,),
                             choices=distilled_choices(cid, group, parent_choices or {})))
         for e in group:
             refits = e.get("refits") if isinstance(e.get("refits"), list) else []
             how = (f"; chosen among {len(refits)} sparse fits by refitting each"
                    if len(refits) > 1 else "")
-            progress(f"  {cid}: closure {e.get('closure')} distils to"
-                     f" {e.get('expression')} (explains {e.get('explained') or 0:.3f}{how});"
+            what = e.get("expression")
+            if e.get("form") == "call":  # the network, as a formula of its inputs
+                inputs = e.get("inputs") if isinstance(e.get("inputs"), list) else []
+                what = f"{e.get('closure')}({', '.join(map(str, inputs))}) = {what}"
+            progress(f"  {cid}: closure {e.get('closure')} distils to {what}"
+                     f" (explains {e.get('explained') or 0:.3f}{how});"
                      " queued as a mechanistic candidate")
     return out
 
@@ -111,7 +119,8 @@ def distillations(run: Run) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
             continue
         for e in entries:
             evidence.append({"candidate": rec.id, "closure": e.get("closure"),
-                             "state": e.get("state"), "expression": e.get("expression"),
+                             "state": e.get("state") or None, "form": e.get("form", "state"),
+                             "expression": e.get("expression"),
                              "explained_on_validation": e.get("explained")})
         try:
             from hyarch.distill import grammar_terms

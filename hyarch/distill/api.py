@@ -10,7 +10,12 @@ from typing import Any
 
 from hyarch.core.candidate import check_forward, load_model_class, make_factory
 from hyarch.core.model import HybridModel
-from hyarch.distill.candidate import RenderError, replace_closure, subclass_without_closure
+from hyarch.distill.candidate import (
+    RenderError,
+    replace_calls,
+    replace_closure,
+    subclass_without_closure,
+)
 from hyarch.distill.distillation import Distillation, distill
 from hyarch.spaces.space import Space
 
@@ -22,7 +27,7 @@ def _header(parts: list[Distillation]) -> str:
     for p in parts:
         r2 = "-" if p.r2 is None else f"{p.r2:.4f}"
         ex = "-" if p.explained is None else f"{p.explained:.4f}"
-        lines.append(f"#   d{p.state}/dt += {p.expression}")
+        lines.append(f"#   {describe(p)}")
         lines.append(f"#   on validation states: R^2 = {r2}, share of the closure explained = {ex}")
     return "\n".join(lines) + "\n"
 
@@ -67,37 +72,75 @@ def distill_candidate(space: Space, source: str, model: HybridModel, *,
         by_closure.setdefault(p.closure, []).append(p)
     out = []
     for name, group in by_closure.items():
-        weak = [p for p in group if p.explained is None or p.explained < min_explained]
-        new, reason, refits = None, None, []
+        per_state = [p for p in group if p.form == "state"]
+        bases, reasons = [], []
+        weak = [p for p in per_state if p.explained is None or p.explained < min_explained]
         if weak:
-            reason = (f"the terms explain a share {weak[0].explained} of the closure's output"
-                      f" on validation states, below {min_explained}, for d{weak[0].state}/dt")
-        else:
-            new, reason = _render(space, source, model, name, group)
-            variants = _variants(group, min_explained) if refit is not None else []
-            if new is not None and len(variants) > 1:
-                t0 = time.monotonic()
-                won, refits = _decide(space, source, model, name, variants, refit,
-                                      refit_seconds)
-                refit_seconds -= time.monotonic() - t0
-                if won is not None:
-                    group, new = won
+            reasons.append(f"the terms explain a share {weak[0].explained} of the closure's"
+                           f" output on validation states, below {min_explained}, for"
+                           f" d{weak[0].state}/dt")
+        elif per_state:
+            bases.append(per_state)
+        for c in (p for p in group if p.form == "call"):
+            if c.explained is not None and c.explained >= min_explained:
+                bases.append([c])
+            else:
+                reasons.append(f"as a function of its inputs, the terms explain a share"
+                               f" {c.explained} of what the network returns, below"
+                               f" {min_explained}")
+        new, chosen, refits = None, None, []
+        for b in bases:
+            new, why = _render(space, source, model, name, b)
+            if new is not None:
+                chosen = b
+                break
+            reasons.append(why)
+        variants = _variants(bases, min_explained) if refit is not None else []
+        if new is not None and len(variants) > 1:
+            t0 = time.monotonic()
+            won, refits = _decide(space, source, model, name, variants, refit, refit_seconds)
+            refit_seconds -= time.monotonic() - t0
+            if won is not None:
+                chosen, new = won
+        if chosen is not None:  # the records hold what the candidate is made of
+            swap = {(p.form, p.state): p for p in chosen}
+            group = [swap.get((p.form, p.state), p) for p in group]
         for p in group:
-            out.append({**p.to_dict(), "source": new, "reason": reason, "refits": refits})
+            out.append({**p.to_dict(), "source": new,
+                        "reason": None if new is not None else "; ".join(reasons),
+                        "refits": refits,
+                        "candidate_form": chosen[0].form if chosen else None})
     return out
+
+
+def describe(p: Any) -> str:
+    """One line for a distillation record (a ``Distillation`` or its dict)."""
+    d = p if isinstance(p, dict) else p.to_dict()
+    if d.get("form") == "call":
+        return f"{d['closure']}({', '.join(d.get('inputs') or ())}) = {d['expression']}"
+    return f"d{d['state']}/dt += {d['expression']}"
 
 
 def _render(space: Space, source: str, model: HybridModel, name: str,
             group: list[Distillation]) -> tuple[str | None, str | None]:
     """(the distilled candidate's source, None), or (None, why it cannot be written)."""
-    doc = "Distilled: " + "; ".join(
-        f"closure `{name}` on d{p.state}/dt replaced by {p.expression}" for p in group) + "."
+    if group[0].form == "call":
+        doc = f"Distilled: closure `{name}` replaced by the formula {describe(group[0])}."
+    else:
+        doc = "Distilled: " + "; ".join(
+            f"closure `{name}` on d{p.state}/dt replaced by {p.expression}"
+            for p in group) + "."
     try:
-        try:
-            new = replace_closure(source, model, name, group, header=_header(group), doc=doc)
-        except RenderError:  # a setup() the in-place rewrite cannot read
-            new = subclass_without_closure(source, model, name, group,
-                                           header=_header(group), doc=doc)
+        if group[0].form == "call":
+            new = replace_calls(source, model, name, group[0], named=group[0].named,
+                                header=_header(group), doc=doc)
+        else:
+            try:
+                new = replace_closure(source, model, name, group, header=_header(group),
+                                      doc=doc)
+            except RenderError:  # a setup() the in-place rewrite cannot read
+                new = subclass_without_closure(source, model, name, group,
+                                               header=_header(group), doc=doc)
         _check(space, new)
     except (RenderError, SyntaxError) as e:
         return None, f"cannot rewrite the candidate: {e}"
@@ -106,31 +149,43 @@ def _render(space: Space, source: str, model: HybridModel, name: str,
     return new, None
 
 
-def _variants(group: list[Distillation], min_explained: float) -> list[list[Distillation]]:
-    """The regression's choice first, then the same closure with one state's fit replaced
-    by another: the choice less one term (is each needed?), then the fits on the sparse
-    path's Pareto front that explain at least ``min_explained``; none without a new term
-    (that is the prior, which the search has) or longer than ``MAX_DISTILLED_TERMS``; at
-    most ``MAX_ALTERNATIVES`` in all."""
+def _variants(bases: list[list[Distillation]],
+              min_explained: float) -> list[list[Distillation]]:
+    """Renderings of one closure to refit: each base (the closure as terms added to the
+    states it feeds; the network as a formula of its inputs), then each base with one of
+    its records replaced by another fit: the record's choice less one term (is each
+    needed?), then the fits on its sparse path's Pareto front that explain at least
+    ``min_explained``; none without a new term (that is the prior, which the search has)
+    or longer than ``MAX_DISTILLED_TERMS``; at most ``MAX_ALTERNATIVES`` in all."""
     from hyarch.distill.policy import MAX_ALTERNATIVES, MAX_DISTILLED_TERMS
 
-    out, seen = [group], {tuple(p.expression for p in group)}
-    for i, p in enumerate(group):
-        for a in p.alternatives:
-            new_terms = [t for t in a["terms"] if t["kind"] != "shift"]
-            if (not new_terms or len(a["terms"]) > MAX_DISTILLED_TERMS
-                    or (a.get("kind") != "reduced"
-                        and (a["explained"] is None or a["explained"] < min_explained))):
-                continue
-            alt = replace(p, terms=tuple(a["terms"]), expression=a["expression"],
-                          explained=a["explained"], r2=a["r2"],
-                          shifts={t["parameter"]: t["coefficient"] for t in a["terms"]
-                                  if t["kind"] == "shift"})
-            variant = [*group[:i], alt, *group[i + 1:]]
-            key = tuple(v.expression for v in variant)
-            if key not in seen:
-                seen.add(key)
-                out.append(variant)
+    out, seen = [], set()
+
+    def add(variant: list[Distillation]) -> None:
+        # a structure once: fits that differ only in shifts (the existing parameters'
+        # starting values) or coefficients are the same candidate once refitted
+        key = tuple((v.form, v.state, tuple(sorted(
+            (t["kind"], t["name"]) for t in v.terms if t["kind"] != "shift")))
+            for v in variant)
+        if key not in seen:
+            seen.add(key)
+            out.append(variant)
+
+    for group in bases:
+        add(group)
+    for group in bases:
+        for i, p in enumerate(group):
+            for a in p.alternatives:
+                new_terms = [t for t in a["terms"] if t["kind"] != "shift"]
+                if (not new_terms or len(a["terms"]) > MAX_DISTILLED_TERMS
+                        or (a.get("kind") != "reduced"
+                            and (a["explained"] is None or a["explained"] < min_explained))):
+                    continue
+                alt = replace(p, terms=tuple(a["terms"]), expression=a["expression"],
+                              explained=a["explained"], r2=a["r2"],
+                              shifts={t["parameter"]: t["coefficient"] for t in a["terms"]
+                                      if t["kind"] == "shift"})
+                add([*group[:i], alt, *group[i + 1:]])
     return out[:MAX_ALTERNATIVES]
 
 
@@ -149,7 +204,7 @@ def _decide(space: Space, source: str, model: HybridModel, name: str,
     t0 = time.monotonic()
     tried, errors, sizes = [], {}, {}
     for k, group in enumerate(variants):
-        rec = {"expressions": {p.state: p.expression for p in group},
+        rec = {"expressions": [describe(p) for p in group],
                "explained": min((p.explained for p in group if p.explained is not None),
                                 default=None)}
         left = seconds - (time.monotonic() - t0)
@@ -206,7 +261,7 @@ def format_distillation(entries: list[dict[str, Any]]) -> str:
     for d in entries:
         r2 = "-" if d["r2"] is None else f"{d['r2']:.4f}"
         ex = "-" if d["explained"] is None else f"{d['explained']:.4f}"
-        lines.append(f"closure {d['closure']} -> d{d['state']}/dt += {d['expression']}")
+        lines.append(f"closure {d['closure']} -> {describe(d)}")
         lines.append(f"  on validation states: R^2 {r2}, share of the closure explained {ex};"
                      f" {len(d['terms'])} of {len(d['library'])} library terms")
         for t in d["terms"]:
@@ -219,8 +274,7 @@ def format_distillation(entries: list[dict[str, Any]]) -> str:
             for k, r in enumerate(refits, 1):
                 if not isinstance(r, dict):
                     continue
-                what = "; ".join(f"d{st}/dt += {ex}" for st, ex in
-                                 (r.get("expressions") or {}).items())
+                what = "; ".join(str(x) for x in r.get("expressions") or ())
                 first = " (the regression's choice)" if k == 1 else ""
                 if r.get("failed"):
                     lines.append(f"    fit {k}{first}: {what}: {r['failed']}")
@@ -261,6 +315,8 @@ def grammar_terms(entries: list[dict[str, Any]], source_id: str = "c", *,
     out: dict[str, list[dict[str, Any]]] = {}
     tag = re.sub(r"\W", "", source_id)
     for d in entries:
+        if d.get("form", "state") != "state":  # a formula for a call is not a term of a state
+            continue
         if d["explained"] is None or d["explained"] < min_explained:
             continue
         if len(d.get("terms") or ()) > MAX_DISTILLED_TERMS:

@@ -262,25 +262,8 @@ def replace_closure(source: str, model: HybridModel, closure: str,
         codes[d["state"]] = " + ".join(
             _term_code(t, taken, declared, d["state"], model.parameter_specs)
             for t in terms) or "0.0"
-    # existing parameters start at the hybrid's fitted values, plus what the closure absorbed
-    fitted = model.physical_values()
-    specs = model.parameter_specs
-    shifts: dict[str, list[float]] = {}
-    for part in parts:
-        d = part if isinstance(part, dict) else part.to_dict()
-        for p, c in d["shifts"].items():
-            shifts.setdefault(p, []).append(c)
-    for p, cs in shifts.items():  # a parameter in several states: one shift, seen in each
-        fitted[p] = fitted[p] + sum(cs) / len(cs)
-    for name, call in _parameters(setup).items():
-        if name in fitted:
-            spec = specs[name]
-            _set_init(src, call, min(max(fitted[name], spec.lower), spec.upper))
-    decl_node = decls[closure]
-    ind = _indent(src, decl_node)
-    lines = [f"{ind}self.{n} = self.parameter(init={_num(v)}, bounds=({_num(lo)}, {_num(hi)}))\n"
-             for n, v, (lo, hi) in declared]
-    src.replace_lines(decl_node.lineno, decl_node.end_lineno, "".join(lines))
+    _restart(src, setup, model, parts)
+    _declare(src, decls[closure], declared)
     first = parts[0] if isinstance(parts[0], dict) else parts[0].to_dict()
     if len(parts) == 1 and first["in_place"] and len(calls) == 1:
         src.replace(calls[0], f"({codes[first['state']]})")
@@ -293,6 +276,88 @@ def replace_closure(source: str, model: HybridModel, closure: str,
         _set_docstring(src, cls, doc)
     text = src.render()
     if "torch." in "".join(codes.values()):
+        text = _ensure_torch(text)
+    return (header + text) if header else text
+
+
+def _restart(src: _Source, setup: ast.FunctionDef, model: HybridModel,
+             parts: Iterable[Any]) -> None:
+    """Existing parameters start at the hybrid's fitted values, plus what the closure
+    absorbed (a parameter shifted in several states: one shift, their mean)."""
+    fitted = model.physical_values()
+    specs = model.parameter_specs
+    shifts: dict[str, list[float]] = {}
+    for part in parts:
+        d = part if isinstance(part, dict) else part.to_dict()
+        for p, c in d["shifts"].items():
+            shifts.setdefault(p, []).append(c)
+    for p, cs in shifts.items():
+        fitted[p] = fitted[p] + sum(cs) / len(cs)
+    for name, call in _parameters(setup).items():
+        if name in fitted:
+            spec = specs[name]
+            _set_init(src, call, min(max(fitted[name], spec.lower), spec.upper))
+
+
+def _declare(src: _Source, decl_node: ast.stmt, declared) -> None:
+    """The closure's declaration becomes the new parameters' declarations."""
+    ind = _indent(src, decl_node)
+    lines = [f"{ind}self.{n} = self.parameter(init={_num(v)}, bounds=({_num(lo)}, {_num(hi)}))\n"
+             for n, v, (lo, hi) in declared]
+    src.replace_lines(decl_node.lineno, decl_node.end_lineno, "".join(lines) or f"{ind}pass\n")
+
+
+_INPUT_REF = re.compile(r"(?<![\w.])[su]\.([A-Za-z_]\w*)")
+
+
+def replace_calls(source: str, model: HybridModel, closure: str, part: Any, *,
+                  named: bool, header: str = "", doc: str = "") -> str:
+    """The candidate with every call ``self.<closure>(...)`` replaced by a formula of the
+    same arguments: ``part`` is a call-form ``Distillation`` (its terms are functions of the
+    closure's inputs, written ``s.<input>``), fitted to what the network returned at the
+    arguments it was called with, so the formula stands wherever the network stood, whatever
+    the wiring (inside a rate, a product, several states). ``named``: the closure was called
+    with the whole ``s``, not one tensor per input. A multiplicative closure's call becomes
+    ``(1 + formula)``."""
+    d = part if isinstance(part, dict) else part.to_dict()
+    if "." in closure:
+        raise RenderError(f"closure {closure!r} is nested in a container; its calls cannot"
+                          " be rewritten as a formula")
+    src = _Source(source)
+    cls = _model_class(src)
+    setup = _method(cls, "setup")
+    decls = _declarations(setup)
+    if closure not in decls:
+        raise RenderError(f"no `self.{closure} = Closure(...)` in setup()")
+    calls = [c for fn in cls.body if isinstance(fn, ast.FunctionDef) and fn.name != "setup"
+             for c in _calls(fn, closure)]
+    if not calls:
+        raise RenderError(f"no method of class Model calls self.{closure}(...)")
+    taken = _taken(model, src)
+    declared: list[tuple[str, float, tuple]] = []
+    formula = " + ".join(_term_code(t, taken, declared, closure, model.parameter_specs)
+                         for t in d["terms"]) or "0.0"
+    inputs = tuple(d["inputs"])
+    for call in calls:
+        if named:
+            if len(call.args) != 1:
+                raise RenderError(f"self.{closure}(...) is called with {len(call.args)}"
+                                  " arguments where it was called with the whole state")
+            whole = src.segment(call.args[0])
+            args = {n: f"{whole}.{n}" for n in inputs}
+        else:
+            if len(call.args) != len(inputs) or call.keywords:
+                raise RenderError(f"self.{closure}(...) is not called with one argument per"
+                                  f" input ({', '.join(inputs)})")
+            args = {n: f"({src.segment(a)})" for n, a in zip(inputs, call.args, strict=True)}
+        code = _INPUT_REF.sub(lambda m: args.get(m.group(1), m.group(0)), formula)
+        src.replace(call, f"(1.0 + {code})" if d["kind"] == "multiplicative" else f"({code})")
+    _restart(src, setup, model, [d])
+    _declare(src, decls[closure], declared)
+    if doc:
+        _set_docstring(src, cls, doc)
+    text = src.render()
+    if "torch." in formula:
         text = _ensure_torch(text)
     return (header + text) if header else text
 

@@ -62,6 +62,10 @@ class Distillation:
     # the chosen fit less one term ("reduced"), the sparse path's Pareto front ("front",
     # sparsest first)
     alternatives: tuple[dict[str, Any], ...] = ()
+    # "state": what the closure adds to ``state``'s derivative (G); "call": what the
+    # network returns, as a function of its inputs, to replace each call (``state`` "")
+    form: str = "state"
+    named: bool = False  # (call form) the closure was called with the whole ``s``
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +77,7 @@ class Distillation:
             "in_place": self.in_place, "shifts": dict(self.shifts),
             "library": list(self.library), "path": [list(p) for p in self.path],
             "alternatives": [dict(a) for a in self.alternatives],
+            "form": self.form, "named": self.named,
         }
 
 
@@ -275,7 +280,109 @@ def distill(
                 library=tuple(t.name for t in terms), path=fit.path,
                 alternatives=alternatives,
             ))
+        # where the network's output is not simply what it adds to one state (inside a
+        # rate, a product, several states), it is also distilled as a formula of its inputs
+        mine = [r for r in results if r.closure == cname]
+        if not (len(mine) == 1 and mine[0].in_place):
+            call = _call_form(m, cname, closure, pts_tr, pts_va, degree=degree,
+                              nonlinear=nonlinear, tolerance=tolerance)
+            if call is not None:
+                results.append(call)
     return results
+
+
+def _call_data(model: HybridModel, closure: Closure, pts: Points):
+    """(named, {input: values}, output) at every call of ``closure`` in one evaluation of
+    the vector field on ``pts``, or None when it is not called exactly once per evaluation
+    (then no single formula of its arguments replaces it)."""
+    seen: list[tuple] = []
+
+    def hook(module, args):
+        seen.append(args)
+
+    outs: list[torch.Tensor] = []
+    closure.record = outs
+    handle = closure.register_forward_pre_hook(hook)
+    try:
+        _field(model, pts)
+    finally:
+        handle.remove()
+        closure.record = None
+    if len(seen) != 1 or len(outs) != 1:
+        return None
+    (args,) = seen
+    named = len(args) == 1 and isinstance(args[0], Named)
+    if named:
+        args = tuple(args[0][n] for n in closure.input_names)
+    if len(args) != len(closure.input_names):
+        return None
+    ref = outs[0]
+    values = {}
+    for n, a in zip(closure.input_names, args, strict=True):
+        a = torch.as_tensor(a, dtype=ref.dtype)
+        if a.shape != ref.shape:
+            a = a.expand(ref.shape)
+        values[n] = a.detach().reshape(-1)
+    return named, values, ref.detach().reshape(-1)
+
+
+def _call_form(model: HybridModel, cname: str, closure: Closure, pts_tr: Points,
+               pts_va: Points, *, degree: int, nonlinear: bool,
+               tolerance: float) -> Distillation | None:
+    """What the network returns as a sparse sum of library terms of its own inputs (as
+    passed at its call): the formula that replaces each call, whatever the wiring. None for
+    a closure called more or less than once per evaluation, or over time."""
+    if closure.time:
+        return None
+    tr, va = _call_data(model, closure, pts_tr), _call_data(model, closure, pts_va)
+    if tr is None or va is None:
+        return None
+    named, x_tr, y = tr
+    _, x_va, yv = va
+    inputs = closure.input_names
+    s_tr, s_va = Named(x_tr, "state"), Named(x_va, "state")
+    none = Named({}, "input")
+    terms = generic_terms(inputs, inputs, degree=degree, nonlinear=nonlinear)
+    if nonlinear:
+        terms += rational_terms(inputs, inputs, s_tr, none)
+
+    def columns(sn: Named) -> np.ndarray:
+        t = torch.zeros_like(sn[inputs[0]])
+        cols = []
+        for term in terms:
+            try:
+                cols.append(evaluate(term.code, sn, none, t))
+            except Exception:  # noqa: BLE001 - a term that cannot be evaluated is dropped
+                cols.append(torch.full_like(t, math.nan))
+        return torch.stack(cols, dim=1).double().cpu().numpy()
+
+    X, Xv = columns(s_tr), columns(s_va)
+    y, yv = y.double().cpu().numpy(), yv.double().cpu().numpy()
+    keep = select_columns(X, terms)
+    terms = [terms[j] for j in keep]
+    X, Xv = X[:, keep], Xv[:, keep]
+    with np.errstate(over="ignore", invalid="ignore"):
+        ok = np.isfinite(Xv).all(axis=1) & np.isfinite(yv) & np.isfinite((Xv ** 2).sum(axis=1))
+    Xv, yv = Xv[ok], yv[ok]
+    if not terms or not np.isfinite(y).all() or not len(yv):
+        return None
+    hidden = np.array([len(t.fixed) for t in terms])
+    try:
+        fit = sparse_fit(X, y, Xv, yv, tolerance=tolerance, hidden=hidden)
+    except ValueError:
+        return None
+    records, expression = _terms_of(terms, fit.coef)
+    alternatives = tuple(
+        {"terms": list(td), "expression": ex, "explained": _num(f.explained_val),
+         "r2": _num(f.r2_val), "kind": kind}
+        for kind, fits in (("reduced", fit.reduced), ("front", fit.front))
+        for f in fits for td, ex in [_terms_of(terms, f.coef)])
+    return Distillation(
+        closure=cname, state="", kind=closure.kind, inputs=tuple(inputs), terms=records,
+        expression=expression, r2=_num(fit.r2_val), r2_train=_num(fit.r2_train),
+        explained=_num(fit.explained_val), threshold=fit.threshold, n_train=len(y),
+        n_val=len(yv), in_place=False, shifts={}, library=tuple(t.name for t in terms),
+        path=fit.path, alternatives=alternatives, form="call", named=named)
 
 
 def _double(data: Trajectories) -> Trajectories:
