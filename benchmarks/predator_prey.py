@@ -2,6 +2,7 @@
 
     python benchmarks/predator_prey.py [--seeds 0,1] [--budget 24] [--workers 2]
         [--out runs/predator_prey] [--json]
+    python benchmarks/predator_prey.py --response [--json]
 
 The space ``benchmarks/spaces/predator_prey.yaml`` (not a built-in one) simulates the
 Rosenzweig-MacArthur model, whose predation q*x*y/(c + x) saturates, and gives the expert's
@@ -79,6 +80,72 @@ def summarise(run_dir: Path) -> dict:
             "distillations": distilled, "rows": out_rows, "winner_in_run": bool(by_id)}
 
 
+RESPONSE = HERE / "spaces" / "predator_prey" / "response.py"
+
+
+def response_case(overrides: dict | None = None) -> dict:
+    """A closure on the predation term (``spaces/predator_prey/response.py``: the rate per
+    predator is a network of the prey), trained in the sandbox and distilled there (the
+    network, as a formula of its input, replaces its call; the rollout chooses among the
+    sparse fits); then the distilled candidate and the prior, each trained the same way.
+    Validation and OOD log10 MSE (raw units) are reported; OOD decides nothing."""
+    from hyarch.evaluate import evaluate_source
+    from hyarch.spaces.loader import load_space
+
+    space = load_space(str(SPACE))
+    rows, out = [], {}
+
+    def run(role: str, source: str, post=None) -> dict:
+        t0 = time.perf_counter()
+        res = evaluate_source(space, source, overrides=overrides, post=post)
+        r = res.result
+        m = r.get("metrics") or {}
+        rows.append({
+            "role": role, "status": r.get("status"), "reason": r.get("reason"),
+            "val_log10_mse": (m.get("val") or {}).get("log10_mse"),
+            "ood_log10_mse": (m.get("ood") or {}).get("log10_mse"),
+            "ood_diverged": bool((m.get("ood") or {}).get("diverged")),
+            "n_neural_params": r.get("n_neural_params"),
+            "parameters": r.get("parameters") or {},
+            "param_rel_error": r.get("param_rel_error") or {},
+            "seconds": round(time.perf_counter() - t0, 1)})
+        return res.extra
+
+    run("prior", space.prior_path().read_text())
+    extra = run("hybrid (closure on predation)", RESPONSE.read_text(), post={"distill": {}})
+    entries = extra.get("distilled") or []
+    out["distillations"] = [{k: v for k, v in e.items()
+                             if k not in ("source", "alternatives", "path")} for e in entries]
+    out["distill_error"] = extra.get("distill_error")
+    source = next((e["source"] for e in entries if e.get("source")), None)
+    if source is not None:
+        run("distilled", source)
+    out["rows"] = rows
+    return out
+
+
+def _print_response(res: dict) -> None:
+    from hyarch.distill import format_distillation
+
+    print("\nclosure on the predation term (benchmarks/spaces/predator_prey/response.py)")
+    if res.get("distill_error"):
+        print(f"  distillation failed: {res['distill_error']}")
+    entries = res["distillations"]
+    if entries:
+        print("  " + format_distillation(entries).replace("\n", "\n  "))
+    print(f"  {'role':<30} {'val':>7} {'OOD':>8} {'weights':>7} {'s':>5}  parameters (error)")
+    for r in res["rows"]:
+        fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+        ood = "diverged" if r["ood_diverged"] else fmt(r["ood_log10_mse"])
+        errs = r["param_rel_error"]
+        params = ", ".join(
+            f"{k}={v:.4g}" + (f" ({100 * errs[k]:.1f}%)" if errs.get(k) is not None else "")
+            for k, v in r["parameters"].items() if v is not None)
+        print(f"  {r['role']:<30} {fmt(r['val_log10_mse']):>7} {ood:>8}"
+              f" {r['n_neural_params'] or 0:>7} {r['seconds']:>5.0f}  {params}"
+              + (f"  [{r['status']}: {r['reason']}]" if r["status"] != "ok" else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="0")
@@ -86,8 +153,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", default="runs/predator_prey")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--response", action="store_true",
+                    help="only the closure on the predation term: train, distil, refit")
     args = ap.parse_args(argv)
     import hyarch
+
+    if args.response:
+        res = response_case()
+        if args.json:
+            print(json.dumps(res, indent=2, default=str))
+        else:
+            _print_response(res)
+        return 0
 
     results = []
     for seed in (int(s) for s in args.seeds.split(",")):

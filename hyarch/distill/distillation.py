@@ -23,6 +23,7 @@ from hyarch.core.fields import Points, rollout
 from hyarch.core.model import HybridModel, Named
 from hyarch.distill.library import (
     Term,
+    best_half_saturation,
     evaluate,
     generic_terms,
     hypothesis_terms,
@@ -243,6 +244,10 @@ def distill(
                 terms += rational_terms(inputs, m.state_names, s_in, u_in)
             X = _columns(m, closure, pts_tr, k, terms, sens)
             Xv = _columns(m, closure, pts_va, k, terms, sens_v)
+            y = g.cpu().numpy()
+            keep = best_half_saturation(np.nan_to_num(X), y, terms)
+            terms = [terms[j] for j in keep]
+            X, Xv = X[:, keep], Xv[:, keep]
             keep = select_columns(X, terms)
             terms = [terms[j] for j in keep]
             X, Xv = X[:, keep], Xv[:, keep]
@@ -358,6 +363,9 @@ def _call_form(model: HybridModel, cname: str, closure: Closure, pts_tr: Points,
 
     X, Xv = columns(s_tr), columns(s_va)
     y, yv = y.double().cpu().numpy(), yv.double().cpu().numpy()
+    keep = best_half_saturation(np.nan_to_num(X), y, terms)
+    terms = [terms[j] for j in keep]
+    X, Xv = X[:, keep], Xv[:, keep]
     keep = select_columns(X, terms)
     terms = [terms[j] for j in keep]
     X, Xv = X[:, keep], Xv[:, keep]

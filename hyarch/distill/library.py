@@ -102,9 +102,10 @@ def generic_terms(inputs: Sequence[str], states: Sequence[str], *, degree: int =
 
 
 # half-saturation constants tried, relative to the median of the saturating input on the
-# states the model visits: a quarter, one and four medians (a decade and a bit on each side
-# of the data, where a saturation is identifiable from them); the refit moves it
-HALF_SATURATION = (0.25, 1.0, 4.0)
+# states the model visits: from an eighth to eight medians (where a saturation is
+# identifiable from the data) in steps of sqrt(2); ``best_half_saturation`` keeps, per
+# form, the one that explains the target best, and the refit moves it from there
+HALF_SATURATION = tuple(float(f"{2 ** (k / 2):.4g}") for k in range(-6, 7))
 
 
 def rational_terms(inputs: Sequence[str], states: Sequence[str], s: Named, u: Named
@@ -135,6 +136,27 @@ def rational_terms(inputs: Sequence[str], states: Sequence[str], s: Named, u: Na
                 out.append(Term(code, "generic", code, template=template,
                                 fixed={k_name: {"init": k, "bounds": bounds}}))
     return out
+
+
+def best_half_saturation(X: np.ndarray, y: np.ndarray, terms: Sequence[Term]) -> list[int]:
+    """Column indices to keep: every column, except that of each saturating form (terms
+    sharing a ``template``) only the K whose column alone explains most of ``y`` (least
+    squares through zero: (x.y)^2 / (x.x y.y)). K enters nonlinearly; choosing it by this
+    profile, rather than offering the regression a column per K, keeps the library small
+    and the K close to the one the data want."""
+    best: dict[str, tuple[float, int]] = {}
+    keep = []
+    yy = float(y @ y) or 1.0
+    for j, t in enumerate(terms):
+        if t.template is None or t.kind != "generic":
+            keep.append(j)
+            continue
+        x = X[:, j]
+        xx = float(x @ x)
+        share = (float(x @ y) ** 2 / (xx * yy)) if xx > 0 and np.isfinite(xx) else -1.0
+        if t.template not in best or share > best[t.template][0]:
+            best[t.template] = (share, j)
+    return sorted(keep + [j for _, j in best.values()])
 
 
 def _linear_in(expr: str, name: str, others: dict[str, float], s: Named, u: Named,
