@@ -2,7 +2,7 @@
 
     python benchmarks/predator_prey.py [--seeds 0,1] [--budget 24] [--workers 2]
         [--out runs/predator_prey] [--json]
-    python benchmarks/predator_prey.py --response [--json]
+    python benchmarks/predator_prey.py --response [--seeds N] [--json]   (N: training seed)
 
 The space ``benchmarks/spaces/predator_prey.yaml`` (not a built-in one) simulates the
 Rosenzweig-MacArthur model, whose predation q*x*y/(c + x) saturates, and gives the expert's
@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     import hyarch
 
     if args.response:
-        res = response_case()
+        res = response_case({"seed": int(args.seeds.split(",")[0])} if args.seeds != "0"
+                            else None)
         if args.json:
             print(json.dumps(res, indent=2, default=str))
         else:
