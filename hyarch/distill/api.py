@@ -55,15 +55,20 @@ def distill_candidate(space: Space, source: str, model: HybridModel, *,
     None, with ``reason``, when ``explained`` is below ``min_explained`` or the file
     cannot be rewritten.
 
-    ``refit`` (a ``TrainConfig``): the regression's R^2 does not decide. Every fit on the
-    sparse path's Pareto front that explains at least ``min_explained`` (at most
-    ``MAX_ALTERNATIVES``, sparsest first, the regression's own choice always among them)
-    is rendered as a candidate and fitted in the core on ``space.train``, stopping on
-    ``space.val``; the ranking's own rule (``hyarch.ranking.rule.tiers``: the simplest
-    within one standard error of the best, over ``space.val``'s trajectories) picks the
-    one whose rollout fits. Each entry then holds the winner, and ``refits`` lists what
-    was tried with its score. The refits share ``refit_seconds`` (each at most the
-    config's ``max_seconds``); a variant left without time is recorded as not tried.
+    A closure whose output is not simply what it adds to one state also has a record with
+    ``form: "call"`` (``state`` empty): the network as a formula of its own inputs, which
+    replaces each of its calls. ``candidate_form`` says which form ``source`` was written
+    from.
+
+    ``refit`` (a ``TrainConfig``): the regression's R^2 does not decide. The renderings
+    ``_variants`` lists (each form; each with one record replaced by its choice less one
+    term, or by another fit on its sparse path's Pareto front) are written as candidates
+    and fitted in the core on ``space.train``, stopping on ``space.val``; the ranking's own
+    rule (``hyarch.ranking.rule.tiers``: the simplest within one standard error of the best,
+    over ``space.val``'s trajectories) picks. Each entry then holds the winner, and
+    ``refits`` lists every variant with its score (or why it was not fitted). The refits
+    share ``refit_seconds`` (each at most the config's ``max_seconds``); a variant left
+    without time is recorded as not tried.
     ``options`` go to :func:`hyarch.distill.distill` (``degree``, ``tolerance``...).
     """
     parts = distill(space, model, **options)
