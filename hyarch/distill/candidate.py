@@ -350,7 +350,7 @@ def replace_calls(source: str, model: HybridModel, closure: str, part: Any, *,
                 raise RenderError(f"self.{closure}(...) is not called with one argument per"
                                   f" input ({', '.join(inputs)})")
             args = {n: f"({src.segment(a)})" for n, a in zip(inputs, call.args, strict=True)}
-        code = _INPUT_REF.sub(lambda m: args.get(m.group(1), m.group(0)), formula)
+        code = _INPUT_REF.sub(lambda m, a=args: a.get(m.group(1), m.group(0)), formula)
         src.replace(call, f"(1.0 + {code})" if d["kind"] == "multiplicative" else f"({code})")
     _restart(src, setup, model, [d])
     _declare(src, decls[closure], declared)
