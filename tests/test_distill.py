@@ -501,25 +501,9 @@ def test_a_validation_rollout_that_wanders_off_does_not_spoil_every_fit(pendulum
     assert d.explained == pytest.approx(1.0, abs=1e-6)
 
 
-RESPONSE_HYBRID = textwrap.dedent('''\
-    from hyarch import Closure, HybridModel
-
-
-    class Model(HybridModel):
-        """Logistic prey; predators eat at a rate (per predator) that a network learns."""
-
-        def setup(self):
-            self.r = self.parameter(init=0.8, bounds=(0.01, 5.0))
-            self.K = self.parameter(init=20.0, bounds=(1.0, 100.0))
-            self.e = self.parameter(init=0.3, bounds=(0.01, 1.0))
-            self.m = self.parameter(init=0.5, bounds=(0.01, 5.0))
-            self.response = Closure(inputs=("prey",), hidden=(16, 16))
-
-        def derivatives(self, t, s, u):
-            eaten = self.response(s.prey) * s.predator
-            return {"prey": self.r * s.prey * (1 - s.prey / self.K) - eaten,
-                    "predator": self.e * eaten - self.m * s.predator}
-    ''')
+# a closure on the predation term (the functional response), as the benchmark trains it
+RESPONSE_HYBRID = (Path(__file__).parent.parent / "benchmarks" / "spaces" / "predator_prey"
+                   / "response.py").read_text()
 
 
 class HollingRate(Closure):

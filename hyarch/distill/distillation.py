@@ -195,6 +195,16 @@ def _terms_of(terms: list[Term], coef: np.ndarray) -> tuple[tuple[dict[str, Any]
     return records, expression
 
 
+def _alternatives(terms: list[Term], fit) -> tuple[dict[str, Any], ...]:
+    """The fit's other candidates for the refit: its choice less one term ("reduced"),
+    then the sparse path's Pareto front ("front")."""
+    return tuple(
+        {"terms": list(td), "expression": ex, "explained": _num(f.explained_val),
+         "r2": _num(f.r2_val), "kind": kind}
+        for kind, fits in (("reduced", fit.reduced), ("front", fit.front))
+        for f in fits for td, ex in [_terms_of(terms, f.coef)])
+
+
 def _closure_names(model: HybridModel) -> list[tuple[str, Closure]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, Closure)]
 
@@ -265,11 +275,7 @@ def distill(
                              hidden=hidden,
                              droppable=np.array([t.kind != "shift" for t in terms]))
             term_dicts, expression = _terms_of(terms, fit.coef)
-            alternatives = tuple(
-                {"terms": list(td), "expression": ex, "explained": _num(f.explained_val),
-                 "r2": _num(f.r2_val), "kind": kind}
-                for kind, fits in (("reduced", fit.reduced), ("front", fit.front))
-                for f in fits for td, ex in [_terms_of(terms, f.coef)])
+            alternatives = _alternatives(terms, fit)
             in_place = (
                 closure.kind == "additive" and len(outs) == 1
                 and bool(torch.allclose(outs[0].reshape(-1), g, rtol=1e-6, atol=1e-9 * scale))
@@ -380,17 +386,12 @@ def _call_form(model: HybridModel, cname: str, closure: Closure, pts_tr: Points,
     except ValueError:
         return None
     records, expression = _terms_of(terms, fit.coef)
-    alternatives = tuple(
-        {"terms": list(td), "expression": ex, "explained": _num(f.explained_val),
-         "r2": _num(f.r2_val), "kind": kind}
-        for kind, fits in (("reduced", fit.reduced), ("front", fit.front))
-        for f in fits for td, ex in [_terms_of(terms, f.coef)])
     return Distillation(
         closure=cname, state="", kind=closure.kind, inputs=tuple(inputs), terms=records,
         expression=expression, r2=_num(fit.r2_val), r2_train=_num(fit.r2_train),
         explained=_num(fit.explained_val), threshold=fit.threshold, n_train=len(y),
         n_val=len(yv), in_place=False, shifts={}, library=tuple(t.name for t in terms),
-        path=fit.path, alternatives=alternatives, form="call", named=named)
+        path=fit.path, alternatives=_alternatives(terms, fit), form="call", named=named)
 
 
 def _double(data: Trajectories) -> Trajectories:
