@@ -195,6 +195,21 @@ def _terms_of(terms: list[Term], coef: np.ndarray) -> tuple[tuple[dict[str, Any]
     return records, expression
 
 
+def _prune(terms: list[Term], X: np.ndarray, Xv: np.ndarray, y: np.ndarray,
+           yv: np.ndarray) -> tuple[list[Term], np.ndarray, np.ndarray, np.ndarray]:
+    """The library the regression sees: each saturating form at its best K, no empty or
+    collinear column; and the validation points where every kept term is finite (a point
+    where the rollout wandered far would make every fit's score NaN, 0 * inf)."""
+    keep = best_half_saturation(np.nan_to_num(X), y, terms)
+    terms, X, Xv = [terms[j] for j in keep], X[:, keep], Xv[:, keep]
+    keep = select_columns(X, terms)
+    terms, X, Xv = [terms[j] for j in keep], X[:, keep], Xv[:, keep]
+    with np.errstate(over="ignore", invalid="ignore"):
+        ok = (np.isfinite(Xv).all(axis=1) & np.isfinite(yv)
+              & np.isfinite((Xv ** 2).sum(axis=1)) & np.isfinite(yv ** 2))
+    return terms, X, Xv[ok], yv[ok]
+
+
 def _alternatives(terms: list[Term], fit) -> tuple[dict[str, Any], ...]:
     """The fit's other candidates for the refit: its choice less one term ("reduced"),
     then the sparse path's Pareto front ("front")."""
@@ -254,21 +269,8 @@ def distill(
                 terms += rational_terms(inputs, m.state_names, s_in, u_in)
             X = _columns(m, closure, pts_tr, k, terms, sens)
             Xv = _columns(m, closure, pts_va, k, terms, sens_v)
-            y = g.cpu().numpy()
-            keep = best_half_saturation(np.nan_to_num(X), y, terms)
-            terms = [terms[j] for j in keep]
-            X, Xv = X[:, keep], Xv[:, keep]
-            keep = select_columns(X, terms)
-            terms = [terms[j] for j in keep]
-            X, Xv = X[:, keep], Xv[:, keep]
-            y = g.cpu().numpy()
-            yv = Gv[:, k].cpu().numpy()
-            # a validation point where a kept term is not finite (the rollout wandered far)
-            # would make every fit's score NaN (0 * inf): such points are left out
-            ok = np.isfinite(Xv).all(axis=1) & np.isfinite(yv)
-            with np.errstate(over="ignore", invalid="ignore"):
-                ok &= np.isfinite((Xv ** 2).sum(axis=1)) & np.isfinite(yv ** 2)
-            Xv, yv = Xv[ok], yv[ok]
+            y, yv = g.cpu().numpy(), Gv[:, k].cpu().numpy()
+            terms, X, Xv, yv = _prune(terms, X, Xv, y, yv)
             preferred = np.array([t.kind != "generic" for t in terms])
             hidden = np.array([len(t.fixed) if t.kind == "generic" else 0 for t in terms])
             fit = sparse_fit(X, y, Xv, yv, tolerance=tolerance, preferred=preferred,
@@ -367,17 +369,8 @@ def _call_form(model: HybridModel, cname: str, closure: Closure, pts_tr: Points,
                 cols.append(torch.full_like(t, math.nan))
         return torch.stack(cols, dim=1).double().cpu().numpy()
 
-    X, Xv = columns(s_tr), columns(s_va)
     y, yv = y.double().cpu().numpy(), yv.double().cpu().numpy()
-    keep = best_half_saturation(np.nan_to_num(X), y, terms)
-    terms = [terms[j] for j in keep]
-    X, Xv = X[:, keep], Xv[:, keep]
-    keep = select_columns(X, terms)
-    terms = [terms[j] for j in keep]
-    X, Xv = X[:, keep], Xv[:, keep]
-    with np.errstate(over="ignore", invalid="ignore"):
-        ok = np.isfinite(Xv).all(axis=1) & np.isfinite(yv) & np.isfinite((Xv ** 2).sum(axis=1))
-    Xv, yv = Xv[ok], yv[ok]
+    terms, X, Xv, yv = _prune(terms, columns(s_tr), columns(s_va), y, yv)
     if not terms or not np.isfinite(y).all() or not len(yv):
         return None
     hidden = np.array([len(t.fixed) for t in terms])
