@@ -476,6 +476,9 @@ def test_the_rollout_not_the_regression_chooses_the_distilled_terms(pendulum):
     assert won["expressions"] == [f"domega/dt += {entry['expression']}"]
     assert won["parameters"]["c_omega"] == pytest.approx(-0.2, rel=0.02)
     assert won["parameters"]["omega0_sq"] == pytest.approx(W2, rel=0.01)
+    # the queued candidate starts where its refit ended
+    start = build(space, entry["source"]).physical_values()
+    assert start == pytest.approx(won["parameters"], rel=1e-5)
     both = next(r for r in refits if "torch.abs" in r["expressions"][0]
                 and "0.2 * s.omega" in r["expressions"][0])
     assert both["tier"] == won["tier"] and both["fitted_values"] > won["fitted_values"]

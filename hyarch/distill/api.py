@@ -15,6 +15,7 @@ from hyarch.distill.candidate import (
     replace_calls,
     replace_closure,
     subclass_without_closure,
+    with_initial_values,
 )
 from hyarch.distill.distillation import Distillation, distill
 from hyarch.spaces.space import Space
@@ -256,7 +257,9 @@ def _decide(space: Space, source: str, model: HybridModel, name: str,
             t.update(place=i, tier=ev.tier, evidence=ev.describe())
         records.append(t)
     best = int(order[0][0].split()[1]) - 1
-    return (variants[best], tried[best]["source"]), records
+    # queued where its refit ended: its own training starts there
+    source = with_initial_values(tried[best]["source"], tried[best]["parameters"])
+    return (variants[best], source), records
 
 
 def format_distillation(entries: list[dict[str, Any]]) -> str:

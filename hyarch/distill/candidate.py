@@ -280,6 +280,22 @@ def replace_closure(source: str, model: HybridModel, closure: str,
     return (header + text) if header else text
 
 
+def with_initial_values(source: str, values: dict[str, float]) -> str:
+    """``source`` with each ``self.<name> = self.parameter(...)`` of ``values``, in any
+    class's ``setup()``, starting at its value: a refitted candidate queued where its refit
+    ended, so that its own training starts there."""
+    src = _Source(source)
+    for cls in src.tree.body:
+        if not isinstance(cls, ast.ClassDef):
+            continue
+        for fn in cls.body:
+            if isinstance(fn, ast.FunctionDef) and fn.name == "setup":
+                for name, call in _parameters(fn).items():
+                    if name in values:
+                        _set_init(src, call, float(values[name]))
+    return src.render()
+
+
 def _restart(src: _Source, setup: ast.FunctionDef, model: HybridModel,
              parts: Iterable[Any]) -> None:
     """Existing parameters start at the hybrid's fitted values, plus what the closure
