@@ -103,3 +103,29 @@ def test_a_distilled_candidate_is_placed_in_the_grammar_and_tried_part_by_part()
     assert "self.k_omega_c0002 * s.omega ** 3" in got[1].source
     # the distilled candidate's own structure is known: never proposed again
     assert {"term:omega:linear_friction", extra} not in on[2:]
+
+
+def test_a_formula_candidate_is_queued_from_its_own_records_outside_the_grammar(tmp_path):
+    # A closure inside a rate: its per-state records are long curve fits (no candidate from
+    # them alone), the network as a formula of its input is one saturating term, and the
+    # refit chose that form. The formula candidate is queued, is outside the offline
+    # grammar (no choices: evaluated, not varied part by part) and adds no grammar term.
+    from hyarch.agent.artifacts import keep_distillation
+    from hyarch.distill import grammar_terms
+    from hyarch.runs import Run
+
+    long = [(f"s.prey ** {i}", "generic", f"s.prey ** {i}", 0.1) for i in range(1, 6)]
+    prey = {**_distillation("response", "prey", long), "form": "state",
+            "candidate_form": "call", "source": "FORMULA"}
+    call = {**_distillation("response", "", [
+        ("s.prey / (2.0 + s.prey)", "generic", "s.prey / (2.0 + s.prey)", 1.0)]),
+        "form": "call", "inputs": ["prey"], "expression": "1.0 * s.prey / (2.0 + s.prey)",
+        "candidate_form": "call", "source": "FORMULA"}
+    said: list[str] = []
+    (p,) = keep_distillation(Run(tmp_path), "c0003", [prey, call], said.append,
+                             parent_choices={"closure:0:prey": "16x16"})
+    assert p.source == "FORMULA" and p.parents == ("c0003",) and p.choices == {}
+    assert said == ["  c0003: closure response distils to response(prey) ="
+                    " 1.0 * s.prey / (2.0 + s.prey) (explains 0.990); queued as a"
+                    " mechanistic candidate"]
+    assert grammar_terms([call], "c0003") == {}
