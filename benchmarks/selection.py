@@ -110,6 +110,13 @@ def main(argv: list[str] | None = None) -> int:
             if not (run_dir / "run.yaml").is_file():
                 hyarch.search(name, run=run_dir, budget=args.budget, workers=args.workers,
                               seed=seed)
+            elif len(hyarch.load_run(run_dir).finished()) < args.budget:
+                # an interrupted search (a session that ended, a kill) is finished first, not
+                # read half done (never run this on a search another process is running)
+                if not args.json:
+                    print(f"{run_dir}: unfinished, resumed", file=sys.stderr)
+                hyarch.search(name, run=run_dir, budget=args.budget, workers=args.workers,
+                              seed=seed, resume=True)
             elif not args.json:
                 print(f"{run_dir}: exists, read as it is", file=sys.stderr)
             row = {"space": name, "seed": seed, "seconds": round(time.perf_counter() - t0, 1),
