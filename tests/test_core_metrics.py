@@ -96,3 +96,23 @@ def test_parameter_errors():
     errs = parameter_errors({"a": 1.1, "b": -1.8, "c": 3.0, "z": 0.5},
                             {"a": 1.0, "b": -2.0, "c": 3.0, "z": 0.0, "missing": 1.0})
     assert errs == {"a": pytest.approx(0.1), "b": pytest.approx(0.1), "c": 0.0}
+
+
+def test_block_errors_are_the_folds_of_a_blocked_cross_validation():
+    from hyarch.core.metrics import block_nmse, per_trajectory_nmse
+
+    data, pred = data_and_pred()
+    pred = pred.clone()
+    pred[1, 4:, 0] += 0.3  # trajectory 1 errs more over its last two scored points
+    scales = torch.tensor([1.0, 1.0])
+    per = per_trajectory_nmse(pred, data, scales)
+    # one block per trajectory: the per-trajectory errors
+    torch.testing.assert_close(block_nmse(pred, data, scales, 1), per)
+    # five scored points in two blocks (3 + 2), trajectory by trajectory
+    blocks = block_nmse(pred, data, scales, 2).reshape(3, 2)
+    plain = (0.1 ** 2 + 0.2 ** 2) / 2
+    worse = (0.4 ** 2 + 0.2 ** 2) / 2
+    assert blocks[0].tolist() == pytest.approx([plain, plain], rel=1e-5)
+    assert blocks[1].tolist() == pytest.approx([plain, worse], rel=1e-5)
+    # the blocks' mean, weighted by their points, is the trajectory's error
+    assert float(blocks[1, 0] * 3 + blocks[1, 1] * 2) / 5 == pytest.approx(float(per[1]), rel=1e-5)

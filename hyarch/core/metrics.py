@@ -32,6 +32,20 @@ def per_trajectory_nmse(pred: torch.Tensor, data: Trajectories,
             / mask.sum(dim=(1, 2)).clamp_min(1))
 
 
+def block_nmse(pred: torch.Tensor, data: Trajectories, scales: torch.Tensor,
+               blocks: int = 1) -> torch.Tensor:
+    """Normalised MSE per trajectory and, with ``blocks`` > 1, per contiguous block of its
+    time points (after the initial one): the folds of a blocked cross-validation, for a
+    split with too few trajectories to estimate a spread from."""
+    err = ((pred - data.y) / scales)[:, 1:] ** 2
+    mask = data.mask[:, 1:].to(err.dtype)
+    err = torch.where(mask > 0, err, torch.zeros_like(err))
+    out = []
+    for idx in torch.arange(err.shape[1]).tensor_split(max(1, min(blocks, err.shape[1]))):
+        out.append(err[:, idx].sum(dim=(1, 2)) / mask[:, idx].sum(dim=(1, 2)).clamp_min(1))
+    return torch.stack(out, dim=1).reshape(-1)
+
+
 def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 

@@ -21,6 +21,8 @@ from hyarch.distill.distillation import Distillation, distill
 from hyarch.spaces.space import Space
 
 MIN_REFIT_SECONDS = 5.0  # a refit with less time than this left is not started
+# folds the refits are compared over (trajectories, or blocks of them when there are fewer)
+MIN_FOLDS = 5
 
 
 def _header(parts: list[Distillation]) -> str:
@@ -203,7 +205,7 @@ def _decide(space: Space, source: str, model: HybridModel, name: str,
     import torch
 
     from hyarch.core.fields import accurate_rollout
-    from hyarch.core.metrics import per_trajectory_nmse
+    from hyarch.core.metrics import block_nmse
     from hyarch.core.train import fit
     from hyarch.ranking.rule import tiers
 
@@ -231,7 +233,10 @@ def _decide(space: Space, source: str, model: HybridModel, name: str,
                 pred, _ = accurate_rollout(fitted.model, space.val.to(fitted.scales.device),
                                            fitted.scales, method=cfg.method,
                                            substeps=cfg.substeps)
-                per = per_trajectory_nmse(pred, space.val.to(pred.device), fitted.scales)
+                # the one-SE rule needs a spread: with fewer than MIN_FOLDS selection
+                # trajectories, contiguous blocks of each are the folds (blocked CV)
+                blocks = math.ceil(MIN_FOLDS / max(pred.shape[0], 1))
+                per = block_nmse(pred, space.val.to(pred.device), fitted.scales, blocks)
         except Exception as e:  # noqa: BLE001 - one variant's failure is that variant's
             tried.append({**rec, "failed": f"{type(e).__name__}: {e}"})
             continue
