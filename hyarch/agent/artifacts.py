@@ -100,8 +100,10 @@ def keep_distillation(run: Run, cid: str, entries: list[dict[str, Any]],
             if e.get("form") == "call":  # the network, as a formula of its inputs
                 inputs = e.get("inputs") if isinstance(e.get("inputs"), list) else []
                 what = f"{e.get('closure')}({', '.join(map(str, inputs))}) = {what}"
+            ex = e.get("explained")  # untrusted: the child returned it
+            ex = f"{ex:.3f}" if isinstance(ex, (int, float)) else "-"
             progress(f"  {cid}: closure {e.get('closure')} distils to {what}"
-                     f" (explains {e.get('explained') or 0:.3f}{how});"
+                     f" (explains {ex}{how});"
                      " queued as a mechanistic candidate")
     return out
 
