@@ -99,19 +99,19 @@ def test_parameter_errors():
 
 
 def test_block_errors_are_the_folds_of_a_blocked_cross_validation():
-    from hyarch.core.metrics import block_nmse, per_trajectory_nmse
+    from hyarch.core.metrics import per_trajectory_nmse
 
     data, pred = data_and_pred()
     pred = pred.clone()
     pred[1, 4:, 0] += 0.3  # trajectory 1 errs more over its last two scored points
     scales = torch.tensor([1.0, 1.0])
-    per = per_trajectory_nmse(pred, data, scales)
-    # one block per trajectory: the per-trajectory errors
-    torch.testing.assert_close(block_nmse(pred, data, scales, 1), per)
-    # five scored points in two blocks (3 + 2), trajectory by trajectory
-    blocks = block_nmse(pred, data, scales, 2).reshape(3, 2)
     plain = (0.1 ** 2 + 0.2 ** 2) / 2
     worse = (0.4 ** 2 + 0.2 ** 2) / 2
+    # one block per trajectory: the per-trajectory errors
+    per = per_trajectory_nmse(pred, data, scales)
+    assert per.tolist() == pytest.approx([plain, (3 * plain + 2 * worse) / 5, plain], rel=1e-5)
+    # five scored points in two blocks (3 + 2), trajectory by trajectory
+    blocks = per_trajectory_nmse(pred, data, scales, 2).reshape(3, 2)
     assert blocks[0].tolist() == pytest.approx([plain, plain], rel=1e-5)
     assert blocks[1].tolist() == pytest.approx([plain, worse], rel=1e-5)
     # the blocks' mean, weighted by their points, is the trajectory's error

@@ -22,21 +22,13 @@ def normalised_mse(pred: torch.Tensor, data: Trajectories, scales: torch.Tensor)
     return (err * mask).sum(dim=(-3, -2, -1)) / mask.sum().clamp_min(1)
 
 
-def per_trajectory_nmse(pred: torch.Tensor, data: Trajectories,
-                        scales: torch.Tensor) -> torch.Tensor:
+def per_trajectory_nmse(pred: torch.Tensor, data: Trajectories, scales: torch.Tensor,
+                        blocks: int = 1) -> torch.Tensor:
     """One normalised MSE per trajectory (masked, the initial point skipped): what the
-    ranking's rule compares trajectory by trajectory."""
-    err = ((pred - data.y) / scales)[:, 1:] ** 2
-    mask = data.mask[:, 1:].to(err.dtype)
-    return (torch.where(mask > 0, err, torch.zeros_like(err)).sum(dim=(1, 2))
-            / mask.sum(dim=(1, 2)).clamp_min(1))
-
-
-def block_nmse(pred: torch.Tensor, data: Trajectories, scales: torch.Tensor,
-               blocks: int = 1) -> torch.Tensor:
-    """Normalised MSE per trajectory and, with ``blocks`` > 1, per contiguous block of its
-    time points (after the initial one): the folds of a blocked cross-validation, for a
-    split with too few trajectories to estimate a spread from."""
+    ranking's rule compares trajectory by trajectory. With ``blocks`` > 1, one per
+    contiguous block of each trajectory's time points, trajectory-major: the folds of a
+    blocked cross-validation, for a split with too few trajectories to estimate a spread
+    from."""
     err = ((pred - data.y) / scales)[:, 1:] ** 2
     mask = data.mask[:, 1:].to(err.dtype)
     err = torch.where(mask > 0, err, torch.zeros_like(err))

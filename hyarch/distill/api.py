@@ -205,7 +205,7 @@ def _decide(space: Space, source: str, model: HybridModel, name: str,
     import torch
 
     from hyarch.core.fields import accurate_rollout
-    from hyarch.core.metrics import block_nmse
+    from hyarch.core.metrics import per_trajectory_nmse
     from hyarch.core.train import fit
     from hyarch.ranking.rule import tiers
 
@@ -224,6 +224,8 @@ def _decide(space: Space, source: str, model: HybridModel, name: str,
             tried.append({**rec, "failed": why})
             continue
         try:
+            # Safe to load here, as in _check: refits run only inside the sandboxed child
+            # (the runner's post-training step), which already runs the candidate's code.
             cls = load_model_class(src, "<distilled>")
             factory = make_factory(cls, space.states, space.inputs, space.scales(),
                                    space.shapes)
@@ -236,7 +238,8 @@ def _decide(space: Space, source: str, model: HybridModel, name: str,
                 # the one-SE rule needs a spread: with fewer than MIN_FOLDS selection
                 # trajectories, contiguous blocks of each are the folds (blocked CV)
                 blocks = math.ceil(MIN_FOLDS / max(pred.shape[0], 1))
-                per = block_nmse(pred, space.val.to(pred.device), fitted.scales, blocks)
+                per = per_trajectory_nmse(pred, space.val.to(pred.device), fitted.scales,
+                                          blocks)
         except Exception as e:  # noqa: BLE001 - one variant's failure is that variant's
             tried.append({**rec, "failed": f"{type(e).__name__}: {e}"})
             continue
