@@ -91,9 +91,10 @@ def schema(space: Space) -> dict[str, Any]:
     if not term_keys(space):
         props.pop("terms")
         required.remove("terms")
-    if individual_keys(space):  # a parameter may vary by individual (a random effect)
-        props["individual"] = {"type": "array", "maxItems": len(individual_keys(space)),
-                               "items": {"type": "string", "enum": individual_keys(space)}}
+    individual = individual_keys(space)  # (reads the prior: once)
+    if individual:  # a parameter may vary by individual (a random effect)
+        props["individual"] = {"type": "array", "maxItems": len(individual),
+                               "items": {"type": "string", "enum": individual}}
     return {"type": "object", "additionalProperties": False, "required": required,
             "properties": props}
 
