@@ -69,11 +69,15 @@ def _targets(out: str, entries: list[dict[str, Any]]) -> dict[str, str]:
     for d in entries:
         if d["source"] is not None:
             sources.setdefault(d["closure"], d["source"])
-    if len(sources) <= 1:
+    joint = entries[0].get("joint") if entries else None
+    joint = joint.get("source") if isinstance(joint, dict) else None
+    if len(sources) <= 1 and not isinstance(joint, str):
         return {out: next(iter(sources.values()))} if sources else {}
     p = Path(out)
-    return {str(p.with_name(f"{p.stem}_{name}{p.suffix or '.py'}")): s
-            for name, s in sources.items()}
+    # several closures: each one's candidate beside OUT, and OUT every closure at once
+    targets = {str(p.with_name(f"{p.stem}_{name}{p.suffix or '.py'}")): s
+               for name, s in sources.items()}
+    return {out: joint, **targets} if isinstance(joint, str) else targets
 
 
 def cmd_distill(args) -> int:

@@ -548,3 +548,112 @@ def test_a_network_inside_a_rate_distils_to_a_formula_at_its_calls():
     new = build(space, src)
     assert not new.closures() and set(new.parameter_specs) == {
         "r", "K", "e", "m", "c_response", "K_prey"}
+
+
+# -- every closure at once ----------------------------------------------------------------
+TWO_CLOSURES = APHYNITY.replace(
+    '        self.correction = Closure(inputs=("theta", "omega"), hidden=(64, 64))\n',
+    '        self.correction = Closure(inputs=("theta", "omega"), hidden=(64, 64))\n'
+    '        self.drift = Closure(inputs=("theta", "omega"), hidden=(8,))\n').replace(
+    '"theta": s.omega,', '"theta": s.omega + self.drift(s.theta, s.omega),')
+
+IN_A_DICT = textwrap.dedent("""\
+    import torch
+
+    from hyarch import Closure, HybridModel
+
+
+    class Model(HybridModel):
+        \"\"\"Ideal pendulum plus a closure on each state, kept in a dict.\"\"\"
+
+        def setup(self):
+            self.omega0_sq = self.parameter(init=1.0, bounds=(0.01, 10.0))
+            self.nets = torch.nn.ModuleDict({n: Closure(inputs=("theta", "omega"), hidden=(8,))
+                                             for n in ("theta", "omega")})
+
+        def derivatives(self, t, s, u):
+            d = {"theta": s.omega, "omega": -self.omega0_sq * torch.sin(s.theta)}
+            for name, net in self.nets.items():
+                d[name] = d[name] + net(s.theta, s.omega)
+            return d
+    """)
+
+
+def two_closure_model(space, on_theta, on_omega, *, in_a_dict=False):
+    def formula(f):
+        net = Formula(inputs=("theta", "omega"), hidden=(4,))
+        net.formula = f
+        return net
+
+    class Exact(HybridModel):
+        def setup(self):
+            self.omega0_sq = self.parameter(init=1.0, bounds=(0.01, 10.0))
+            if in_a_dict:
+                self.nets = torch.nn.ModuleDict({"theta": formula(on_theta),
+                                                 "omega": formula(on_omega)})
+            else:
+                self.correction, self.drift = formula(on_omega), formula(on_theta)
+
+        def derivatives(self, t, s, u):
+            g_theta, g_omega = ((self.nets["theta"](s), self.nets["omega"](s)) if in_a_dict
+                                else (self.drift(s), self.correction(s)))
+            return {"theta": s.omega + g_theta,
+                    "omega": -self.omega0_sq * torch.sin(s.theta) + g_omega}
+
+    model = make_factory(Exact, space.states, space.inputs, space.scales(), space.shapes)()
+    model.set_physical({"omega0_sq": W2})
+    return model
+
+
+def test_a_closure_that_distils_to_nothing_is_dropped_from_the_whole_mechanism(pendulum):
+    # friction on omega (a law); on theta a small wiggle no library term explains
+    wiggle = lambda th, om: 0.002 * torch.sign(torch.sin(7 * th))  # noqa: E731
+    model = two_closure_model(pendulum, wiggle, lambda th, om: -0.2 * om)
+    entries = distill_candidate(pendulum, TWO_CLOSURES, model)
+    by = {e["closure"]: e for e in entries if e["form"] == "state"}
+    assert by["drift"]["source"] is None and by["correction"]["source"] is not None
+    assert "self.drift = Closure(" in by["correction"]["source"]  # its own keeps the other
+    joint = entries[0]["joint"]
+    assert joint["reason"] is None and joint["dropped"] == ["drift"]
+    assert "closure `drift` dropped" in joint["source"]
+    new = build(pendulum, joint["source"])
+    assert not new.closures()
+    assert set(new.parameter_specs) == {"omega0_sq", "alpha"}
+    assert new.physical_values()["alpha"] == pytest.approx(0.2, rel=1e-4)
+    assert new.physical_values()["omega0_sq"] == pytest.approx(W2, rel=1e-4)
+    # `hyarch distill` says so, and --out m.py writes the whole there, each closure beside it
+    from hyarch.distill import format_distillation
+    from hyarch.distill_cli import _targets
+
+    assert format_distillation(entries).splitlines()[-1] == (
+        "every closure at once, 1 dropped (drift): a candidate with no network")
+    assert _targets("m.py", entries) == {"m.py": joint["source"],
+                                         "m_correction.py": by["correction"]["source"]}
+    # only the first entry has it; with one closure there is no joint at all
+    assert all("joint" not in e for e in entries[1:])
+    (single,) = distill_candidate(pendulum, APHYNITY, exact_model(pendulum, lambda th, om:
+                                                                  -0.2 * om))
+    assert "joint" not in single
+
+
+@pytest.mark.parametrize("in_a_dict", [False, True])
+def test_every_closure_replaced_at_once_reproduces_the_hybrid_field(pendulum, in_a_dict):
+    # both closures hold a law, and the one on omega also 10% of gravity (a shift); in a
+    # dict, the in-place rewrite cannot read setup() and the subclass drops both networks
+    on_theta = lambda th, om: -0.3 * om  # noqa: E731
+    on_omega = lambda th, om: -0.2 * om - 0.1 * torch.sin(th)  # noqa: E731
+    model = two_closure_model(pendulum, on_theta, on_omega, in_a_dict=in_a_dict)
+    model.set_physical({"omega0_sq": W2 - 0.1})
+    source = IN_A_DICT if in_a_dict else TWO_CLOSURES
+    entries = distill_candidate(pendulum, source, model)
+    joint = entries[0]["joint"]
+    assert joint["reason"] is None and joint["dropped"] == []
+    if in_a_dict:
+        assert "self.without_closure('nets.theta')" in joint["source"]
+        assert "self.without_closure('nets.omega')" in joint["source"]
+    new = build(pendulum, joint["source"])
+    assert not new.closures()  # no network left, in either shape
+    assert set(new.parameter_specs) == {"omega0_sq", "alpha", "c_theta"}
+    assert new.physical_values()["omega0_sq"] == pytest.approx(W2, rel=1e-4)
+    torch.testing.assert_close(field_at(new, pendulum), field_at(model, pendulum),
+                               rtol=1e-4, atol=1e-5)

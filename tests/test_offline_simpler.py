@@ -129,3 +129,35 @@ def test_a_formula_candidate_is_queued_from_its_own_records_outside_the_grammar(
                     " 1.0 * s.prey / (2.0 + s.prey) (explains 0.990); queued as a"
                     " mechanistic candidate"]
     assert grammar_terms([call], "c0003") == {}
+
+
+def test_all_closures_at_once_is_queued_first_with_every_network_off(tmp_path):
+    # A hybrid with a closure on each state: the one on omega distils to friction, the one
+    # on theta to nothing. Its own candidate (friction, the theta network kept) is queued,
+    # and before it the whole mechanism with both networks off.
+    from hyarch.agent.artifacts import keep_distillation
+    from hyarch.runs import Run
+
+    friction = {**_distillation("closure_omega", "omega", [
+        ("linear_friction", "hypothesis", "", -0.2)]), "form": "state", "source": "ONE"}
+    nothing = {**_distillation("closure_theta", "theta", [], explained=None), "form": "state",
+               "source": None}
+    joint = {"source": "ALL", "dropped": ["closure_theta"],
+             "parts": [{**nothing, "source": None}, {**friction, "source": None}]}
+    parent = {"closure:0:theta": "16x16", "closure:0:omega": "16x16",
+              "term:omega:linear_friction": False}
+    said: list[str] = []
+    got = keep_distillation(Run(tmp_path), "c0002", [{**friction, "joint": joint}, nothing],
+                            said.append, parent_choices=parent)
+    assert [p.source for p in got] == ["ALL", "ONE"]
+    assert {k: v for k, v in got[0].choices.items() if k != "_simpler"} == {
+        "closure:0:theta": "none", "closure:0:omega": "none",
+        "term:omega:linear_friction": True}
+    assert got[1].choices["closure:0:theta"] == "16x16"
+    assert said[0] == ("  c0002: all its closures at once (1 dropped as distilling to nothing)"
+                       " queued as a mechanistic candidate")
+    # what a child sends is untrusted: a joint that is not a dict of the right shape is ignored
+    for bad in ({"source": 3, "parts": []}, {"source": "X", "parts": "no"}, "ALL"):
+        got = keep_distillation(Run(tmp_path), "c0002", [{**friction, "joint": bad}, nothing],
+                                said.append, parent_choices=parent)
+        assert [p.source for p in got] == ["ONE"]

@@ -51,7 +51,7 @@ def distilled_choices(cid: str, entries: list[dict[str, Any]],
     from hyarch.distill.api import grammar_key
 
     parent = {k: v for k, v in parent_choices.items() if not k.startswith("_")}
-    if not parent or any(e.get("candidate_form") == "call" for e in entries):
+    if not parent or any("call" in (e.get("candidate_form"), e.get("form")) for e in entries):
         return {}  # (a network replaced by a formula at its calls: outside the grammar)
     out = dict(parent)
     for e in entries:
@@ -79,6 +79,19 @@ def keep_distillation(run: Run, cid: str, entries: list[dict[str, Any]],
 
     run.write_file(cid, "distill.json", json.dumps(entries, indent=2, default=str))
     out = []
+    # every closure at once (a hybrid with several): queued first, the network-free whole
+    joint = entries[0].get("joint") if entries and isinstance(entries[0], dict) else None
+    if (isinstance(joint, dict) and isinstance(joint.get("source"), str)
+            and isinstance(joint.get("parts"), list)
+            and all(isinstance(e, dict) for e in joint["parts"])
+            and not any(len(e.get("terms") or ()) > MAX_DISTILLED_TERMS
+                        for e in joint["parts"])):
+        out.append(Proposal(joint["source"], "distill", parents=(cid,),
+                            choices=distilled_choices(cid, joint["parts"],
+                                                      parent_choices or {})))
+        dropped = joint.get("dropped") if isinstance(joint.get("dropped"), list) else []
+        progress(f"  {cid}: all its closures at once ({len(dropped)} dropped as distilling to"
+                 " nothing) queued as a mechanistic candidate")
     by_source: dict[str, list[dict[str, Any]]] = {}
     for e in entries:
         if e.get("source"):

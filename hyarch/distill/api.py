@@ -17,7 +17,7 @@ from hyarch.distill.candidate import (
     subclass_without_closure,
     with_initial_values,
 )
-from hyarch.distill.distillation import Distillation, distill
+from hyarch.distill.distillation import Distillation, _closure_names, distill
 from hyarch.spaces.space import Space
 
 MIN_REFIT_SECONDS = 5.0  # a refit with less time than this left is not started
@@ -79,12 +79,15 @@ def distill_candidate(space: Space, source: str, model: HybridModel, *,
     for p in parts:
         by_closure.setdefault(p.closure, []).append(p)
     out = []
+    decided: dict[str, tuple[list[Distillation] | None, list[Distillation]]] = {}
     for name, group in by_closure.items():
         per_state = [p for p in group if p.form == "state"]
         bases, reasons = [], []
         weak = [p for p in per_state if p.explained is None or p.explained < min_explained]
         if weak:
-            reasons.append(f"the terms explain a share {weak[0].explained} of the closure's"
+            reasons.append(f"no sparse fit of the library for d{weak[0].state}/dt"
+                           if weak[0].explained is None else
+                           f"the terms explain a share {weak[0].explained} of the closure's"
                            f" output on validation states, below {min_explained}, for"
                            f" d{weak[0].state}/dt")
         elif per_state:
@@ -113,12 +116,90 @@ def distill_candidate(space: Space, source: str, model: HybridModel, *,
         if chosen is not None:  # the records hold what the candidate is made of
             swap = {(p.form, p.state): p for p in chosen}
             group = [swap.get((p.form, p.state), p) for p in group]
+        decided[name] = (chosen, per_state)
         for p in group:
             out.append({**p.to_dict(), "source": new,
                         "reason": None if new is not None else "; ".join(reasons),
                         "refits": refits,
                         "candidate_form": chosen[0].form if chosen else None})
+    # a closure with no record adds next to nothing anywhere (below distill's min_share)
+    for name, _ in _closure_names(model):
+        decided.setdefault(name, (None, []))
+    joint = _joint(space, source, model, decided) if len(decided) > 1 else None
+    if joint is not None and out:
+        out[0]["joint"] = joint
     return out
+
+
+def _joint(space: Space, source: str, model: HybridModel,
+           decided: dict[str, tuple[list[Distillation] | None, list[Distillation]]]
+           ) -> dict[str, Any] | None:
+    """Every closure of a hybrid with several at once: each replaced by what it distilled
+    to, and each that distilled to nothing good dropped (its null value: the hypothesis
+    that the state needs nothing there). Each closure's own candidate keeps the others'
+    networks; this one has none, so that a search with a few candidates left can try the
+    whole mechanism in one (the rollout and the ranking decide, as for any candidate).
+
+    ``{"source", "parts": the records it is made of (a dropped closure's with no terms),
+    "dropped": the closures set to their null, "reason"}``; ``source`` is None, with
+    ``reason``, when it cannot be written; None when no closure distilled."""
+    if not any(chosen for chosen, _ in decided.values()):
+        return None
+    groups: dict[str, list[Distillation]] = {}
+    dropped, bare = [], []  # bare: dropped with no per-state record to write its null from
+    for name, (chosen, per_state) in decided.items():
+        if chosen:
+            groups[name] = chosen
+        elif per_state:
+            groups[name] = [replace(p, terms=(), expression="0", shifts={}, alternatives=(),
+                                    path=()) for p in per_state]
+            dropped.append(name)
+        else:
+            dropped.append(name)
+            bare.append(name)
+    parts = [p for g in groups.values() for p in g]
+    doc = "Distilled: " + "; ".join(
+        f"closure `{n}` dropped" if n in dropped else f"closure `{n}`: "
+        + ", ".join(describe(p) for p in groups[n]) for n in decided) + "."
+    header = "".join(f"# Distilled by hyarch: closure `{n}` "
+                     + ("dropped (it distilled to nothing that explains it)\n" if n in dropped
+                        else "-> " + "; ".join(describe(p) for p in groups[n]) + "\n")
+                     for n in decided)
+    record = {"parts": [p.to_dict() for p in parts], "dropped": dropped}
+    try:
+        new = source
+        try:
+            for k, (name, g) in enumerate(groups.items()):
+                last = doc if k == len(groups) - 1 else ""  # the docstring, once
+                if g[0].form == "call":
+                    new = replace_calls(new, model, name, g[0], named=g[0].named, doc=last)
+                else:
+                    new = replace_closure(new, model, name, g, doc=last)
+        except RenderError:
+            if any(p.form == "call" for p in parts):
+                raise
+            new, bare = subclass_without_closure(source, model, list(decided), parts,
+                                                 doc=doc), []
+        if bare:  # what is left of them is switched off in a subclass
+            new = subclass_without_closure(new, model, bare, [], doc=doc)
+        # existing parameters start at the hybrid's fitted values plus what every
+        # closure absorbed (each closure's rewrite saw only its own shifts)
+        fitted, specs = model.physical_values(), model.parameter_specs
+        shifts: dict[str, list[float]] = {}
+        for p in parts:
+            for k, c in p.shifts.items():
+                shifts.setdefault(k, []).append(c)
+        starts = {k: min(max(v + (sum(shifts[k]) / len(shifts[k]) if k in shifts else 0.0),
+                             specs[k].lower), specs[k].upper)
+                  for k, v in fitted.items() if k in specs}
+        new = header + with_initial_values(new, starts)
+        _check(space, new)
+    except (RenderError, SyntaxError) as e:
+        return {**record, "source": None, "reason": f"cannot rewrite the candidate: {e}"}
+    except Exception as e:  # noqa: BLE001 - the rendered file fails the contract
+        return {**record, "source": None,
+                "reason": f"the distilled candidate fails its check: {e}"}
+    return {**record, "source": new, "reason": None}
 
 
 def describe(p: Any) -> str:
@@ -300,6 +381,14 @@ def format_distillation(entries: list[dict[str, Any]]) -> str:
                 lines.append(f"    fit {k}{first}, place {r.get('place', '-')}: {what};"
                              f" log10 nMSE {score}, {r.get('fitted_values', '-')} fitted"
                              f" values; {r.get('evidence', '')}")
+    joint = entries[0].get("joint") if entries else None
+    if isinstance(joint, dict):
+        dropped = joint.get("dropped") if isinstance(joint.get("dropped"), list) else []
+        what = (f"every closure at once, {len(dropped)} dropped"
+                + (f" ({', '.join(map(str, dropped))})" if dropped else "") + ": ")
+        lines.append(what + ("a candidate with no network" if isinstance(joint.get("source"),
+                                                                         str)
+                             else f"no candidate: {joint.get('reason')}"))
     return "\n".join(lines)
 
 

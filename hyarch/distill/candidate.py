@@ -378,14 +378,16 @@ def replace_calls(source: str, model: HybridModel, closure: str, part: Any, *,
     return (header + text) if header else text
 
 
-def subclass_without_closure(source: str, model: HybridModel, closure: str,
+def subclass_without_closure(source: str, model: HybridModel, closure: str | Sequence[str],
                              parts: Iterable[Any], *, header: str = "", doc: str = "") -> str:
     """The general rewrite, for any ``setup()`` shape (closures in loops, dicts, helper
     methods, under another name): the hybrid's class is kept as ``_Hybrid``; ``Model``
     subclasses it, removes the closure (``without_closure``: its null value, no weights),
     starts the existing parameters at the hybrid's fitted values plus what the closure
     absorbed, declares the distilled terms' parameters and adds the terms to what the
-    hybrid's derivatives return."""
+    hybrid's derivatives return. ``closure`` may name several closures, ``parts`` holding
+    the records of each (terms of two closures on one state are added together)."""
+    closures = [closure] if isinstance(closure, str) else list(closure)
     parts = [p if isinstance(p, dict) else p.to_dict() for p in parts]
     tree = ast.parse(source)
     classes = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Model"]
@@ -393,12 +395,16 @@ def subclass_without_closure(source: str, model: HybridModel, closure: str,
         raise RenderError("no class Model in the candidate")
     taken = _taken(model, _Source(source)) | {"_Hybrid"}
     declared: list[tuple[str, float, tuple]] = []
-    codes = {}
+    codes: dict[str, str] = {}
     for d in parts:
         terms = [t for t in d["terms"] if t["kind"] != "shift"]
-        codes[d["state"]] = " + ".join(
-            _term_code(t, taken, declared, d["state"], model.parameter_specs)
-            for t in terms) or "0.0"
+        code = " + ".join(_term_code(t, taken, declared, d["state"], model.parameter_specs)
+                          for t in terms)
+        if code:
+            codes[d["state"]] = f"{codes[d['state']]} + {code}" if codes.get(d["state"]) else code
+        else:
+            codes.setdefault(d["state"], "")
+    codes = {state: code or "0.0" for state, code in codes.items()}
     fitted = model.physical_values()
     shifts: dict[str, list[float]] = {}
     for d in parts:
@@ -413,8 +419,8 @@ def subclass_without_closure(source: str, model: HybridModel, closure: str,
         text += f" The hybrid it came from: {old_doc.splitlines()[0]}"
     text = textwrap.fill(text.replace('"', "'"), 88).replace("\n", "\n    ")
     lines = ["", "", "class Model(_Hybrid):", f'    """{text}\n    """', "",
-             "    def setup(self):", "        super().setup()",
-             f"        self.without_closure({closure!r})"]
+             "    def setup(self):", "        super().setup()"]
+    lines += [f"        self.without_closure({c!r})" for c in closures]
     for name, spec in model.parameter_specs.items():
         v = min(max(fitted[name], spec.lower), spec.upper)
         extra = ", individual=True" if spec.individual else ""

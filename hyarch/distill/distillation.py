@@ -273,15 +273,23 @@ def distill(
             terms, X, Xv, yv = _prune(terms, X, Xv, y, yv)
             preferred = np.array([t.kind != "generic" for t in terms])
             hidden = np.array([len(t.fixed) if t.kind == "generic" else 0 for t in terms])
-            fit = sparse_fit(X, y, Xv, yv, tolerance=tolerance, preferred=preferred,
-                             hidden=hidden,
-                             droppable=np.array([t.kind != "shift" for t in terms]))
-            term_dicts, expression = _terms_of(terms, fit.coef)
-            alternatives = _alternatives(terms, fit)
             in_place = (
                 closure.kind == "additive" and len(outs) == 1
                 and bool(torch.allclose(outs[0].reshape(-1), g, rtol=1e-6, atol=1e-9 * scale))
             )
+            try:
+                fit = sparse_fit(X, y, Xv, yv, tolerance=tolerance, preferred=preferred,
+                                 hidden=hidden,
+                                 droppable=np.array([t.kind != "shift" for t in terms]))
+            except ValueError:  # no fit at all: this state's record says so, the rest go on
+                results.append(Distillation(
+                    closure=cname, state=state, kind=closure.kind, inputs=inputs, terms=(),
+                    expression="0", r2=None, r2_train=None, explained=None,
+                    threshold=math.nan, n_train=len(y), n_val=len(yv), in_place=in_place,
+                    library=tuple(t.name for t in terms)))
+                continue
+            term_dicts, expression = _terms_of(terms, fit.coef)
+            alternatives = _alternatives(terms, fit)
             results.append(Distillation(
                 closure=cname, state=state, kind=closure.kind, inputs=inputs,
                 terms=term_dicts, expression=expression,
