@@ -146,6 +146,23 @@ def test_sparse_fit_recovers_a_sparse_law_and_its_r2():
     assert r2_score(np.array([1.0, 2.0, 3.0]), np.array([2.0, 2.0, 2.0])) == pytest.approx(0.0)
 
 
+def test_the_best_single_term_is_tried_even_where_the_threshold_path_skips_it():
+    # -sin(x) plus a wiggle no column holds (what a trained network adds to a law): STLSQ's
+    # thresholds go from 4 terms to a fit of the wiggle, never -sin(x) alone; the best
+    # fit of each small size (best-subset selection) has it, and it is the sparsest fit
+    # within the tolerance of the best
+    def columns(x):
+        return np.stack([np.ones_like(x), x, x ** 2, x ** 3, np.sin(x), np.cos(x),
+                         np.tanh(x), x * np.abs(x)], 1)
+
+    x, xv = np.linspace(-2, 2, 401), np.linspace(-1.99, 1.99, 200)
+    y, yv = -np.sin(x) + 0.05 * np.cos(3 * x), -np.sin(xv) + 0.05 * np.cos(3 * xv)
+    fit = sparse_fit(columns(x), y, columns(xv), yv)
+    assert np.flatnonzero(fit.coef).tolist() == [4]
+    assert fit.coef[4] == pytest.approx(-1.0, abs=0.02)
+    assert [int(np.count_nonzero(f.coef)) for f in fit.front][:3] == [1, 2, 3]
+
+
 # -- distillation with exact answers ------------------------------------------------------
 def test_linear_friction_closure_distils_to_the_friction_hypothesis(pendulum):
     model = exact_model(pendulum, lambda th, om: -0.2 * om)

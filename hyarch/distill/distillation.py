@@ -74,9 +74,11 @@ class Distillation:
             "inputs": list(self.inputs), "expression": self.expression,
             "terms": [dict(t) for t in self.terms], "r2": self.r2, "r2_train": self.r2_train,
             "explained": self.explained,
-            "threshold": self.threshold, "n_train": self.n_train, "n_val": self.n_val,
+            # (a best-subset fit has no threshold: None, as JSON has no NaN)
+            "threshold": _num(self.threshold), "n_train": self.n_train, "n_val": self.n_val,
             "in_place": self.in_place, "shifts": dict(self.shifts),
-            "library": list(self.library), "path": [list(p) for p in self.path],
+            "library": list(self.library),
+            "path": [[_num(p[0]), p[1], _num(p[2])] for p in self.path],
             "alternatives": [dict(a) for a in self.alternatives],
             "form": self.form, "named": self.named,
         }
