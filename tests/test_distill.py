@@ -674,3 +674,28 @@ def test_every_closure_replaced_at_once_reproduces_the_hybrid_field(pendulum, in
     assert new.physical_values()["omega0_sq"] == pytest.approx(W2, rel=1e-4)
     torch.testing.assert_close(field_at(new, pendulum), field_at(model, pendulum),
                                rtol=1e-4, atol=1e-5)
+
+
+def test_in_the_whole_the_rollout_drops_a_closure_that_learned_next_to_nothing(pendulum):
+    # The damped pendulum's data have friction on omega and nothing on theta. The closure
+    # on theta learned a small spurious 0.01 omega^2, which the library expresses, so its
+    # own distillation keeps it; refitted as wholes (both; without the theta terms; without
+    # the friction), the one-standard-error rule drops it, and the friction stays.
+    from dataclasses import replace as with_
+
+    space = with_(pendulum, spec=pendulum.spec.model_copy(deep=True))
+    space.spec.hypotheses.clear()
+    model = two_closure_model(space, lambda th, om: 0.01 * om ** 2, lambda th, om: -0.2 * om)
+    entries = distill_candidate(space, TWO_CLOSURES, model, refit=space.train_config())
+    joint = entries[0]["joint"]
+    assert joint["dropped"] == ["drift"] and joint["reason"] is None
+    assert len(joint["refits"]) == 3 and sum(r.get("place") == 1 for r in joint["refits"]) == 1
+    won = next(r for r in joint["refits"] if r.get("place") == 1)
+    assert won["dropped"] == ["drift"]
+    assert won["parameters"]["c_omega"] == pytest.approx(-0.2, rel=0.02)
+    new = build(space, joint["source"])
+    assert not new.closures() and set(new.parameter_specs) == {"omega0_sq", "c_omega"}
+    assert new.physical_values() == pytest.approx(won["parameters"], rel=1e-5)
+    # without the friction the whole cannot fit the data: a worse tier
+    lost = next(r for r in joint["refits"] if r["dropped"] == ["correction"])
+    assert lost["tier"] > won["tier"]

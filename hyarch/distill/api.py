@@ -125,47 +125,89 @@ def distill_candidate(space: Space, source: str, model: HybridModel, *,
     # a closure with no record adds next to nothing anywhere (below distill's min_share)
     for name, _ in _closure_names(model):
         decided.setdefault(name, (None, []))
-    joint = _joint(space, source, model, decided) if len(decided) > 1 else None
+    joint = (_joint(space, source, model, decided, refit, refit_seconds)
+             if len(decided) > 1 else None)
     if joint is not None and out:
         out[0]["joint"] = joint
     return out
 
 
 def _joint(space: Space, source: str, model: HybridModel,
-           decided: dict[str, tuple[list[Distillation] | None, list[Distillation]]]
-           ) -> dict[str, Any] | None:
+           decided: dict[str, tuple[list[Distillation] | None, list[Distillation]]],
+           refit: Any = None, seconds: float = math.inf) -> dict[str, Any] | None:
     """Every closure of a hybrid with several at once: each replaced by what it distilled
     to, and each that distilled to nothing good dropped (its null value: the hypothesis
     that the state needs nothing there). Each closure's own candidate keeps the others'
     networks; this one has none, so that a search with a few candidates left can try the
-    whole mechanism in one (the rollout and the ranking decide, as for any candidate).
+    whole mechanism in one.
+
+    A closure that learned noise still distils to something (a small curve fit), so with
+    ``refit`` the rollout decides here too: the whole, and the whole with each closure's
+    terms dropped in turn, are fitted in the core and the ranking's rule picks (as in
+    ``_decide``).
 
     ``{"source", "parts": the records it is made of (a dropped closure's with no terms),
-    "dropped": the closures set to their null, "reason"}``; ``source`` is None, with
-    ``reason``, when it cannot be written; None when no closure distilled."""
+    "dropped": the closures set to their null, "refits", "reason"}``; ``source`` is None,
+    with ``reason``, when it cannot be written; None when no closure distilled."""
     if not any(chosen for chosen, _ in decided.values()):
         return None
+
+    def null(records: list[Distillation]) -> list[Distillation]:
+        return [replace(p, terms=(), expression="0", shifts={}, alternatives=(), path=())
+                for p in records]
+
     groups: dict[str, list[Distillation]] = {}
     dropped, bare = [], []  # bare: dropped with no per-state record to write its null from
     for name, (chosen, per_state) in decided.items():
         if chosen:
             groups[name] = chosen
         elif per_state:
-            groups[name] = [replace(p, terms=(), expression="0", shifts={}, alternatives=(),
-                                    path=()) for p in per_state]
-            dropped.append(name)
+            groups[name], dropped = null(per_state), [*dropped, name]
         else:
-            dropped.append(name)
-            bare.append(name)
+            dropped, bare = [*dropped, name], [*bare, name]
+    kept = [n for n in groups if n not in dropped]
+    # the variants: the whole, then the whole less each closure's terms (while any remain)
+    variants = [(groups, dropped)]
+    if refit is not None and len(kept) > 1:
+        for n in kept:
+            if decided[n][1]:  # a null is written from its per-state records
+                variants.append(({**groups, n: null(decided[n][1])}, [*dropped, n]))
+    items = []
+    for g, drop in variants:
+        parts = [p for v in g.values() for p in v]
+        src, why = _render_joint(space, source, model, g, drop, bare)
+        said = [f"{n}: dropped" for n in decided if n in drop]
+        said += [describe(p) for n, v in g.items() if n not in drop for p in v]
+        items.append(({"expressions": said, "dropped": drop}, src, why, parts))
+    first = items[0]
+    record = {"parts": [p.to_dict() for p in first[3]], "dropped": dropped, "refits": []}
+    if first[1] is None:
+        return {**record, "source": None, "reason": first[2]}
+    if len(items) == 1:
+        return {**record, "source": first[1], "reason": None}
+    best, refits = _refit_and_pick(space, [(r, s_, w) for r, s_, w, _ in items], refit,
+                                   seconds)
+    record["refits"] = refits
+    if best is None:  # none refits: the whole stands
+        return {**record, "source": first[1], "reason": None}
+    rec, src, _, parts = items[best]
+    return {**record, "parts": [p.to_dict() for p in parts], "dropped": rec["dropped"],
+            "source": with_initial_values(src, refits[best]["parameters"]), "reason": None}
+
+
+def _render_joint(space: Space, source: str, model: HybridModel,
+                  groups: dict[str, list[Distillation]], dropped: list[str],
+                  bare: list[str]) -> tuple[str | None, str | None]:
+    """(the candidate with every closure replaced or dropped, None) or (None, why not)."""
+    names = [*groups, *(n for n in bare if n not in groups)]
     parts = [p for g in groups.values() for p in g]
     doc = "Distilled: " + "; ".join(
         f"closure `{n}` dropped" if n in dropped else f"closure `{n}`: "
-        + ", ".join(describe(p) for p in groups[n]) for n in decided) + "."
+        + ", ".join(describe(p) for p in groups[n]) for n in names) + "."
     header = "".join(f"# Distilled by hyarch: closure `{n}` "
-                     + ("dropped (it distilled to nothing that explains it)\n" if n in dropped
+                     + ("dropped (set to its null value)\n" if n in dropped
                         else "-> " + "; ".join(describe(p) for p in groups[n]) + "\n")
-                     for n in decided)
-    record = {"parts": [p.to_dict() for p in parts], "dropped": dropped}
+                     for n in names)
     try:
         new = source
         try:
@@ -178,8 +220,7 @@ def _joint(space: Space, source: str, model: HybridModel,
         except RenderError:
             if any(p.form == "call" for p in parts):
                 raise
-            new, bare = subclass_without_closure(source, model, list(decided), parts,
-                                                 doc=doc), []
+            new, bare = subclass_without_closure(source, model, names, parts, doc=doc), []
         if bare:  # what is left of them is switched off in a subclass
             new = subclass_without_closure(new, model, bare, [], doc=doc)
         # existing parameters start at the hybrid's fitted values plus what every
@@ -195,11 +236,10 @@ def _joint(space: Space, source: str, model: HybridModel,
         new = header + with_initial_values(new, starts)
         _check(space, new)
     except (RenderError, SyntaxError) as e:
-        return {**record, "source": None, "reason": f"cannot rewrite the candidate: {e}"}
+        return None, f"cannot rewrite the candidate: {e}"
     except Exception as e:  # noqa: BLE001 - the rendered file fails the contract
-        return {**record, "source": None,
-                "reason": f"the distilled candidate fails its check: {e}"}
-    return {**record, "source": new, "reason": None}
+        return None, f"the distilled candidate fails its check: {e}"
+    return new, None
 
 
 def describe(p: Any) -> str:
@@ -283,6 +323,28 @@ def _decide(space: Space, source: str, model: HybridModel, name: str,
     """Fit each variant as a candidate; the ranking's rule on the selection split picks.
     Returns ((the winning group, its source) or None when none refits, one record per
     variant, in the variants' order)."""
+    items = []
+    for group in variants:
+        rec = {"expressions": [describe(p) for p in group],
+               "explained": min((p.explained for p in group if p.explained is not None),
+                                default=None)}
+        items.append((rec, *_render(space, source, model, name, group)))
+    best, records = _refit_and_pick(space, items, cfg, seconds)
+    if best is None:  # none refits: the regression's choice stands
+        return None, records
+    # queued where its refit ended: its own training starts there
+    return ((variants[best], with_initial_values(items[best][1], records[best]["parameters"])),
+            records)
+
+
+def _refit_and_pick(space: Space, items: list[tuple[dict, str | None, str | None]], cfg: Any,
+                    seconds: float = math.inf) -> tuple[int | None, list[dict[str, Any]]]:
+    """Fit each rendered candidate (``(record, source or None, why not)``) in the core on
+    ``space.train``, stopping on ``space.val``, within ``seconds`` in all; the ranking's
+    rule (``tiers``: the simplest within one standard error of the best, over the selection
+    split's trajectories or blocks of them) picks. Returns (the winner's index or None when
+    none refits, one record per item: its score, fitted values, refitted parameters,
+    place and evidence, or why it was not fitted)."""
     import torch
 
     from hyarch.core.fields import accurate_rollout
@@ -292,15 +354,11 @@ def _decide(space: Space, source: str, model: HybridModel, name: str,
 
     t0 = time.monotonic()
     tried, errors, sizes = [], {}, {}
-    for k, group in enumerate(variants):
-        rec = {"expressions": [describe(p) for p in group],
-               "explained": min((p.explained for p in group if p.explained is not None),
-                                default=None)}
+    for k, (rec, src, why) in enumerate(items):
         left = seconds - (time.monotonic() - t0)
         if left < MIN_REFIT_SECONDS:
             tried.append({**rec, "failed": "not refitted: the candidate's time limit is near"})
             continue
-        src, why = _render(space, source, model, name, group)
         if src is None:
             tried.append({**rec, "failed": why})
             continue
@@ -310,7 +368,7 @@ def _decide(space: Space, source: str, model: HybridModel, name: str,
             cls = load_model_class(src, "<distilled>")
             factory = make_factory(cls, space.states, space.inputs, space.scales(),
                                    space.shapes)
-            budget = min(cfg.max_seconds, left / (len(variants) - k))
+            budget = min(cfg.max_seconds, left / (len(items) - k))
             fitted = fit(factory, space.train, space.val, replace(cfg, max_seconds=budget))
             with torch.no_grad():
                 pred, _ = accurate_rollout(fitted.model, space.val.to(fitted.scales.device),
@@ -331,24 +389,15 @@ def _decide(space: Space, source: str, model: HybridModel, name: str,
         key = f"fit {k + 1}"
         errors[key] = [math.log10(max(v, 1e-30)) for v in per]
         sizes[key] = len(fitted.model.physical_values())
-        tried.append({**rec, "id": key, "source": src, "fitted_values": sizes[key],
+        tried.append({**rec, "fitted_values": sizes[key],
                       "selection_log10_nmse": sum(errors[key]) / len(errors[key]),
                       "parameters": fitted.model.physical_values()})
-    if not errors:  # none refits: the regression's choice stands
-        return None, [{k: v for k, v in t.items() if k != "source"} for t in tried]
+    if not errors:
+        return None, tried
     order = tiers(errors, sizes)
-    place = {c: (i, ev) for i, (c, ev) in enumerate(order, 1)}
-    records = []
-    for t in tried:
-        t = {k: v for k, v in t.items() if k not in ("id", "source")}
-        if "fitted_values" in t:
-            i, ev = place[f"fit {len(records) + 1}"]
-            t.update(place=i, tier=ev.tier, evidence=ev.describe())
-        records.append(t)
-    best = int(order[0][0].split()[1]) - 1
-    # queued where its refit ended: its own training starts there
-    source = with_initial_values(tried[best]["source"], tried[best]["parameters"])
-    return (variants[best], source), records
+    for i, (key, ev) in enumerate(order, 1):
+        tried[int(key.split()[1]) - 1].update(place=i, tier=ev.tier, evidence=ev.describe())
+    return int(order[0][0].split()[1]) - 1, tried
 
 
 def format_distillation(entries: list[dict[str, Any]]) -> str:
