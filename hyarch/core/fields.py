@@ -132,25 +132,27 @@ class Accuracy:
 def accurate_rollout(
     model: HybridModel, data: Trajectories, scales: torch.Tensor, *, method: str = "rk4",
     substeps: int = 1, tol: float = SCORING_TOL, max_substeps: int = MAX_SCORING_SUBSTEPS,
+    y0: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, Accuracy]:
-    """A rollout whose integration error is below ``tol`` (see ``SCORING_TOL``).
+    """A rollout whose integration error is below ``tol`` (see ``SCORING_TOL``), from ``y0``
+    (default: as ``rollout`` starts).
 
     Fixed-step methods double their substeps from ``substeps``; adaptive torchdiffeq
     methods run once at their own tolerances (rtol 1e-6, atol 1e-8)."""
     from hyarch.core.rollout import FIXED_STEP
 
     if method not in FIXED_STEP:
-        pred = rollout(model, data, method=method)
+        pred = rollout(model, data, method=method, y0=y0)
         return pred, Accuracy(method, None, None, bool(torch.isfinite(pred).all()))
     n = max(int(substeps), 1)
-    pred = rollout(model, data, method=method, substeps=n)
+    pred = rollout(model, data, method=method, substeps=n, y0=y0)
     err: float | None = None
     while True:
         if not bool(torch.isfinite(pred).all()):
             return pred, Accuracy(method, n, None, False)
         if n * 2 > max_substeps:
             return pred, Accuracy(method, n, err, False)
-        finer = rollout(model, data, method=method, substeps=n * 2)
+        finer = rollout(model, data, method=method, substeps=n * 2, y0=y0)
         diff = ((finer - pred) / scales)[..., 1:, :]
         err = float(diff.detach().pow(2).mean().sqrt()) if diff.numel() else 0.0
         pred, n = finer, n * 2

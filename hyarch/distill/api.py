@@ -349,6 +349,7 @@ def _refit_and_pick(space: Space, items: list[tuple[dict, str | None, str | None
 
     from hyarch.core.fields import accurate_rollout
     from hyarch.core.metrics import per_trajectory_nmse
+    from hyarch.core.starts import estimate_starts
     from hyarch.core.train import fit
     from hyarch.ranking.rule import tiers
 
@@ -370,15 +371,22 @@ def _refit_and_pick(space: Space, items: list[tuple[dict, str | None, str | None
                                    space.shapes)
             budget = min(cfg.max_seconds, left / (len(items) - k))
             fitted = fit(factory, space.train, space.val, replace(cfg, max_seconds=budget))
+            val = space.val.to(fitted.scales.device)
+            # as the candidates are scored: from estimated starts where the space says so
+            n = space.conditioning("val")
+            start = (estimate_starts(fitted.model, val, n, fitted.scales, method=cfg.method,
+                                     substeps=cfg.substeps) if n else None)
             with torch.no_grad():
-                pred, _ = accurate_rollout(fitted.model, space.val.to(fitted.scales.device),
-                                           fitted.scales, method=cfg.method,
-                                           substeps=cfg.substeps)
+                pred, _ = accurate_rollout(fitted.model, val, fitted.scales, method=cfg.method,
+                                           substeps=cfg.substeps, y0=start)
+                if n:  # the samples the starts were fitted to are not scored
+                    mask = val.mask.clone()
+                    mask[:, 1:n] = False
+                    val = replace(val, mask=mask)
                 # the one-SE rule needs a spread: with fewer than MIN_FOLDS selection
                 # trajectories, contiguous blocks of each are the folds (blocked CV)
                 blocks = math.ceil(MIN_FOLDS / max(pred.shape[0], 1))
-                per = per_trajectory_nmse(pred, space.val.to(pred.device), fitted.scales,
-                                          blocks)
+                per = per_trajectory_nmse(pred, val, fitted.scales, blocks)
         except Exception as e:  # noqa: BLE001 - one variant's failure is that variant's
             tried.append({**rec, "failed": f"{type(e).__name__}: {e}"})
             continue

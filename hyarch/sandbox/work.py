@@ -34,6 +34,7 @@ from hyarch.core.regularizers import (
 )
 from hyarch.core.train import TrainingError, fit
 from hyarch.core.twin import is_twin
+from hyarch.core.starts import estimate_starts
 from hyarch.core.twin_fit import condition, fit_twin
 
 # regularizers that need the model, computed on the child's own rollout of the validation
@@ -156,21 +157,25 @@ def run_job(job: dict[str, Any], lockdown=None,
         with torch.no_grad():
             for i, (name, data) in enumerate(requests.items()):
                 say(TrainingProgress("predicting", i, len(requests)))
-                used = model
-                if conditioning.get(name):  # new individuals: their own values first
-                    with torch.enable_grad():
-                        used = condition(model, data, conditioning[name], cfg)
+                used, begin = model, None
+                if conditioning.get(name):
+                    if used._modules.get("twin_") is not None:  # new individuals: theirs
+                        with torch.enable_grad():
+                            used = condition(model, data, conditioning[name], cfg)
+                    else:  # measured states: each start fitted to the first samples
+                        begin = estimate_starts(model, data, conditioning[name], scales,
+                                                method=cfg.method, substeps=cfg.substeps)
                     pop, _ = accurate_rollout(model, data, scales, method=cfg.method,
                                               substeps=cfg.substeps)
                     arrays[f"{name}.population"] = pop.double().numpy()
                 # scored rollouts are integrated to SCORING_TOL whatever training used
                 pred, acc = accurate_rollout(used, data, scales, method=cfg.method,
-                                             substeps=cfg.substeps)
+                                             substeps=cfg.substeps, y0=begin)
                 arrays[f"{name}.full"] = pred.double().numpy()
                 if used.closures():
                     with reduced(used):
                         pred0, _ = accurate_rollout(used, data, scales, method=cfg.method,
-                                                    substeps=cfg.substeps)
+                                                    substeps=cfg.substeps, y0=begin)
                     arrays[f"{name}.reduced"] = pred0.double().numpy()
                 else:
                     arrays[f"{name}.reduced"] = arrays[f"{name}.full"]

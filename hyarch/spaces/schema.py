@@ -105,6 +105,9 @@ class Splits(Strict):
     # a twin meeting a new individual (a trajectory not in training): its first `condition`
     # samples estimate its own deviations and starts (the population held fixed), and the
     # rest are scored; 0 predicts it from the population values alone. Both are reported.
+    # Without latent states: every predicted trajectory starts where the model best matches
+    # its first `condition` samples (the first observation is as noisy as any other;
+    # hyarch.core.starts), and the rest are scored. 0: rollouts start at the first sample.
     condition: int = Field(0, ge=0, le=10_000)
     in_distribution_quantile: float = Field(0.5, gt=0.0, le=1.0)
     seed: int = 0

@@ -47,13 +47,17 @@ class Space:
         return self.spec.is_twin
 
     def conditioning(self, split: str) -> int:
-        """How many leading samples of ``split``'s trajectories a twin conditions on: the
-        space's ``splits.condition`` when the split holds individuals training never saw,
-        else 0."""
+        """How many leading samples of ``split``'s trajectories a prediction conditions on
+        (and are then left out of its scores): for a twin, the space's
+        ``splits.condition`` when the split holds individuals training never saw; without
+        latent states, ``splits.condition`` for every split (each trajectory's start is
+        estimated from them: ``hyarch.core.starts``); else 0."""
         n = self.spec.splits.condition
         data = self.splits.get(split)
-        if not (self.twin and n and data is not None):
+        if not (n and data is not None):
             return 0
+        if not self.twin:
+            return n
         known = set(self.train.ids)
         return n if any(i not in known for i in data.ids) else 0
 
