@@ -699,3 +699,19 @@ def test_in_the_whole_the_rollout_drops_a_closure_that_learned_next_to_nothing(p
     # without the friction the whole cannot fit the data: a worse tier
     lost = next(r for r in joint["refits"] if r["dropped"] == ["correction"])
     assert lost["tier"] > won["tier"]
+
+
+def test_a_closure_that_adds_nothing_has_no_record_and_is_switched_off_in_the_whole(pendulum):
+    # the closure on theta returns zero: below min_share, distill writes no per-state
+    # record of it; the whole switches it off all the same (a subclass's without_closure)
+    model = two_closure_model(pendulum, lambda th, om: 0.0 * om, lambda th, om: -0.2 * om)
+    entries = distill_candidate(pendulum, TWO_CLOSURES, model)
+    assert {e["closure"] for e in entries if e["form"] == "state"} == {"correction"}
+    joint = entries[0]["joint"]
+    assert joint["dropped"] == ["drift"] and joint["reason"] is None
+    assert {"closure": "drift", "state": "", "form": "state", "expression": "0",
+            "terms": []} in joint["parts"]
+    assert "self.without_closure('drift')" in joint["source"]
+    new = build(pendulum, joint["source"])
+    assert not new.closures()
+    assert new.physical_values()["alpha"] == pytest.approx(0.2, rel=1e-4)

@@ -179,8 +179,12 @@ def _joint(space: Space, source: str, model: HybridModel,
         said = [f"{n}: dropped" for n in decided if n in drop]
         said += [describe(p) for n, v in g.items() if n not in drop for p in v]
         items.append(({"expressions": said, "dropped": drop}, src, why, parts))
+    # (a closure dropped with no record of its own still says so, for the grammar's words)
+    nothing = [{"closure": n, "state": "", "form": "state", "expression": "0", "terms": []}
+               for n in bare]
     first = items[0]
-    record = {"parts": [p.to_dict() for p in first[3]], "dropped": dropped, "refits": []}
+    record = {"parts": [p.to_dict() for p in first[3]] + nothing, "dropped": dropped,
+              "refits": []}
     if first[1] is None:
         return {**record, "source": None, "reason": first[2]}
     if len(items) == 1:
@@ -191,7 +195,7 @@ def _joint(space: Space, source: str, model: HybridModel,
     if best is None:  # none refits: the whole stands
         return {**record, "source": first[1], "reason": None}
     rec, src, _, parts = items[best]
-    return {**record, "parts": [p.to_dict() for p in parts], "dropped": rec["dropped"],
+    return {**record, "parts": [p.to_dict() for p in parts] + nothing, "dropped": rec["dropped"],
             "source": with_initial_values(src, refits[best]["parameters"]), "reason": None}
 
 
