@@ -130,6 +130,19 @@ def test_a_winners_added_term_is_read_from_its_code_and_compared(ob, every):
     assert ob.term_recovered(ob.added_terms(quad, {"k_x_0_c3": -0.53, "K_c3": 1.0}), case6)
     assert not ob.term_recovered(ob.added_terms(quad, {"k_x_0_c3": -0.6, "K_c3": 1.0}), case6)
     assert not ob.term_recovered(ob.added_terms(linear, {"k_x_0_c3": -0.5, "K_c3": 1.0}), case6)
+    # c (1 - x) fitted as two coefficients: the same monomials, each within 10% (PySINDy's
+    # rule); with a monomial too many, or one coefficient 20% off, it is not the term
+    case45 = every["s45_x0_t0"]  # loses c_0 (1 - x_0)
+    c = case45.truth["c_0"]
+    two = HOLLING.replace("(s.x_0 / (self.K_c3 + s.x_0))", "1.0").replace(
+        "+ (self.k_x_0_c3 * 1.0)", "+ (self.k_x_0_c3 + self.K_c3 * s.x_0)")
+    assert ob.term_recovered(ob.added_terms(two, {"k_x_0_c3": 0.99 * c, "K_c3": -c}),
+                             case45) is True
+    assert ob.term_recovered(ob.added_terms(two, {"k_x_0_c3": c, "K_c3": -1.2 * c}),
+                             case45) is False
+    three = two.replace("self.K_c3 * s.x_0)", "self.K_c3 * s.x_0 + 0.01 * s.x_0 ** 2)")
+    assert ob.term_recovered(ob.added_terms(three, {"k_x_0_c3": c, "K_c3": -c}),
+                             case45) is False
     # something the reader cannot name is unknown, not a guess
     odd = quad.replace("s.x_0 ** 2", "torch.special.erf(s.x_0)")
     assert ob.added_terms(odd, {"k_x_0_c3": -0.5, "K_c3": 1.0}) is None
