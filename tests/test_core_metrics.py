@@ -108,7 +108,7 @@ def test_block_errors_are_the_folds_of_a_blocked_cross_validation():
     plain = (0.1 ** 2 + 0.2 ** 2) / 2
     worse = (0.4 ** 2 + 0.2 ** 2) / 2
     # one block per trajectory: the per-trajectory errors
-    per = per_trajectory_nmse(pred, data, scales)
+    per = per_trajectory_nmse(pred, data, scales, 1)
     assert per.tolist() == pytest.approx([plain, (3 * plain + 2 * worse) / 5, plain], rel=1e-5)
     # five scored points in two blocks (3 + 2), trajectory by trajectory
     blocks = per_trajectory_nmse(pred, data, scales, 2).reshape(3, 2)
@@ -116,3 +116,14 @@ def test_block_errors_are_the_folds_of_a_blocked_cross_validation():
     assert blocks[1].tolist() == pytest.approx([plain, worse], rel=1e-5)
     # the blocks' mean, weighted by their points, is the trajectory's error
     assert float(blocks[1, 0] * 3 + blocks[1, 1] * 2) / 5 == pytest.approx(float(per[1]), rel=1e-5)
+    # by default, enough blocks for MIN_FOLDS (5) folds: 3 trajectories, 2 blocks each
+    assert per_trajectory_nmse(pred, data, scales).tolist() == pytest.approx(
+        blocks.reshape(-1).tolist(), rel=1e-6)
+    # a block of points that are not scored (a conditioning window) is never a fold: the
+    # blocks cut the observed points
+    held = Trajectories(t=data.t, y=data.y, mask=data.mask.clone(), u=None,
+                        state_names=data.state_names)
+    held.mask[:, 1:4] = False
+    two = per_trajectory_nmse(pred, held, scales, 2).reshape(3, 2)
+    assert two[1].tolist() == pytest.approx([worse, worse], rel=1e-5)
+    assert (two > 0).all()

@@ -22,18 +22,30 @@ def normalised_mse(pred: torch.Tensor, data: Trajectories, scales: torch.Tensor)
     return (err * mask).sum(dim=(-3, -2, -1)) / mask.sum().clamp_min(1)
 
 
+# the ranking's rule needs a spread over at least this many folds: a split with fewer
+# trajectories is cut into contiguous blocks of time (blocked cross-validation)
+MIN_FOLDS = 5
+
+
 def per_trajectory_nmse(pred: torch.Tensor, data: Trajectories, scales: torch.Tensor,
-                        blocks: int = 1) -> torch.Tensor:
-    """One normalised MSE per trajectory (masked, the initial point skipped): what the
-    ranking's rule compares trajectory by trajectory. With ``blocks`` > 1, one per
-    contiguous block of each trajectory's time points, trajectory-major: the folds of a
-    blocked cross-validation, for a split with too few trajectories to estimate a spread
-    from."""
+                        blocks: int | None = None) -> torch.Tensor:
+    """One normalised MSE per fold (masked, the initial point skipped): what the ranking's
+    rule compares fold by fold. A fold is a trajectory, or, with ``blocks`` > 1, a
+    contiguous block of one trajectory's observed time points (trajectory-major): the
+    folds of a blocked cross-validation, for a split with too few trajectories to estimate
+    a spread from. ``blocks`` None: enough blocks for ``MIN_FOLDS`` folds in all."""
+    if blocks is None:
+        blocks = math.ceil(MIN_FOLDS / max(int(pred.shape[-3]), 1))
     err = ((pred - data.y) / scales)[:, 1:] ** 2
     mask = data.mask[:, 1:].to(err.dtype)
     err = torch.where(mask > 0, err, torch.zeros_like(err))
+    # blocks of the time points that hold an observation (a conditioning window, a
+    # sampling gap: no fold is empty)
+    seen = torch.nonzero(mask.sum(dim=(0, 2)) > 0).reshape(-1)
+    if not len(seen):
+        seen = torch.arange(err.shape[1])
     out = []
-    for idx in torch.arange(err.shape[1]).tensor_split(max(1, min(blocks, err.shape[1]))):
+    for idx in seen.tensor_split(max(1, min(blocks, len(seen)))):
         out.append(err[:, idx].sum(dim=(1, 2)) / mask[:, idx].sum(dim=(1, 2)).clamp_min(1))
     return torch.stack(out, dim=1).reshape(-1)
 

@@ -21,8 +21,6 @@ from hyarch.distill.distillation import Distillation, _closure_names, distill
 from hyarch.spaces.space import Space
 
 MIN_REFIT_SECONDS = 5.0  # a refit with less time than this left is not started
-# folds the refits are compared over (trajectories, or blocks of them when there are fewer)
-MIN_FOLDS = 5
 
 
 def _header(parts: list[Distillation]) -> str:
@@ -387,10 +385,8 @@ def _refit_and_pick(space: Space, items: list[tuple[dict, str | None, str | None
                     mask = val.mask.clone()
                     mask[:, 1:n] = False
                     val = replace(val, mask=mask)
-                # the one-SE rule needs a spread: with fewer than MIN_FOLDS selection
-                # trajectories, contiguous blocks of each are the folds (blocked CV)
-                blocks = math.ceil(MIN_FOLDS / max(pred.shape[0], 1))
-                per = per_trajectory_nmse(pred, val, fitted.scales, blocks)
+                # folds as the ranking's: trajectories, or blocks of them when too few
+                per = per_trajectory_nmse(pred, val, fitted.scales)
         except Exception as e:  # noqa: BLE001 - one variant's failure is that variant's
             tried.append({**rec, "failed": f"{type(e).__name__}: {e}"})
             continue

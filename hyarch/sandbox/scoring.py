@@ -180,7 +180,8 @@ def _split_metrics(pred: torch.Tensor, data, scales) -> dict[str, Any]:
     out = fit_scores(pred, data, scales)
     finite = bool(torch.isfinite(pred[:, 1:][data.mask[:, 1:]]).all())
     out["diverged"] = not finite
-    # one normalised MSE per trajectory: the ranking's rule compares them
+    # one normalised MSE per trajectory (or per block of one, when the split has fewer than
+    # MIN_FOLDS trajectories): the ranking's rule compares them
     per = per_trajectory_nmse(pred, data, scales)
     out["per_trajectory_nmse"] = [number(float(v)) for v in per]
     return out
