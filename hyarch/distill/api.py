@@ -78,6 +78,7 @@ def distill_candidate(space: Space, source: str, model: HybridModel, *,
         by_closure.setdefault(p.closure, []).append(p)
     out = []
     decided: dict[str, tuple[list[Distillation] | None, list[Distillation]]] = {}
+    plans = []
     for name, group in by_closure.items():
         per_state = [p for p in group if p.form == "state"]
         bases, reasons = [], []
@@ -97,7 +98,7 @@ def distill_candidate(space: Space, source: str, model: HybridModel, *,
                 reasons.append(f"as a function of its inputs, the terms explain a share"
                                f" {c.explained} of what the network returns, below"
                                f" {min_explained}")
-        new, chosen, refits = None, None, []
+        new, chosen = None, None
         for b in bases:
             new, why = _render(space, source, model, name, b)
             if new is not None:
@@ -105,9 +106,20 @@ def distill_candidate(space: Space, source: str, model: HybridModel, *,
                 break
             reasons.append(why)
         variants = _variants(bases, min_explained) if refit is not None else []
-        if new is not None and len(variants) > 1:
+        plans.append((name, group, per_state, reasons, new, chosen,
+                      variants if new is not None and len(variants) > 1 else []))
+    # the refit time is shared by every fit planned, each closure's and the whole's (at
+    # most 1 + one per closure), so that the first closures' refits cannot leave none for
+    # the whole mechanism
+    planned = (sum(len(v) for *_, v in plans)
+               + (1 + len(plans) if len(plans) > 1 and refit is not None else 0))
+    total = refit_seconds
+    for name, group, per_state, reasons, new, chosen, variants in plans:
+        refits = []
+        if variants:
             t0 = time.monotonic()
-            won, refits = _decide(space, source, model, name, variants, refit, refit_seconds)
+            won, refits = _decide(space, source, model, name, variants, refit,
+                                  min(refit_seconds, total * len(variants) / planned))
             refit_seconds -= time.monotonic() - t0
             if won is not None:
                 chosen, new = won
