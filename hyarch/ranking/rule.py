@@ -7,8 +7,10 @@ selection part of it), scored from rollouts integrated well below the data's noi
 
 The **rule** is the one-standard-error rule of cross-validation (Breiman et al. 1984;
 Hastie, Tibshirani and Friedman, *Elements of Statistical Learning*, 7.10), with validation
-trajectories in the role of folds: the best-scoring candidate b has per-trajectory errors
-whose mean (its score) has a standard error SE = sd_j(log10 e_bj) / sqrt(n). Every candidate
+trajectories in the role of folds (a split of fewer than 5 trajectories is cut into
+contiguous blocks of time, enough for 5 folds: blocked cross-validation; two trajectories
+give no usable spread): the best-scoring candidate b has per-fold errors whose mean (its
+score) has a standard error SE = sd_j(log10 e_bj) / sqrt(n). Every candidate
 whose score is within SE of b's is not distinguishable from it on these data, and shares its
 **tier**; within a tier the simpler model ranks first (fewer fitted values: physical
 parameters plus network weights), then the better score. The first tier is formed around the
