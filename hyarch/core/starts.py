@@ -21,6 +21,16 @@ from hyarch.core.model import HybridModel
 from hyarch.core.twin_fit import prefixes
 
 
+def without_first(data: Trajectories, n: int) -> Trajectories:
+    """``data`` with its first ``n`` samples out of the scores (a prediction conditioned on
+    them); the initial point stays, as a rollout's start."""
+    from dataclasses import replace
+
+    mask = data.mask.clone()
+    mask[:, 1:n] = False
+    return replace(data, mask=mask)
+
+
 def estimate_starts(model: HybridModel, data: Trajectories, points: int, scales: torch.Tensor,
                     *, method: str = "rk4", substeps: int = 1, iterations: int = 50,
                     ) -> torch.Tensor:

@@ -14,6 +14,7 @@ from hyarch.distill.candidate import (
     RenderError,
     replace_calls,
     replace_closure,
+    starting_values,
     subclass_without_closure,
     with_initial_values,
 )
@@ -237,17 +238,9 @@ def _render_joint(space: Space, source: str, model: HybridModel,
             new, bare = subclass_without_closure(source, model, names, parts, doc=doc), []
         if bare:  # what is left of them is switched off in a subclass
             new = subclass_without_closure(new, model, bare, [], doc=doc)
-        # existing parameters start at the hybrid's fitted values plus what every
-        # closure absorbed (each closure's rewrite saw only its own shifts)
-        fitted, specs = model.physical_values(), model.parameter_specs
-        shifts: dict[str, list[float]] = {}
-        for p in parts:
-            for k, c in p.shifts.items():
-                shifts.setdefault(k, []).append(c)
-        starts = {k: min(max(v + (sum(shifts[k]) / len(shifts[k]) if k in shifts else 0.0),
-                             specs[k].lower), specs[k].upper)
-                  for k, v in fitted.items() if k in specs}
-        new = header + with_initial_values(new, starts)
+        # existing parameters start where every closure's shifts put them (each
+        # closure's rewrite saw only its own)
+        new = header + with_initial_values(new, starting_values(model, parts))
         _check(space, new)
     except (RenderError, SyntaxError) as e:
         return None, f"cannot rewrite the candidate: {e}"
@@ -363,7 +356,7 @@ def _refit_and_pick(space: Space, items: list[tuple[dict, str | None, str | None
 
     from hyarch.core.fields import accurate_rollout
     from hyarch.core.metrics import per_trajectory_nmse
-    from hyarch.core.starts import estimate_starts
+    from hyarch.core.starts import estimate_starts, without_first
     from hyarch.core.train import fit
     from hyarch.ranking.rule import tiers
 
@@ -394,9 +387,7 @@ def _refit_and_pick(space: Space, items: list[tuple[dict, str | None, str | None
                 pred, _ = accurate_rollout(fitted.model, val, fitted.scales, method=cfg.method,
                                            substeps=cfg.substeps, y0=start)
                 if n:  # the samples the starts were fitted to are not scored
-                    mask = val.mask.clone()
-                    mask[:, 1:n] = False
-                    val = replace(val, mask=mask)
+                    val = without_first(val, n)
                 # folds as the ranking's: trajectories, or blocks of them when too few
                 per = per_trajectory_nmse(pred, val, fitted.scales)
         except Exception as e:  # noqa: BLE001 - one variant's failure is that variant's

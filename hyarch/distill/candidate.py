@@ -296,23 +296,28 @@ def with_initial_values(source: str, values: dict[str, float]) -> str:
     return src.render()
 
 
-def _restart(src: _Source, setup: ast.FunctionDef, model: HybridModel,
-             parts: Iterable[Any]) -> None:
-    """Existing parameters start at the hybrid's fitted values, plus what the closure
-    absorbed (a parameter shifted in several states: one shift, their mean)."""
-    fitted = model.physical_values()
-    specs = model.parameter_specs
+def starting_values(model: HybridModel, parts: Iterable[Any]) -> dict[str, float]:
+    """Each existing parameter's start: the hybrid's fitted value plus what its closures
+    absorbed (a parameter shifted in several states or closures: one shift, their mean),
+    within the parameter's bounds."""
+    fitted, specs = model.physical_values(), model.parameter_specs
     shifts: dict[str, list[float]] = {}
     for part in parts:
         d = part if isinstance(part, dict) else part.to_dict()
         for p, c in d["shifts"].items():
             shifts.setdefault(p, []).append(c)
-    for p, cs in shifts.items():
-        fitted[p] = fitted[p] + sum(cs) / len(cs)
+    return {k: min(max(v + (sum(shifts[k]) / len(shifts[k]) if k in shifts else 0.0),
+                       specs[k].lower), specs[k].upper)
+            for k, v in fitted.items() if k in specs}
+
+
+def _restart(src: _Source, setup: ast.FunctionDef, model: HybridModel,
+             parts: Iterable[Any]) -> None:
+    """Existing parameters start at ``starting_values``."""
+    starts = starting_values(model, parts)
     for name, call in _parameters(setup).items():
-        if name in fitted:
-            spec = specs[name]
-            _set_init(src, call, min(max(fitted[name], spec.lower), spec.upper))
+        if name in starts:
+            _set_init(src, call, starts[name])
 
 
 def _declare(src: _Source, decl_node: ast.stmt, declared) -> None:
@@ -405,13 +410,7 @@ def subclass_without_closure(source: str, model: HybridModel, closure: str | Seq
         else:
             codes.setdefault(d["state"], "")
     codes = {state: code or "0.0" for state, code in codes.items()}
-    fitted = model.physical_values()
-    shifts: dict[str, list[float]] = {}
-    for d in parts:
-        for p, c in d["shifts"].items():
-            shifts.setdefault(p, []).append(c)
-    for p, cs in shifts.items():
-        fitted[p] = fitted[p] + sum(cs) / len(cs)
+    starts = starting_values(model, parts)
     old_doc = ast.get_docstring(classes[0])
     classes[0].name = "_Hybrid"
     text = doc or "Distilled from a hybrid."
@@ -422,7 +421,7 @@ def subclass_without_closure(source: str, model: HybridModel, closure: str | Seq
              "    def setup(self):", "        super().setup()"]
     lines += [f"        self.without_closure({c!r})" for c in closures]
     for name, spec in model.parameter_specs.items():
-        v = min(max(fitted[name], spec.lower), spec.upper)
+        v = starts[name]
         extra = ", individual=True" if spec.individual else ""
         lines.append(f"        self.{name} = self.parameter(init={_num(v)}, bounds=("
                      f"{_num(spec.lower)}, {_num(spec.upper)}), log={spec.log}{extra})")

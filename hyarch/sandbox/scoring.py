@@ -15,6 +15,7 @@ import torch
 
 from hyarch.core.data import state_scales
 from hyarch.core.metrics import fit_scores, normalised_mse, parameter_errors, per_trajectory_nmse
+from hyarch.core.starts import without_first
 from hyarch.sandbox.protocol import Reply, number, text
 
 MAX_PARAMETERS = 500
@@ -55,7 +56,7 @@ def score_reply(space, reply: Reply, seconds: float, source: str | None = None
                            " split", seconds)
         if (n := space.conditioning(name)) and name != "selection":
             # a twin conditioned on these samples of new individuals: scored on the rest
-            data = _without_first(data, n)
+            data = without_first(data, n)
             scored[name] = data
             pop = reply.arrays.get(f"{name}.population")
             if pop is None:
@@ -137,16 +138,6 @@ def score_reply(space, reply: Reply, seconds: float, source: str | None = None
                                 if population else {})}}
            if (twin := _twin(h.get("twin"))) else {}),
     }
-
-
-def _without_first(data, n: int):
-    """``data`` with its first ``n`` samples out of the scores (the child conditioned on
-    them); the initial point stays, as a rollout's start."""
-    from dataclasses import replace
-
-    mask = data.mask.clone()
-    mask[:, 1:n] = False
-    return replace(data, mask=mask)
 
 
 def _numbers(d: Any, limit: int = MAX_PARAMETERS) -> dict[str, float | None]:

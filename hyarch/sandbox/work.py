@@ -32,9 +32,9 @@ from hyarch.core.regularizers import (
     decorrelation,
     sensitivity,
 )
+from hyarch.core.starts import estimate_starts
 from hyarch.core.train import TrainingError, fit
 from hyarch.core.twin import is_twin
-from hyarch.core.starts import estimate_starts
 from hyarch.core.twin_fit import condition, fit_twin
 
 # regularizers that need the model, computed on the child's own rollout of the validation
