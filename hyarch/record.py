@@ -140,17 +140,22 @@ class Accuracy:
     substeps: int | None = None
     error: float | None = None  # the estimated integration error
     converged: bool = False  # whether the error reached the tolerance
+    failed: str | None = None  # why this split could not be predicted (scored as diverged)
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> Accuracy:
         if not isinstance(d, dict):
             raise RecordError(f"{where} is not a mapping")
         return cls(_opt_text(d, "method", where) or "", _opt_count(d, "substeps", where),
-                   _opt_num(d, "error", where), d.get("converged") is True)
+                   _opt_num(d, "error", where), d.get("converged") is True,
+                   _opt_text(d, "failed", where))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "substeps": self.substeps, "error": self.error,
-                "converged": self.converged}
+        out = {"method": self.method, "substeps": self.substeps, "error": self.error,
+               "converged": self.converged}
+        if self.failed is not None:  # (absent when the split was predicted)
+            out["failed"] = self.failed
+        return out
 
 
 _KNOWN = ("status", "reason", "parameters", "param_rel_error", "metrics", "reduced",

@@ -120,6 +120,23 @@ def test_good_candidate_returns_result_and_weights(space_path):
     assert res.weights and len(res.weights) > 100
 
 
+
+def test_a_split_that_cannot_be_predicted_does_not_fail_the_candidate(space_path):
+    # the model raises at the start of a trajectory beyond radius 2.5 (this space's OOD
+    # starts are at 2.58 and 2.80; every other split's start is inside 2.3): the OOD
+    # prediction fails, the candidate is still ranked on its validation split, and the
+    # record says why its OOD split has no score
+    src = GOOD.replace("def derivatives(self, t, s, u):", """def derivatives(self, t, s, u):
+        if float(t.max()) == 0.0 and float((s.theta ** 2 + s.omega ** 2).max()) > 2.5 ** 2:
+            raise ValueError("outside the domain this model knows")""")
+    res = run_candidate(space_path, src, limits=Limits(timeout=120))
+    assert res.result["status"] == "ok", res.result["reason"]
+    assert res.result["metrics"]["val"]["nmse"] is not None
+    assert res.result["metrics"]["ood"]["diverged"] and res.result["metrics"]["ood"]["nmse"] is None
+    assert "outside the domain" in res.result["integration"]["ood"]["failed"]
+    assert "failed" not in res.result["integration"]["test"]
+
+
 # -- the operating system's layers, with and without bubblewrap ---------------------------
 # Each attack passes the static checks (they are a filter, not the boundary) and reports
 # what the kernel said in its failure reason, so that no training is needed.

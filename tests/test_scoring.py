@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hyarch.core.data import Trajectories
-from hyarch.core.fields import accurate_rollout
+from hyarch.core.fields import accurate_rollout, rollout
 from hyarch.core.model import HybridModel
 from hyarch.sandbox.protocol import Reply
 from hyarch.sandbox.scoring import score_reply
@@ -95,6 +95,24 @@ def test_accurate_rollout_meets_its_tolerance_on_an_exact_solution():
     _, capped = accurate_rollout(model, data, scales, tol=1e-14, max_substeps=4)
     assert not capped.converged and capped.substeps == 4
     assert math.isfinite(capped.error)
+
+
+
+def test_a_rollout_that_overflows_at_the_coarse_step_is_refined_not_given_up():
+    """dx/dt = -k x with k = 10 on a grid of dt = 1: one RK4 step multiplies x by about 291
+    (k dt is far outside RK4's stability region, |R| < 1 needs k dt < 2.79), so 30 steps
+    overflow float32. The flow itself decays: step doubling must go on past the overflow
+    and reach exp(-k t)."""
+    t = torch.arange(0.0, 30.0, 1.0)
+    data = Trajectories.from_arrays(t, torch.exp(-10 * t).unsqueeze(-1), states=("x",))
+    model = Decay(("x",), (), scales={"x": 1.0})
+    model.set_physical({"k": 10.0})
+    scales = torch.ones(1)
+    coarse = rollout(model, data, substeps=1)
+    assert not bool(torch.isfinite(coarse).all())  # the premise: one step overflows
+    pred, acc = accurate_rollout(model, data, scales, tol=1e-5)
+    assert acc.converged and acc.substeps >= 8
+    assert float((pred[0, :, 0] - torch.exp(-10 * t)).abs().max()) < 1e-5
 
 
 def test_malformed_replies_are_reasons_not_crashes():

@@ -68,6 +68,34 @@ def test_a_noisy_first_sample_is_replaced_by_the_start_the_first_samples_support
             ((rollout(still, flat) - flat.y) ** 2).sum()) + 1e-12
 
 
+
+class Blowup(HybridModel):
+    def setup(self):
+        self.a = self.parameter(init=1.0, bounds=(0.1, 100.0))
+
+    def derivatives(self, t, s, u):
+        return {"x": self.a * s.x ** 3}
+
+
+def test_a_model_that_overflows_near_its_start_keeps_a_finite_start():
+    # dx/dt = 20 x^3 from x = 1 blows up at t = 1/40: the misfit and its gradient overflow
+    # for most trial starts (L-BFGS's step used to raise "value cannot be converted to type
+    # float without overflow" and fail the whole candidate on a chaotic Lorenz system)
+    t = torch.linspace(0, 1, 20).expand(3, 20)
+    y = torch.ones(3, 20, 1) * torch.tensor([1.0, 0.5, -0.7])[:, None, None]
+    data = Trajectories(t=t, y=y, mask=torch.ones(3, 20, 1, dtype=bool), u=None,
+                        state_names=("x",))
+    model = make_factory(Blowup, ("x",), (), {"x": 1.0})()
+    model.set_physical({"a": 20.0})
+    got = estimate_starts(model, data, 10, torch.ones(1))
+    assert got.shape == (3, 1) and bool(torch.isfinite(got).all())
+    # a start moves at most MAX_OFFSET scales from its observation
+    from hyarch.core.starts import MAX_OFFSET
+
+    assert float((got - data.y0()).abs().max()) <= MAX_OFFSET + 1e-6
+    assert all(p.requires_grad for p in model.parameters())
+
+
 FRICTION = '''\
 import torch
 

@@ -138,7 +138,9 @@ def accurate_rollout(
     (default: as ``rollout`` starts).
 
     Fixed-step methods double their substeps from ``substeps``; adaptive torchdiffeq
-    methods run once at their own tolerances (rtol 1e-6, atol 1e-8)."""
+    methods run once at their own tolerances (rtol 1e-6, atol 1e-8). A fixed-step rollout
+    that overflows is tried with twice the substeps too: a step beyond the method's
+    stability region (a fast rate, a stiff state) overflows a model whose flow does not."""
     from hyarch.core.rollout import FIXED_STEP
 
     if method not in FIXED_STEP:
@@ -148,11 +150,13 @@ def accurate_rollout(
     pred = rollout(model, data, method=method, substeps=n, y0=y0)
     err: float | None = None
     while True:
-        if not bool(torch.isfinite(pred).all()):
-            return pred, Accuracy(method, n, None, False)
+        finite = bool(torch.isfinite(pred).all())
         if n * 2 > max_substeps:
-            return pred, Accuracy(method, n, err, False)
+            return pred, Accuracy(method, n, err if finite else None, False)
         finer = rollout(model, data, method=method, substeps=n * 2, y0=y0)
+        if not finite:  # no error estimate from an overflowed rollout: refine and look again
+            pred, n = finer, n * 2
+            continue
         diff = ((finer - pred) / scales)[..., 1:, :]
         err = float(diff.detach().pow(2).mean().sqrt()) if diff.numel() else 0.0
         pred, n = finer, n * 2

@@ -20,6 +20,10 @@ from hyarch.core.fields import rollout
 from hyarch.core.model import HybridModel
 from hyarch.core.twin_fit import prefixes
 
+# a start moves at most this many state scales from its first observation: the start is
+# the first sample less its noise, and a noise level near a state's spread is no data
+MAX_OFFSET = 1.0
+
 
 def without_first(data: Trajectories, n: int) -> Trajectories:
     """``data`` with its first ``n`` samples out of the scores (a prediction conditioned on
@@ -36,8 +40,10 @@ def estimate_starts(model: HybridModel, data: Trajectories, points: int, scales:
                     ) -> torch.Tensor:
     """(B, S): each trajectory's start fitted to its first ``points`` samples, the model's
     parameters held fixed (L-BFGS on the offsets from the first observation, in units of
-    each state's scale). Falls back to the first observation where the fit does not lower
-    the misfit or leaves a non-finite value."""
+    each state's scale, each offset within ``MAX_OFFSET`` scales). Each trajectory keeps the
+    best finite start any step reached; where none lowered its misfit (or the optimiser
+    broke down, as on a chaotic or stiff system whose gradients overflow) it starts from the
+    first observation."""
     observed = data.y0().detach()
     if model.replicas > 1 or model._modules.get("twin_") is not None:
         return observed  # (one fitted model, measured states: what this is for)
@@ -45,35 +51,46 @@ def estimate_starts(model: HybridModel, data: Trajectories, points: int, scales:
     mask = head.mask
     target = torch.where(mask, head.y, torch.zeros_like(head.y))
     scale = scales.to(observed)
-    offset = torch.zeros_like(observed, requires_grad=True)
+    raw = torch.zeros_like(observed, requires_grad=True)  # offset = MAX_OFFSET tanh(raw)
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
+    shape = (-1, *([1] * (observed.ndim - 1)))
 
-    def misfit() -> torch.Tensor:
+    def misfit(offset: torch.Tensor) -> torch.Tensor:
         pred = rollout(model, head, method=method, substeps=substeps,
                        y0=observed + offset * scale)
         r = torch.where(mask, (pred - target) / scale, torch.zeros_like(pred))
         return r.pow(2).sum(dim=(-2, -1))  # per trajectory
 
+    best = torch.zeros_like(observed)
     try:
         with torch.enable_grad():
-            before = misfit().detach()
-            opt = torch.optim.LBFGS([offset], lr=1.0, max_iter=iterations,
+            lowest = misfit(best).detach()
+            lowest = torch.where(torch.isfinite(lowest), lowest, torch.full_like(lowest, torch.inf))
+            opt = torch.optim.LBFGS([raw], lr=1.0, max_iter=iterations,
                                     line_search_fn="strong_wolfe")
 
             def closure() -> torch.Tensor:
+                nonlocal best, lowest
                 opt.zero_grad()
-                loss = misfit().sum()
+                offset = MAX_OFFSET * torch.tanh(raw)
+                each = misfit(offset)
+                with torch.no_grad():  # every evaluation: keep each trajectory's best start
+                    gain = torch.isfinite(each) & (each < lowest)
+                    lowest = torch.where(gain, each, lowest)
+                    best = torch.where(gain.reshape(shape), offset, best)
+                loss = each.sum()
+                if not torch.isfinite(loss):  # a diverged trial point: no way through it
+                    return loss.detach()
                 loss.backward()
                 return loss
 
             opt.step(closure)
-            after = misfit().detach()
+    except (RuntimeError, ValueError, ArithmeticError):
+        pass  # the optimiser broke down (overflow in a step): the best start seen stands
     finally:
         for p in frozen:
             p.requires_grad_(True)
-    better = torch.isfinite(after) & (after < before)
-    fitted = observed + offset.detach() * scale
-    ok = better.reshape(-1, *([1] * (observed.ndim - 1))) & torch.isfinite(fitted)
-    return torch.where(ok, fitted, observed)
+    fitted = observed + best.detach() * scale
+    return torch.where(torch.isfinite(fitted), fitted, observed)

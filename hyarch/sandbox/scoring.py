@@ -106,6 +106,8 @@ def score_reply(space, reply: Reply, seconds: float, source: str | None = None
                 "method": text(a.get("method", ""), 40),
                 "substeps": sub if isinstance(sub, int) and not isinstance(sub, bool) else None,
                 "error": number(a.get("error")), "converged": a.get("converged") is True}
+            if isinstance(a.get("failed"), str):  # this split could not be predicted: why
+                integration[name]["failed"] = text(a["failed"], 300)
     status, reason = "ok", None
     if metrics["val"]["nmse"] is None:
         status, reason = "failed", "the trained model's validation rollout is NaN or infinite"

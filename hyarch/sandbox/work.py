@@ -157,30 +157,22 @@ def run_job(job: dict[str, Any], lockdown=None,
         with torch.no_grad():
             for i, (name, data) in enumerate(requests.items()):
                 say(TrainingProgress("predicting", i, len(requests)))
-                used, begin = model, None
-                if conditioning.get(name):
-                    if used._modules.get("twin_") is not None:  # new individuals: theirs
-                        with torch.enable_grad():
-                            used = condition(model, data, conditioning[name], cfg)
-                    else:  # measured states: each start fitted to the first samples
-                        begin = estimate_starts(model, data, conditioning[name], scales,
-                                                method=cfg.method, substeps=cfg.substeps)
-                    pop, _ = accurate_rollout(model, data, scales, method=cfg.method,
-                                              substeps=cfg.substeps)
-                    arrays[f"{name}.population"] = pop.double().numpy()
-                # scored rollouts are integrated to SCORING_TOL whatever training used
-                pred, acc = accurate_rollout(used, data, scales, method=cfg.method,
-                                             substeps=cfg.substeps, y0=begin)
-                arrays[f"{name}.full"] = pred.double().numpy()
-                if used.closures():
-                    with reduced(used):
-                        pred0, _ = accurate_rollout(used, data, scales, method=cfg.method,
-                                                    substeps=cfg.substeps, y0=begin)
-                    arrays[f"{name}.reduced"] = pred0.double().numpy()
-                else:
-                    arrays[f"{name}.reduced"] = arrays[f"{name}.full"]
-                accuracy[name] = {"method": acc.method, "substeps": acc.substeps,
-                                  "error": acc.error, "converged": acc.converged}
+                try:
+                    out, accuracy[name] = _predict(model, data, conditioning.get(name, 0),
+                                                   scales, cfg)
+                except Exception as e:  # noqa: BLE001
+                    if name == "val":  # the split that ranks: the candidate fails, with why
+                        raise
+                    # another split (the test's, say) cannot fail a candidate that the
+                    # ranking split scores: its predictions are NaN, scored as diverged
+                    nan = np.full(tuple(data.y.shape), np.nan)
+                    out = {"full": nan, "reduced": nan}
+                    if conditioning.get(name):
+                        out["population"] = nan
+                    accuracy[name] = {"method": cfg.method, "substeps": None, "error": None,
+                                      "converged": False,
+                                      "failed": f"{type(e).__name__}: {e}"[:300]}
+                arrays.update({f"{name}.{k}": v for k, v in out.items()})
         header.update(_claims(model, requests.get("val"), arrays, scales, cfg,
                               accuracy.get("val", {}).get("substeps")))
         if model._modules.get("twin_") is not None:
@@ -201,6 +193,37 @@ def run_job(job: dict[str, Any], lockdown=None,
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
     header["seconds"] = round(time.perf_counter() - start, 3)
     return header, arrays, buf.getvalue()
+
+
+def _predict(model, data: Trajectories, points: int, scales, cfg
+             ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """One split's predictions (full, reduced and, conditioned on ``points`` samples, from
+    the observed start as ``population``), each integrated to SCORING_TOL whatever training
+    used, and how accurately the full one was integrated."""
+    out: dict[str, np.ndarray] = {}
+    used, begin = model, None
+    if points:
+        if used._modules.get("twin_") is not None:  # new individuals: theirs
+            with torch.enable_grad():
+                used = condition(model, data, points, cfg)
+        else:  # measured states: each start fitted to the first samples
+            begin = estimate_starts(model, data, points, scales,
+                                    method=cfg.method, substeps=cfg.substeps)
+        pop, _ = accurate_rollout(model, data, scales, method=cfg.method,
+                                  substeps=cfg.substeps)
+        out["population"] = pop.double().numpy()
+    pred, acc = accurate_rollout(used, data, scales, method=cfg.method,
+                                 substeps=cfg.substeps, y0=begin)
+    out["full"] = pred.double().numpy()
+    if used.closures():
+        with reduced(used):
+            pred0, _ = accurate_rollout(used, data, scales, method=cfg.method,
+                                        substeps=cfg.substeps, y0=begin)
+        out["reduced"] = pred0.double().numpy()
+    else:
+        out["reduced"] = out["full"]
+    return out, {"method": acc.method, "substeps": acc.substeps, "error": acc.error,
+                 "converged": acc.converged}
 
 
 MAX_TRAINING_SUBSTEPS = 16
