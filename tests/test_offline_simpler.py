@@ -17,6 +17,23 @@ def _first_round(proposer, space):
     proposer.propose(space, Feedback(round=1), n=2)  # the prior and the hybrid
 
 
+
+def test_the_first_round_is_the_prior_and_a_closure_at_every_site():
+    # the damped pendulum has closure sites on omega and theta: the APHYNITY-style hybrid
+    # (as `hyarch baselines` trains it) has both, each at its largest size, and no hypothesis
+    space = load_space("damped_pendulum")
+    proposer = OfflineProposer(seed=0)
+    prior, hybrid = proposer.propose(space, Feedback(round=1), n=2)
+    sites = {k: v for k, v in hybrid.choices.items() if k.startswith("closure:")}
+    assert len(sites) == len(space.spec.closures) == 2
+    for i, site in enumerate(space.spec.closures):
+        h = site.hidden[-1]
+        assert sites[f"closure:{i}:{site.state}"] == "x".join(map(str, h))
+    assert not any(v is True for k, v in hybrid.choices.items() if k.startswith("term:"))
+    assert all(v in (False, NONE) for k, v in prior.choices.items() if k != "_trial")
+    assert hybrid.source.count("Closure(") == 2 and "Closure(" not in prior.source
+
+
 def test_a_term_of_the_best_candidate_is_tried_without_it():
     space = load_space("damped_pendulum")
     proposer = OfflineProposer(seed=0)

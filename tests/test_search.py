@@ -49,10 +49,13 @@ def test_offline_search_fills_the_budget_and_records_every_candidate(offline_run
         assert rec.meta["code_hash"]
         # the whole sandboxed evaluation (process start included) beside its own part
         assert rec.result["wall_seconds"] >= rec.result["seconds"] > 0
-    # the first round holds the prior alone and the APHYNITY-style hybrid
+    # the first round holds the prior alone and the APHYNITY-style hybrid: a closure at
+    # every site, and no hypothesis
     first = [run.read_candidate(i).meta["choices"] for i in ids[:2]]
     assert not any(v is True for v in first[0].values() if isinstance(v, bool))
-    assert any(str(v) != "none" for k, v in first[1].items() if k.startswith("closure:"))
+    sites = [v for k, v in first[1].items() if k.startswith("closure:")]
+    assert sites and all(str(v) != "none" for v in sites)
+    assert not any(v is True for v in first[1].values() if isinstance(v, bool))
     # every candidate is one Optuna trial, no more
     study = open_study(run)
     assert sorted(recorded_ids(study)) == ids

@@ -212,12 +212,14 @@ class OfflineProposer(Proposer):
         study = self._study_for(space)
         grammar = self._grammar(space)
         if not self._seeded:
-            # First round: the prior alone and the APHYNITY-style hybrid, as baselines.
+            # First round: the prior alone and the APHYNITY-style hybrid (the prior plus a
+            # closure at every site, as `hyarch baselines` trains it), as baselines. The
+            # hybrid's distillation, every closure at once, is the next candidate: where the
+            # prior lacks a term is what its networks say, whichever state that is.
             study.enqueue_trial({k: _off(k) for k in grammar})
             if space.spec.closures:
-                first = next(k for k in grammar if k.startswith("closure:"))
-                study.enqueue_trial({k: (grammar[k][-1] if k == first else _off(k))
-                                     for k in grammar})
+                study.enqueue_trial({k: (grammar[k][-1] if k.startswith("closure:")
+                                         else _off(k)) for k in grammar})
             self._seeded = True
         for entry in feedback.pool:
             if entry.proposer != self.name:
