@@ -204,3 +204,58 @@ def test_a_candidate_that_nests_a_fitted_one_cannot_fit_worse():
     assert warm.model.physical_values()["c"] == pytest.approx(0.0, abs=1e-3)
     assert any("starts from a fitted candidate's values (omega_sq)" in h[0]
                for h in warm.history)
+
+
+class GrowthWithClosure(HybridModel):
+    """dx/dt = x^2 plus a closure: the x^2 alone blows up in finite time (at t = 1/x)."""
+
+    def setup(self):
+        self.net = Closure(inputs=["x"], hidden=[8, 8])
+
+    def derivatives(self, t, s, u):
+        return {"x": s.x ** 2 + self.net(s.x)}
+
+
+def saturating_data(x0, dt=0.1, points=15):
+    # dx/dt = x^2 - x^3 (the truth: a stable state at x = 1), integrated finely with RK4
+    import math
+
+    out = []
+    for x in x0:
+        row, h = [x], dt / 200
+        for _ in range(points - 1):
+            for _ in range(200):
+                f = lambda z: z * z - z ** 3  # noqa: E731
+                k1 = f(x)
+                k2 = f(x + h / 2 * k1)
+                k3 = f(x + h / 2 * k2)
+                k4 = f(x + h * k3)
+                x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+            row.append(x)
+        assert all(math.isfinite(v) for v in row)
+        out.append(row)
+    t = torch.arange(points) * dt
+    return Trajectories.from_arrays(t, torch.tensor(out)[..., None], states=("x",))
+
+
+def test_windows_a_prior_cannot_integrate_are_left_out_not_the_whole_fit(monkeypatch):
+    # from x = 6 and x = 8, the prior x^2 blows up within 0.17 and 0.125 time units: every
+    # window from there is infinite while the closure (starting at zero) has learned
+    # nothing. Those windows are left out of the step; the closure learns -x^3 on the rest
+    # and the fit ends finite and close, where it used to end "training diverged".
+    import hyarch.core.train as train_mod
+
+    train = saturating_data([0.3, 0.6, 1.5, 6.0, 8.0])
+    val = saturating_data([0.4, 2.0])
+    cfg = TrainConfig(windows=(2, 4), stage_iters=80, final_iters=80, patience=40,
+                      restarts=1, lbfgs="never", regularizers={})
+    factory = lambda replicas=1: GrowthWithClosure(("x",), replicas=replicas)  # noqa: E731
+    res = fit(factory, train, val, cfg)
+    assert any("blown-up windows left out" in h[0] for h in res.history)
+    assert res.val_loss < 0.05
+    # the premise: with every window kept, the same fit diverges
+    step = train_mod._Trainer.step
+    monkeypatch.setattr(train_mod._Trainer, "step",
+                        lambda self, opt, data, alive, drop=False: step(self, opt, data, alive))
+    with pytest.raises(TrainingError, match="diverged"):
+        fit(factory, train, val, cfg)

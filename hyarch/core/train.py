@@ -243,6 +243,12 @@ def _optimizer(model: HybridModel, cfg: TrainConfig, scale: float = 1.0):
     return _Adam(groups)
 
 
+# a short window whose normalised MSE passes this (a prediction off by 100 state scales on
+# average) has left anything the data show: the model blew up there, and the window is
+# left out of that step rather than letting it swamp (or turn NaN) every other window's
+BLOWN_UP = 1e4
+
+
 class _Trainer:
     def __init__(self, model, cfg: TrainConfig, scales, deadline):
         self.model = model
@@ -255,6 +261,8 @@ class _Trainer:
         self.start = time.perf_counter()
         self.monitor = None
         self.schedule = Schedule(None)
+        self.window_errors = torch.zeros(0)
+        self.dropped = 0  # windows left out of steps, blown up (step(drop=True))
         self.regularized = bool(model.closures()) and any(
             w > 0 for w in cfg.regularizers.values()
         )
@@ -273,6 +281,12 @@ class _Trainer:
         cfg = self.cfg
         pred = rollout(self.model, data, method=cfg.method, substeps=cfg.substeps)
         traj = normalised_mse(pred, data, self.scales)
+        with torch.no_grad():  # each window's own error, for step(drop=True)
+            err = ((pred - data.y) / self.scales)[..., 1:, :] ** 2
+            mask = data.mask[:, 1:]
+            err = torch.where(mask, err, torch.zeros_like(err))
+            self.window_errors = (err.sum(dim=(-2, -1))
+                                  / mask.sum(dim=(-2, -1)).clamp_min(1)).reshape(-1, data.n)
         total = traj * (self.lam if cfg.adaptive else 1.0)
         if self.regularized:
             pts = Points.from_rollout(pred, data).subsample(cfg.reg_points)
@@ -290,9 +304,25 @@ class _Trainer:
                 total = total + w * reg
         return traj, total
 
-    def step(self, opt, data: Trajectories, alive: torch.Tensor) -> torch.Tensor | None:
+    def step(self, opt, data: Trajectories, alive: torch.Tensor, *, drop: bool = False
+             ) -> torch.Tensor | None:
+        """One optimiser step. With ``drop`` (the short windows), a window that some alive
+        replica cannot integrate (a non-finite or blown-up prediction, ``BLOWN_UP``) is left
+        out of this step: a prior that blows up in finite time from some states (a missing
+        damping term) is trained on the windows it can integrate, and its closure learns
+        there what keeps the rest finite, rather than the whole fit diverging."""
         opt.zero_grad(set_to_none=True)
         traj, total = self.losses(data)
+        if drop:
+            per = self.window_errors
+            bad = ((~torch.isfinite(per)) | (per > BLOWN_UP)) & alive.reshape(-1, 1)
+            bad = bad.any(dim=0)
+            if bool(bad.any()):
+                if bool(bad.all()):
+                    return None
+                self.dropped += int(bad.sum())
+                data = data.select(torch.nonzero(~bad).reshape(-1).cpu())
+                traj, total = self.losses(data)
         finite = torch.isfinite(total) & alive
         if not bool(finite.any()):
             return None
@@ -407,7 +437,7 @@ def fit(
             if sampled:
                 idx = torch.randperm(windows.n, device=device)[:max_batch]
                 batch = windows.select(idx.cpu())
-            traj = tr.step(opt, batch, alive)
+            traj = tr.step(opt, batch, alive, drop=True)
             iterations += 1
             sched.step()
             if traj is None:
@@ -436,7 +466,9 @@ def fit(
                 since += 1
             if since >= cfg.stage_patience or tr.out_of_time():
                 break
-        tr.log((f"window{width}", iterations, best, math.nan), lead)
+        left_out = f" ({tr.dropped} blown-up windows left out)" if tr.dropped else ""
+        tr.dropped = 0
+        tr.log((f"window{width}{left_out}", iterations, best, math.nan), lead)
         prev_best = best
         if tr.out_of_time():
             break
