@@ -504,6 +504,36 @@ def test_the_rollout_not_the_regression_chooses_the_distilled_terms(pendulum):
     assert alone["tier"] > won["tier"]
 
 
+
+def test_the_refit_winner_is_tried_less_each_term_it_adds(pendulum):
+    # A refit whose only fit adds two terms, the friction -0.2 omega and a spurious
+    # -0.1 omega|omega| (the data have the friction only): on ODEBench s17 the refit's pick
+    # was a fit of the sparse path's front, whose terms no step had asked "is each needed?".
+    # The pick is now refitted less each term, and the rule picks the friction alone.
+    from dataclasses import replace as with_
+
+    from hyarch.distill.api import _decide
+
+    space = with_(pendulum, spec=pendulum.spec.model_copy(deep=True))
+    space.spec.hypotheses.clear()
+    model = exact_model(space, lambda theta, omega: -0.2 * omega - 0.1 * omega * omega.abs())
+    (both,) = distill(space, model)
+    assert {t["code"] for t in both.terms} == {"s.omega", "s.omega * torch.abs(s.omega)"}
+    won, records = _decide(space, APHYNITY, model, "correction", [[both]],
+                           space.train_config())
+    assert len(records) == 3  # the pick, then the pick less each of its two terms
+    assert records[0]["expressions"] == [f"domega/dt += {both.expression}"]
+    (group, source) = won
+    assert [t["code"] for t in group[0].terms] == ["s.omega"]
+    assert "torch.abs" not in source
+    first = next(r for r in records if r.get("place") == 1)
+    assert first["parameters"]["c_omega"] == pytest.approx(-0.2, rel=0.02)
+    # the damping term alone cannot fit the data: a worse tier than the friction alone
+    alone = next(r for r in records if "0.2" not in r["expressions"][0]
+                 and "torch.abs" in r["expressions"][0] and r is not records[0])
+    assert alone["tier"] > first["tier"]
+
+
 def test_a_validation_rollout_that_wanders_off_does_not_spoil_every_fit(pendulum):
     # with +0.02 theta^2 the exact model pumps energy into some validation pendulums, which
     # then spin: theta grows until a library column overflows on those points. Those points

@@ -298,11 +298,7 @@ def _variants(bases: list[list[Distillation]],
     out, seen = [], set()
 
     def add(variant: list[Distillation]) -> None:
-        # a structure once: fits that differ only in shifts (the existing parameters'
-        # starting values) or coefficients are the same candidate once refitted
-        key = tuple((v.form, v.state, tuple(sorted(
-            (t["kind"], t["name"]) for t in v.terms if t["kind"] != "shift")))
-            for v in variant)
+        key = _structure(variant)  # a structure once
         if key not in seen:
             seen.add(key)
             out.append(variant)
@@ -328,20 +324,57 @@ def _variants(bases: list[list[Distillation]],
 def _decide(space: Space, source: str, model: HybridModel, name: str,
             variants: list[list[Distillation]], cfg: Any, seconds: float = math.inf):
     """Fit each variant as a candidate; the ranking's rule on the selection split picks.
-    Returns ((the winning group, its source) or None when none refits, one record per
-    variant, in the variants' order)."""
-    items = []
-    for group in variants:
-        rec = {"expressions": [describe(p) for p in group],
-               "explained": min((p.explained for p in group if p.explained is not None),
-                                default=None)}
-        items.append((rec, *_render(space, source, model, name, group)))
-    best, records = _refit_and_pick(space, items, cfg, seconds)
+    Where the pick adds two or more terms, it is then also fitted less each of them (is
+    every term it adds needed?), and the rule picks again among all. Returns ((the winning
+    group, its source) or None when none refits, one record per variant fitted)."""
+    from hyarch.distill.distillation import less_one_term
+    from hyarch.distill.policy import MAX_DISTILLED_TERMS
+
+    t0 = time.monotonic()
+    variants = list(variants)
+    items = [_item(space, source, model, name, group) for group in variants]
+    # the first round keeps time for the second (at most one fit per term it could drop)
+    first = seconds * len(items) / (len(items) + MAX_DISTILLED_TERMS)
+    tried, errors, sizes = _fit_items(space, items, cfg, first)
+    best = _pick(tried, errors, sizes)
+    if best is not None:
+        seen = {_structure(g) for g in variants}
+        for i, p in enumerate(variants[best]):
+            for fewer in less_one_term(p):
+                group = [*variants[best][:i], fewer, *variants[best][i + 1:]]
+                if _structure(group) not in seen:
+                    seen.add(_structure(group))
+                    variants.append(group)
+        more = [_item(space, source, model, name, g) for g in variants[len(items):]]
+        if more:
+            left = seconds - (time.monotonic() - t0)
+            t2, e2, s2 = _fit_items(space, more, cfg, left, first=len(items))
+            tried += t2
+            errors.update(e2)
+            sizes.update(s2)
+            items += more
+            best = _pick(tried, errors, sizes)
     if best is None:  # none refits: the regression's choice stands
-        return None, records
+        return None, tried
     # queued where its refit ended: its own training starts there
-    return ((variants[best], with_initial_values(items[best][1], records[best]["parameters"])),
-            records)
+    return ((variants[best], with_initial_values(items[best][1], tried[best]["parameters"])),
+            tried)
+
+
+def _item(space: Space, source: str, model: HybridModel, name: str,
+          group: list[Distillation]) -> tuple[dict, str | None, str | None]:
+    rec = {"expressions": [describe(p) for p in group],
+           "explained": min((p.explained for p in group if p.explained is not None),
+                            default=None)}
+    return (rec, *_render(space, source, model, name, group))
+
+
+def _structure(group: list[Distillation]) -> tuple:
+    """A variant's structure: fits that differ only in shifts (the existing parameters'
+    starting values) or coefficients are the same candidate once refitted."""
+    return tuple((v.form, v.state, tuple(sorted(
+        (t["kind"], t["name"]) for t in v.terms if t["kind"] != "shift")))
+        for v in group)
 
 
 def _refit_and_pick(space: Space, items: list[tuple[dict, str | None, str | None]], cfg: Any,
@@ -352,13 +385,22 @@ def _refit_and_pick(space: Space, items: list[tuple[dict, str | None, str | None
     split's trajectories or blocks of them) picks. Returns (the winner's index or None when
     none refits, one record per item: its score, fitted values, refitted parameters,
     place and evidence, or why it was not fitted)."""
+    tried, errors, sizes = _fit_items(space, items, cfg, seconds)
+    return _pick(tried, errors, sizes), tried
+
+
+def _fit_items(space: Space, items: list[tuple[dict, str | None, str | None]], cfg: Any,
+               seconds: float, first: int = 0
+               ) -> tuple[list[dict[str, Any]], dict[str, list[float]], dict[str, int]]:
+    """Fit each item within ``seconds`` in all: (one record per item, each fitted one's
+    log10 nMSE per fold under the key ``fit <first + k + 1>``, and its number of fitted
+    values)."""
     import torch
 
     from hyarch.core.fields import accurate_rollout
     from hyarch.core.metrics import per_trajectory_nmse
     from hyarch.core.starts import estimate_starts, without_first
     from hyarch.core.train import fit
-    from hyarch.ranking.rule import tiers
 
     t0 = time.monotonic()
     tried, errors, sizes = [], {}, {}
@@ -397,18 +439,28 @@ def _refit_and_pick(space: Space, items: list[tuple[dict, str | None, str | None
         if not all(math.isfinite(v) and v >= 0 for v in per):
             tried.append({**rec, "failed": "the refitted rollout diverged"})
             continue
-        key = f"fit {k + 1}"
+        key = f"fit {first + k + 1}"
         errors[key] = [math.log10(max(v, 1e-30)) for v in per]
         sizes[key] = len(fitted.model.physical_values())
         tried.append({**rec, "fitted_values": sizes[key],
                       "selection_log10_nmse": sum(errors[key]) / len(errors[key]),
                       "parameters": fitted.model.physical_values()})
+    return tried, errors, sizes
+
+
+def _pick(tried: list[dict[str, Any]], errors: dict[str, list[float]],
+          sizes: dict[str, int]) -> int | None:
+    """The ranking's rule (``tiers``: the simplest within one standard error of the best)
+    over the fitted items; each record gets its place, tier and evidence. The winner's
+    index, or None when none was fitted."""
+    from hyarch.ranking.rule import tiers
+
     if not errors:
-        return None, tried
+        return None
     order = tiers(errors, sizes)
     for i, (key, ev) in enumerate(order, 1):
         tried[int(key.split()[1]) - 1].update(place=i, tier=ev.tier, evidence=ev.describe())
-    return int(order[0][0].split()[1]) - 1, tried
+    return int(order[0][0].split()[1]) - 1
 
 
 def format_distillation(entries: list[dict[str, Any]]) -> str:

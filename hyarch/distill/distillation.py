@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -195,6 +195,24 @@ def _terms_of(terms: list[Term], coef: np.ndarray) -> tuple[tuple[dict[str, Any]
     )
     expression = (" + ".join(_display(t, c) for t, c in chosen) or "0").replace("+ -", "- ")
     return records, expression
+
+
+def less_one_term(p: Distillation) -> list[Distillation]:
+    """``p`` without each of its new terms in turn (a record with two or more): is each
+    needed? The coefficients left are starting values; the refit fits them again."""
+    new = [i for i, t in enumerate(p.terms) if t["kind"] != "shift"]
+    if len(new) < 2:
+        return []
+    out = []
+    for j in new:
+        kept = tuple(t for i, t in enumerate(p.terms) if i != j)
+        shown = [(Term(t["name"], t["kind"], t["code"], t.get("parameter"),
+                       tuple(t["bounds"]) if t.get("bounds") else None,
+                       dict(t.get("fixed") or {}), t.get("template")), float(t["coefficient"]))
+                 for t in kept]
+        expression = (" + ".join(_display(t, c) for t, c in shown) or "0").replace("+ -", "- ")
+        out.append(replace(p, terms=kept, expression=expression, explained=None, r2=None))
+    return out
 
 
 def _prune(terms: list[Term], X: np.ndarray, Xv: np.ndarray, y: np.ndarray,
