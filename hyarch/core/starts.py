@@ -94,3 +94,59 @@ def estimate_starts(model: HybridModel, data: Trajectories, points: int, scales:
             p.requires_grad_(True)
     fitted = observed + best.detach() * scale
     return torch.where(torch.isfinite(fitted), fitted, observed)
+
+
+def with_starts(data: Trajectories, y0: torch.Tensor) -> Trajectories:
+    """``data`` whose rollouts start at ``y0`` (its first sample replaced; that sample is
+    never scored, the loss skips the initial point)."""
+    from dataclasses import replace
+
+    y = data.y.clone()
+    y[:, 0] = y0.to(y)
+    return replace(data, y=y)
+
+
+# alternations of start estimation and parameter refit: the first moves the parameters off
+# the observed starts' bias; the second checks that the starts it leads to agree
+START_ROUNDS = 2
+
+
+def refit_from_starts(factory, train: Trajectories, selection: Trajectories, cfg, fitted,
+                      points: int, *, progress=None):
+    """A network-free candidate that is scored from estimated starts is fitted from them
+    too. Training rolls each trajectory out from its first observation, noise included; on
+    a system that is sensitive to where it starts (a double well, growth from a small
+    start) the least-squares parameters then absorb that noise (ODEBench s32: damping
+    0.1832 fitted, 0.18 true, a validation error 4 times the truth's). Alternately: each
+    training and selection trajectory's start is estimated with the model fixed (its first
+    ``points`` samples), and the parameters are refitted from those starts, starting from
+    the fitted values. A refit is kept only where it lowers the selection error from the
+    estimated starts. Hybrids are returned as they are: a network is trained once."""
+    from dataclasses import replace
+
+    from hyarch.core.metrics import normalised_mse
+    from hyarch.core.train import fit
+
+    model = fitted.model
+    if (not points or model.closures() or model._modules.get("twin_") is not None
+            or not model.physical_values()):
+        return fitted
+    for _ in range(START_ROUNDS):
+        kw = {"method": cfg.method, "substeps": cfg.substeps}
+        scales = fitted.scales
+        tr = with_starts(train, estimate_starts(fitted.model, train.to(scales.device), points,
+                                                scales, **kw))
+        se = with_starts(selection, estimate_starts(fitted.model, selection.to(scales.device),
+                                                    points, scales, **kw))
+        with torch.no_grad():
+            before = float(normalised_mse(rollout(fitted.model, se, **kw), se, scales))
+        warm = {k: float(v) for k, v in fitted.model.physical_values().items()}
+        try:
+            new = fit(factory, tr, se, replace(cfg, restarts=1, warm_starts=(warm,)),
+                      progress=progress)
+        except Exception:  # noqa: BLE001 - the first fit stands
+            return fitted
+        if not (new.val_loss < before):
+            return fitted
+        fitted = new
+    return fitted

@@ -399,7 +399,7 @@ def _fit_items(space: Space, items: list[tuple[dict, str | None, str | None]], c
 
     from hyarch.core.fields import accurate_rollout
     from hyarch.core.metrics import per_trajectory_nmse
-    from hyarch.core.starts import estimate_starts, without_first
+    from hyarch.core.starts import estimate_starts, refit_from_starts, without_first
     from hyarch.core.train import fit
 
     t0 = time.monotonic()
@@ -420,9 +420,12 @@ def _fit_items(space: Space, items: list[tuple[dict, str | None, str | None]], c
                                    space.shapes)
             budget = min(cfg.max_seconds, left / (len(items) - k))
             fitted = fit(factory, space.train, space.val, replace(cfg, max_seconds=budget))
-            val = space.val.to(fitted.scales.device)
-            # as the candidates are scored: from estimated starts where the space says so
+            # as the candidates are fitted and scored: from estimated starts where the
+            # space says so
             n = space.conditioning("val")
+            fitted = refit_from_starts(factory, space.train, space.val,
+                                       replace(cfg, max_seconds=budget), fitted, n)
+            val = space.val.to(fitted.scales.device)
             start = (estimate_starts(fitted.model, val, n, fitted.scales, method=cfg.method,
                                      substeps=cfg.substeps) if n else None)
             with torch.no_grad():

@@ -32,7 +32,7 @@ from hyarch.core.regularizers import (
     decorrelation,
     sensitivity,
 )
-from hyarch.core.starts import estimate_starts
+from hyarch.core.starts import estimate_starts, refit_from_starts
 from hyarch.core.train import TrainingError, fit
 from hyarch.core.twin import is_twin
 from hyarch.core.twin_fit import condition, fit_twin
@@ -132,6 +132,11 @@ def run_job(job: dict[str, Any], lockdown=None,
             fitted, train_substeps = _refit_accurately(
                 factory, train, space.val, cfg, fitted,
                 progress=progress and (lambda e: progress(replace(e, fit=2))))
+            # scored from estimated starts: a network-free candidate is fitted from them too
+            fitted = refit_from_starts(
+                factory, train, space.val, replace(cfg, substeps=train_substeps), fitted,
+                conditioning.get("val", 0),
+                progress=progress and (lambda e: progress(replace(e, fit=3))))
     except (ContractError, TrainingError) as e:
         return failed_header(str(e), start), {}, None
     except SyntaxError as e:
