@@ -276,17 +276,19 @@ class _Trainer:
     def out_of_time(self) -> bool:
         return time.perf_counter() > self.deadline
 
-    def losses(self, data: Trajectories) -> tuple[torch.Tensor, torch.Tensor]:
+    def losses(self, data: Trajectories, per_window: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor]:
         """(trajectory loss per replica, regularized objective per replica)."""
         cfg = self.cfg
         pred = rollout(self.model, data, method=cfg.method, substeps=cfg.substeps)
         traj = normalised_mse(pred, data, self.scales)
-        with torch.no_grad():  # each window's own error, for step(drop=True)
-            err = ((pred - data.y) / self.scales)[..., 1:, :] ** 2
-            mask = data.mask[:, 1:]
-            err = torch.where(mask, err, torch.zeros_like(err))
-            self.window_errors = (err.sum(dim=(-2, -1))
-                                  / mask.sum(dim=(-2, -1)).clamp_min(1)).reshape(-1, data.n)
+        if per_window:  # each window's own error, for step(drop=True)
+            with torch.no_grad():
+                err = ((pred - data.y) / self.scales)[..., 1:, :] ** 2
+                mask = data.mask[:, 1:]
+                err = torch.where(mask, err, torch.zeros_like(err))
+                self.window_errors = (err.sum(dim=(-2, -1))
+                                      / mask.sum(dim=(-2, -1)).clamp_min(1)).reshape(-1, data.n)
         total = traj * (self.lam if cfg.adaptive else 1.0)
         if self.regularized:
             pts = Points.from_rollout(pred, data).subsample(cfg.reg_points)
@@ -312,7 +314,7 @@ class _Trainer:
         damping term) is trained on the windows it can integrate, and its closure learns
         there what keeps the rest finite, rather than the whole fit diverging."""
         opt.zero_grad(set_to_none=True)
-        traj, total = self.losses(data)
+        traj, total = self.losses(data, per_window=drop)
         if drop:
             per = self.window_errors
             bad = ((~torch.isfinite(per)) | (per > BLOWN_UP)) & alive.reshape(-1, 1)
