@@ -130,3 +130,60 @@ def test_malformed_replies_are_reasons_not_crashes():
     for data in cases:
         with pytest.raises(ReplyError):
             decode_reply(data, {"val.full": (2, 3, 1)})
+
+
+class DecayWithClosure(HybridModel):
+    """The prior knows a third of the decay rate; the network has to learn the rest."""
+
+    def setup(self):
+        from hyarch import Closure
+
+        self.net = Closure(inputs=["x"], hidden=[8])
+
+    def derivatives(self, t, s, u):
+        return {"x": -0.4 * s.x + self.net(s.x)}
+
+
+def test_a_hybrid_is_trained_at_the_substeps_it_is_scored_at():
+    """dx/dt = -1.2 x sampled at dt = 1: one RK4 step decays by 0.318 where the flow
+    decays by 0.301, so a network trained at one substep learns a faster decay (about
+    1.28) that patches the integrator, and integrated accurately (as scores are) it misses.
+    Trained on at the substeps that step doubling asks for, the error training reports is
+    the one scoring sees."""
+    from dataclasses import replace
+
+    from hyarch.core.metrics import normalised_mse
+    from hyarch.core.train import TrainConfig, fit
+    from hyarch.sandbox.work import _refit_accurately
+
+    t = torch.arange(0.0, 8.0, 1.0)
+
+    def data(x0):
+        x0 = torch.tensor(x0)
+        return Trajectories.from_arrays(t, (x0[:, None] * torch.exp(-1.2 * t))[..., None],
+                                        states=("x",))
+
+    train, val = data([0.5, 1.0, 1.5, 2.0, -1.0, -2.0]), data([0.8, 1.8, -1.5])
+
+    def factory(replicas=1):
+        return DecayWithClosure(("x",), (), replicas=replicas)
+
+    cfg = TrainConfig(windows=(2, 4), stage_iters=100, final_iters=600, patience=200,
+                      restarts=1, regularizers={})
+    coarse = fit(factory, train, val, cfg)
+
+    def scored(fitted):  # as the child scores: integrated to SCORING_TOL
+        with torch.no_grad():
+            pred, _ = accurate_rollout(fitted.model, val, fitted.scales)
+            return float(normalised_mse(pred, val, fitted.scales))
+
+    before = scored(coarse)
+    assert before > 10 * coarse.val_loss  # the premise: the network patched the integrator
+    fine, substeps = _refit_accurately(factory, train, val, cfg, coarse)
+    after = scored(fine)
+    assert substeps > 1
+    assert after < before / 5
+    assert after < 3 * fine.val_loss + 1e-6
+    # network-free or not, a model already integrated accurately is left as it is
+    same, n = _refit_accurately(factory, train, val, replace(cfg, substeps=substeps), fine)
+    assert same is fine and n == substeps

@@ -351,6 +351,7 @@ def fit(
     *,
     progress: Callable[[TrainingProgress], None] | None = None,
     monitor: Callable[[tuple, HybridModel, int], None] | None = None,
+    resume: HybridModel | None = None,
 ) -> FitResult:
     """Train a candidate built by ``factory(replicas=R)`` on ``train``, select on ``val``.
 
@@ -360,6 +361,10 @@ def fit(
     ``monitor(entry, model, replica)``, if given, sees every history entry with the model
     as it is then (during the windows, R replicas, ``replica`` the best on the windows):
     benchmarks use it to time when a quality target is first met.
+
+    ``resume``, if given, is a trained one-replica model of this factory: training goes on
+    from its weights, on the full horizon alone (one replica, no window curriculum), and
+    keeps them unless validation gains (``cfg.substeps`` may differ from its first fit's).
     """
     start = time.perf_counter()
     deadline = start + cfg.max_seconds
@@ -368,14 +373,16 @@ def fit(
     train, val = train.to(device), val.to(device)
     scales = state_scales(train).to(device)
 
-    R = max(int(cfg.restarts), 1)
+    R = max(int(cfg.restarts), 1) if resume is None else 1
     model = factory(replicas=R).to(device)
+    if resume is not None:
+        model.load_state_dict(resume.state_dict())
     if R > 1 and not _replica_safe(model, train):
         R = 1
         model = factory(replicas=1).to(device)
     if R > 1:
         _diversify(model, cfg.seed)
-    warm = _warm_start(model, cfg.warm_starts)
+    warm = _warm_start(model, cfg.warm_starts) if resume is None else None
     tr = _Trainer(model, cfg, scales, deadline)
     tr.start = start
     tr.monitor = monitor
@@ -405,8 +412,8 @@ def fit(
     if model.neural_parameters():
         max_batch = min(max_batch, cfg.window_batch)
     prev_best, lead = math.inf, 0
-    widths = sorted(w for w in cfg.windows if w < train.length - 1)
-    gauss_newton = (cfg.gauss_newton and not model.neural_parameters()
+    widths = sorted(w for w in cfg.windows if w < train.length - 1) if resume is None else []
+    gauss_newton = (resume is None and cfg.gauss_newton and not model.neural_parameters()
                     and 0 < len(model.parameter_specs) <= 30)
     plan_lbfgs = cfg.lbfgs == "always" or (
         cfg.lbfgs == "auto" and not model.neural_parameters()
