@@ -289,8 +289,9 @@ def _variants(bases: list[list[Distillation]],
               min_explained: float) -> list[list[Distillation]]:
     """Renderings of one closure to refit: each base (the closure as terms added to the
     states it feeds; the network as a formula of its inputs), then each base with one of
-    its records replaced by another fit: the record's choice less one term (is each
-    needed?), then the fits on its sparse path's Pareto front that explain at least
+    its records replaced by another fit: the record's choice with a term swapped for a
+    collinear twin (which of the two, the regression could not tell), its choice less one
+    term (is each needed?), then the fits on its sparse path's Pareto front that explain at least
     ``min_explained``; none without a new term (that is the prior, which the search has)
     or longer than ``MAX_DISTILLED_TERMS``; at most ``MAX_ALTERNATIVES`` in all."""
     from hyarch.distill.policy import MAX_ALTERNATIVES, MAX_DISTILLED_TERMS
@@ -310,7 +311,7 @@ def _variants(bases: list[list[Distillation]],
             for a in p.alternatives:
                 new_terms = [t for t in a["terms"] if t["kind"] != "shift"]
                 if (not new_terms or len(a["terms"]) > MAX_DISTILLED_TERMS
-                        or (a.get("kind") != "reduced"
+                        or (a.get("kind") not in ("reduced", "alias")
                             and (a["explained"] is None or a["explained"] < min_explained))):
                     continue
                 alt = replace(p, terms=tuple(a["terms"]), expression=a["expression"],

@@ -215,25 +215,45 @@ def less_one_term(p: Distillation) -> list[Distillation]:
     return out
 
 
-def _prune(terms: list[Term], X: np.ndarray, Xv: np.ndarray, y: np.ndarray,
-           yv: np.ndarray) -> tuple[list[Term], np.ndarray, np.ndarray, np.ndarray]:
+Twins = dict[str, list[tuple[Term, float]]]
+
+
+def _prune(terms: list[Term], X: np.ndarray, Xv: np.ndarray, y: np.ndarray, yv: np.ndarray
+           ) -> tuple[list[Term], np.ndarray, np.ndarray, np.ndarray, Twins]:
     """The library the regression sees: each saturating form at its best K, no empty or
     collinear column; and the validation points where every kept term is finite (a point
-    where the rollout wandered far would make every fit's score NaN, 0 * inf)."""
+    where the rollout wandered far would make every fit's score NaN, 0 * inf). Also, by
+    kept term's name, the terms dropped as collinear with it and their factor (the
+    dropped column about factor times the kept one)."""
     keep = best_half_saturation(np.nan_to_num(X), y, terms)
     terms, X, Xv = [terms[j] for j in keep], X[:, keep], Xv[:, keep]
-    keep = select_columns(X, terms)
+    found: dict[int, list[tuple[int, float]]] = {}
+    keep = select_columns(X, terms, aliases=found)
+    twins = {terms[k].name: [(terms[i], f) for i, f in found[k]] for k in found}
     terms, X, Xv = [terms[j] for j in keep], X[:, keep], Xv[:, keep]
     with np.errstate(over="ignore", invalid="ignore"):
         ok = (np.isfinite(Xv).all(axis=1) & np.isfinite(yv)
               & np.isfinite((Xv ** 2).sum(axis=1)) & np.isfinite(yv ** 2))
-    return terms, X, Xv[ok], yv[ok]
+    return terms, X, Xv[ok], yv[ok], twins
 
 
-def _alternatives(terms: list[Term], fit) -> tuple[dict[str, Any], ...]:
-    """The fit's other candidates for the refit: its choice less one term ("reduced"),
-    then the sparse path's Pareto front ("front")."""
+def _alternatives(terms: list[Term], fit, twins: Twins | None = None
+                  ) -> tuple[dict[str, Any], ...]:
+    """The fit's other candidates for the refit: its choice with one term swapped for a
+    twin the regression could not tell it from ("alias": x or sin(x) on small angles; the
+    rollout over the whole horizon may tell them apart), its choice less one term
+    ("reduced"), then the sparse path's Pareto front ("front")."""
+    chosen = [(t, float(c)) for t, c in zip(terms, fit.coef, strict=True) if c != 0]
+    swaps = []
+    for i, (t, c) in enumerate(chosen):
+        for twin, factor in (twins or {}).get(t.name, ()):
+            if factor != 0 and math.isfinite(factor):
+                swapped = [*chosen[:i], (twin, c / factor), *chosen[i + 1:]]
+                swaps.append(_terms_of([x for x, _ in swapped],
+                                       np.array([k for _, k in swapped])))
     return tuple(
+        {"terms": list(td), "expression": ex, "explained": None, "r2": None, "kind": "alias"}
+        for td, ex in swaps) + tuple(
         {"terms": list(td), "expression": ex, "explained": _num(f.explained_val),
          "r2": _num(f.r2_val), "kind": kind}
         for kind, fits in (("reduced", fit.reduced), ("front", fit.front))
@@ -290,7 +310,7 @@ def distill(
             X = _columns(m, closure, pts_tr, k, terms, sens)
             Xv = _columns(m, closure, pts_va, k, terms, sens_v)
             y, yv = g.cpu().numpy(), Gv[:, k].cpu().numpy()
-            terms, X, Xv, yv = _prune(terms, X, Xv, y, yv)
+            terms, X, Xv, yv, twins = _prune(terms, X, Xv, y, yv)
             preferred = np.array([t.kind != "generic" for t in terms])
             hidden = np.array([len(t.fixed) if t.kind == "generic" else 0 for t in terms])
             in_place = (
@@ -309,7 +329,7 @@ def distill(
                     library=tuple(t.name for t in terms)))
                 continue
             term_dicts, expression = _terms_of(terms, fit.coef)
-            alternatives = _alternatives(terms, fit)
+            alternatives = _alternatives(terms, fit, twins)
             results.append(Distillation(
                 closure=cname, state=state, kind=closure.kind, inputs=inputs,
                 terms=term_dicts, expression=expression,
@@ -398,7 +418,7 @@ def _call_form(model: HybridModel, cname: str, closure: Closure, pts_tr: Points,
         return torch.stack(cols, dim=1).double().cpu().numpy()
 
     y, yv = y.double().cpu().numpy(), yv.double().cpu().numpy()
-    terms, X, Xv, yv = _prune(terms, columns(s_tr), columns(s_va), y, yv)
+    terms, X, Xv, yv, twins = _prune(terms, columns(s_tr), columns(s_va), y, yv)
     if not terms or not np.isfinite(y).all() or not len(yv):
         return None
     hidden = np.array([len(t.fixed) for t in terms])
@@ -412,7 +432,7 @@ def _call_form(model: HybridModel, cname: str, closure: Closure, pts_tr: Points,
         expression=expression, r2=_num(fit.r2_val), r2_train=_num(fit.r2_train),
         explained=_num(fit.explained_val), threshold=fit.threshold, n_train=len(y),
         n_val=len(yv), in_place=False, shifts={}, library=tuple(t.name for t in terms),
-        path=fit.path, alternatives=_alternatives(terms, fit), form="call", named=named)
+        path=fit.path, alternatives=_alternatives(terms, fit, twins), form="call", named=named)
 
 
 def _double(data: Trajectories) -> Trajectories:

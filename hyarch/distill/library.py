@@ -208,10 +208,23 @@ def hypothesis_terms(hypotheses: Sequence[Any], s: Named, u: Named, t: torch.Ten
     return out
 
 
+# two unit columns whose dot product is this close to 1 are one term written twice
+# (x and 2x): float64 rounding, not data, separates them
+SAME_COLUMN = 1 - 1e-9
+
+
 def select_columns(features: np.ndarray, terms: Sequence[Term], *,
-                   collinear: float = 0.9995) -> list[int]:
+                   collinear: float = 0.9995,
+                   aliases: dict[int, list[tuple[int, float]]] | None = None) -> list[int]:
     """Indices of columns to keep: finite, not zero, and not collinear with a column kept
-    before (so a shift beats a hypothesis, and a hypothesis beats a generic term)."""
+    before (so a shift beats a hypothesis, and a hypothesis beats a generic term).
+
+    ``aliases``, if given, is filled with the generic terms that were dropped as collinear
+    with a kept generic one, but are not the same column: {kept index: [(dropped index,
+    factor)]}, the dropped column about ``factor`` times the kept one. On the data they
+    are one column (x and sin(x) on small angles), so the regression cannot choose between
+    them; a refit of each over the whole horizon can. (A shift or a hypothesis kept is the
+    space's own word for that column, and an exact multiple is the same term.)"""
     keep: list[int] = []
     normed: list[np.ndarray] = []
     for j in range(len(terms)):
@@ -222,8 +235,15 @@ def select_columns(features: np.ndarray, terms: Sequence[Term], *,
         if norm < 1e-10:
             continue
         unit = col / norm
-        if any(abs(float(unit @ v)) > collinear for v in normed):
+        twin = next((i for i, v in enumerate(normed) if abs(float(unit @ v)) > collinear),
+                    None)
+        if twin is None:
+            keep.append(j)
+            normed.append(unit)
             continue
-        keep.append(j)
-        normed.append(unit)
+        k = keep[twin]
+        if (aliases is not None and terms[j].kind == terms[k].kind == "generic"
+                and abs(float(unit @ normed[twin])) < SAME_COLUMN):
+            other = features[:, k]
+            aliases.setdefault(k, []).append((j, float(col @ other) / float(other @ other)))
     return keep
