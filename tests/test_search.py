@@ -193,6 +193,7 @@ def test_only_closures_of_candidates_that_fit_are_distilled():
     from hyarch.distill.policy import worth_distilling
 
     assert worth_distilling(0.16, 4.6e-5)
-    assert not worth_distilling(0.49, 0.18)  # does not fit: selection nMSE 18%
+    assert worth_distilling(1.28, 0.023)  # R^2 0.98: ODEBench s14's hybrid, quick schedule
+    assert not worth_distilling(0.49, 0.18)  # does not fit: selection nMSE 18%, R^2 0.82
     assert not worth_distilling(0.005, 1e-6)  # the closure did next to nothing
     assert not worth_distilling(0.3, None)  # no selection score at all
