@@ -534,6 +534,38 @@ def test_the_refit_winner_is_tried_less_each_term_it_adds(pendulum):
     assert alone["tier"] > first["tier"]
 
 
+def test_terms_go_one_at_a_time_while_the_pick_changes(pendulum):
+    # Two spurious terms beside the friction (ODEBench s6: the pick after one round kept
+    # `x_0` and `sin(x_0)`, and the refit put 0.001 on the sine): after the first
+    # round drops one of them, the new pick is fitted less each of its terms too, until
+    # the friction stands alone.
+    from dataclasses import replace as with_
+
+    from hyarch.distill.api import _decide
+    from hyarch.distill.distillation import _terms_of
+    from hyarch.distill.library import Term as LibraryTerm
+
+    space = with_(pendulum, spec=pendulum.spec.model_copy(deep=True))
+    space.spec.hypotheses.clear()
+    model = exact_model(space, lambda theta, omega: -0.2 * omega - 0.1 * omega * omega.abs()
+                        - 0.05 * omega ** 3)
+    (fit,) = distill(space, model)
+    # the regression's own choice differs (omega and sin(omega) together explain it): the
+    # three terms are given, as a front fit would give them
+    codes = ("s.omega", "s.omega * torch.abs(s.omega)", "s.omega ** 3")
+    records, expression = _terms_of([LibraryTerm(c, "generic", c) for c in codes],
+                                    np.array([-0.2, -0.1, -0.05]))
+    three = with_(fit, terms=records, expression=expression, shifts={}, alternatives=())
+    won, records = _decide(space, APHYNITY, model, "correction", [[three]],
+                           space.train_config())
+    (group, source) = won
+    assert [t["code"] for t in group[0].terms if t["kind"] != "shift"] == ["s.omega"]
+    # the three-term pick, less each (3), then the two-term pick less each (2 more)
+    assert len(records) == 6
+    first = next(r for r in records if r.get("place") == 1)
+    assert first["parameters"]["c_omega"] == pytest.approx(-0.2, rel=0.02)
+
+
 def test_a_validation_rollout_that_wanders_off_does_not_spoil_every_fit(pendulum):
     # with +0.02 theta^2 the exact model pumps energy into some validation pendulums, which
     # then spin: theta grows until a library column overflows on those points. Those points

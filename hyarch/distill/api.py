@@ -326,35 +326,43 @@ def _decide(space: Space, source: str, model: HybridModel, name: str,
             variants: list[list[Distillation]], cfg: Any, seconds: float = math.inf):
     """Fit each variant as a candidate; the ranking's rule on the selection split picks.
     Where the pick adds two or more terms, it is then also fitted less each of them (is
-    every term it adds needed?), and the rule picks again among all. Returns ((the winning
-    group, its source) or None when none refits, one record per variant fitted)."""
+    every term it adds needed?), and the rule picks again among all; and so on while the
+    pick changes (backward elimination: a term goes when the fit without it is as good,
+    within one standard error, with one value fewer). Returns ((the winning group, its
+    source) or None when none refits, one record per variant fitted)."""
     from hyarch.distill.distillation import less_one_term
     from hyarch.distill.policy import MAX_DISTILLED_TERMS
 
     t0 = time.monotonic()
     variants = list(variants)
     items = [_item(space, source, model, name, group) for group in variants]
-    # the first round keeps time for the second (at most one fit per term it could drop)
+    # the first round keeps time for the others (at most one fit per term it could drop)
     first = seconds * len(items) / (len(items) + MAX_DISTILLED_TERMS)
     tried, errors, sizes = _fit_items(space, items, cfg, first)
     best = _pick(tried, errors, sizes)
-    if best is not None:
-        seen = {_structure(g) for g in variants}
+    seen = {_structure(g) for g in variants}
+    while best is not None:
+        fewer_terms = []
         for i, p in enumerate(variants[best]):
             for fewer in less_one_term(p):
                 group = [*variants[best][:i], fewer, *variants[best][i + 1:]]
                 if _structure(group) not in seen:
                     seen.add(_structure(group))
-                    variants.append(group)
-        more = [_item(space, source, model, name, g) for g in variants[len(items):]]
-        if more:
-            left = seconds - (time.monotonic() - t0)
-            t2, e2, s2 = _fit_items(space, more, cfg, left, first=len(items))
-            tried += t2
-            errors.update(e2)
-            sizes.update(s2)
-            items += more
-            best = _pick(tried, errors, sizes)
+                    fewer_terms.append(group)
+        left = seconds - (time.monotonic() - t0)
+        if not fewer_terms or left <= 0:
+            break
+        variants += fewer_terms
+        more = [_item(space, source, model, name, g) for g in fewer_terms]
+        t2, e2, s2 = _fit_items(space, more, cfg, left, first=len(items))
+        tried += t2
+        errors.update(e2)
+        sizes.update(s2)
+        items += more
+        picked = _pick(tried, errors, sizes)
+        if picked == best:
+            break
+        best = picked
     if best is None:  # none refits: the regression's choice stands
         return None, tried
     # queued where its refit ended: its own training starts there
