@@ -241,8 +241,9 @@ def _alternatives(terms: list[Term], fit, twins: Twins | None = None
                   ) -> tuple[dict[str, Any], ...]:
     """The fit's other candidates for the refit: its choice with one term swapped for a
     twin the regression could not tell it from ("alias": x or sin(x) on small angles; the
-    rollout over the whole horizon may tell them apart), its choice less one term
-    ("reduced"), then the sparse path's Pareto front ("front")."""
+    rollout over the whole horizon may tell them apart), its choice with one term
+    swapped for the library term that explains about as much in its place ("swap"), its
+    choice less one term ("reduced"), then the sparse path's Pareto front ("front")."""
     chosen = [(t, float(c)) for t, c in zip(terms, fit.coef, strict=True) if c != 0]
     swaps = []
     for i, (t, c) in enumerate(chosen):
@@ -256,7 +257,8 @@ def _alternatives(terms: list[Term], fit, twins: Twins | None = None
         for td, ex in swaps) + tuple(
         {"terms": list(td), "expression": ex, "explained": _num(f.explained_val),
          "r2": _num(f.r2_val), "kind": kind}
-        for kind, fits in (("reduced", fit.reduced), ("front", fit.front))
+        for kind, fits in (("swap", fit.swapped), ("reduced", fit.reduced),
+                           ("front", fit.front))
         for f in fits for td, ex in [_terms_of(terms, f.coef)])
 
 

@@ -44,6 +44,11 @@ class SparseFit:
     # the chosen fit without each one of its droppable terms, the rest refitted (least
     # squares): is every term needed? (the rollout of each, refitted, answers)
     reduced: tuple[SparseFit, ...] = ()
+    # the chosen fit with one of its droppable terms swapped for the other column that,
+    # in its place, explains the most, where that is within the choice's tolerance of the
+    # best: on these points the regression cannot tell the two terms apart (a constant
+    # and x near an equilibrium; the rollout, refitted, may)
+    swapped: tuple[SparseFit, ...] = ()
 
 
 def r2_score(y: np.ndarray, pred: np.ndarray) -> float:
@@ -208,5 +213,12 @@ def sparse_fit(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, *,
     on = chosen.coef != 0
     reduced = tuple(_on_support(X, y, Xv, yv, on & (every != j))
                     for j in every[on & drop] if (on & drop).sum() > 1)
+    swapped = []
+    for j in every[on & drop]:
+        rivals = [_on_support(X, y, Xv, yv, (on & (every != j)) | (every == k))
+                  for k in every[~on & drop]]
+        rivals = [f for f in rivals if within(f, tolerance)]
+        if rivals:
+            swapped.append(max(rivals, key=lambda f: f.explained_val))
     return SparseFit(chosen.coef, chosen.threshold, chosen.r2_train, chosen.r2_val,
-                     chosen.explained_val, path, tuple(front), reduced)
+                     chosen.explained_val, path, tuple(front), reduced, tuple(swapped))
