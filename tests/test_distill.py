@@ -168,6 +168,25 @@ def test_a_term_the_regression_cannot_tell_from_another_comes_with_its_rival():
     assert list(np.flatnonzero(far.coef)) == [2] and far.swapped == ()
 
 
+def test_a_stand_in_wins_the_refit_only_by_a_tier():
+    # ODEBench s5: the regression chose the constant 9.81 (the truth); `9.81 tanh(x_0)`,
+    # its stand-in on states where x_0 > 3, refitted 0.001 decades better, well within
+    # one standard error. The rollout cannot tell them apart either: the library's order
+    # (a constant before tanh) stands. A stand-in a tier better wins.
+    from hyarch.distill.api import _pick
+
+    def pick(challenger_scores):
+        tried = [{}, {}]
+        errors = {"fit 1": [-3.0, -3.2, -2.8, -3.1, -2.9], "fit 2": challenger_scores}
+        return _pick(tried, errors, {"fit 1": 2, "fit 2": 2}, {1}), tried
+
+    won, tried = pick([-3.01, -3.21, -2.81, -3.11, -2.91])
+    assert won == 0 and tried[0]["place"] == 1 and tried[1]["place"] == 2
+    assert tried[0]["tier"] == tried[1]["tier"] == 1
+    won, tried = pick([-4.0, -4.2, -3.8, -4.1, -3.9])
+    assert won == 1 and tried[0]["tier"] == 2
+
+
 def test_the_best_single_term_is_tried_even_where_the_threshold_path_skips_it():
     # -sin(x) plus a wiggle no column holds (what a trained network adds to a law): STLSQ's
     # thresholds go from 4 terms to a fit of the wiggle, never -sin(x) alone; the best

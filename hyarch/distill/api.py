@@ -316,6 +316,7 @@ def _variants(bases: list[list[Distillation]],
                     continue
                 alt = replace(p, terms=tuple(a["terms"]), expression=a["expression"],
                               explained=a["explained"], r2=a["r2"],
+                              stand_in=a.get("kind") in ("alias", "swap"),
                               shifts={t["parameter"]: t["coefficient"] for t in a["terms"]
                                       if t["kind"] == "shift"})
                 add([*group[:i], alt, *group[i + 1:]])
@@ -339,7 +340,8 @@ def _decide(space: Space, source: str, model: HybridModel, name: str,
     # the first round keeps time for the others (at most one fit per term it could drop)
     first = seconds * len(items) / (len(items) + MAX_DISTILLED_TERMS)
     tried, errors, sizes = _fit_items(space, items, cfg, first)
-    best = _pick(tried, errors, sizes)
+    challengers = {i for i, g in enumerate(variants) if any(p.stand_in for p in g)}
+    best = _pick(tried, errors, sizes, challengers)
     seen = {_structure(g) for g in variants}
     while best is not None:
         fewer_terms = []
@@ -352,6 +354,8 @@ def _decide(space: Space, source: str, model: HybridModel, name: str,
         left = seconds - (time.monotonic() - t0)
         if not fewer_terms or left <= 0:
             break
+        challengers |= {len(variants) + i for i, g in enumerate(fewer_terms)
+                        if any(p.stand_in for p in g)}
         variants += fewer_terms
         more = [_item(space, source, model, name, g) for g in fewer_terms]
         t2, e2, s2 = _fit_items(space, more, cfg, left, first=len(items))
@@ -359,7 +363,7 @@ def _decide(space: Space, source: str, model: HybridModel, name: str,
         errors.update(e2)
         sizes.update(s2)
         items += more
-        picked = _pick(tried, errors, sizes)
+        picked = _pick(tried, errors, sizes, challengers)
         if picked == best:
             break
         best = picked
@@ -461,18 +465,34 @@ def _fit_items(space: Space, items: list[tuple[dict, str | None, str | None]], c
 
 
 def _pick(tried: list[dict[str, Any]], errors: dict[str, list[float]],
-          sizes: dict[str, int]) -> int | None:
+          sizes: dict[str, int], challengers: set[int] = frozenset()) -> int | None:
     """The ranking's rule (``tiers``: the simplest within one standard error of the best)
     over the fitted items; each record gets its place, tier and evidence. The winner's
-    index, or None when none was fitted."""
+    index, or None when none was fitted. A challenger (an item whose terms stand in for
+    the regression's: ``Distillation.stand_in``) that tops a tier beside an item with as
+    many fitted values that is not one cedes the first place to it: where the rollout
+    cannot tell them apart either, the library's order of preference (a constant before
+    ``tanh(x)``) stands."""
     from hyarch.ranking.rule import tiers
 
     if not errors:
         return None
     order = tiers(errors, sizes)
+
+    def index(key: str) -> int:
+        return int(key.split()[1]) - 1
+
+    top, ev = order[0]
+    if index(top) in challengers:
+        incumbent = next((x for x in order if x[1].tier == ev.tier
+                          and sizes[x[0]] <= sizes[top] and index(x[0]) not in challengers),
+                         None)
+        if incumbent is not None:
+            order.remove(incumbent)
+            order.insert(0, incumbent)
     for i, (key, ev) in enumerate(order, 1):
-        tried[int(key.split()[1]) - 1].update(place=i, tier=ev.tier, evidence=ev.describe())
-    return int(order[0][0].split()[1]) - 1
+        tried[index(key)].update(place=i, tier=ev.tier, evidence=ev.describe())
+    return index(order[0][0])
 
 
 def format_distillation(entries: list[dict[str, Any]]) -> str:
