@@ -290,10 +290,12 @@ def _variants(bases: list[list[Distillation]],
     """Renderings of one closure to refit: each base (the closure as terms added to the
     states it feeds; the network as a formula of its inputs), then each base with one of
     its records replaced by another fit: the record's choice with a term swapped for a
-    collinear twin (which of the two, the regression could not tell), its choice less one
-    term (is each needed?), then the fits on its sparse path's Pareto front that explain at least
-    ``min_explained``; none without a new term (that is the prior, which the search has)
-    or longer than ``MAX_DISTILLED_TERMS``; at most ``MAX_ALTERNATIVES`` in all."""
+    stand-in (a collinear twin, or the term that explains as much in its place: which of
+    the two, the regression could not tell; marked ``stand_in``), its choice less one
+    term (is each needed?), then the fits on its sparse path's Pareto front that explain
+    at least ``min_explained``; none without a new term (that is the prior, which the
+    search has) or longer than ``MAX_DISTILLED_TERMS``; at most ``MAX_ALTERNATIVES`` in
+    all."""
     from hyarch.distill.policy import MAX_ALTERNATIVES, MAX_DISTILLED_TERMS
 
     out, seen = [], set()

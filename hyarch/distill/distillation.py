@@ -248,16 +248,16 @@ def _alternatives(terms: list[Term], fit, twins: Twins | None = None
     swapped for the library term that explains about as much in its place ("swap"), its
     choice less one term ("reduced"), then the sparse path's Pareto front ("front")."""
     chosen = [(t, float(c)) for t, c in zip(terms, fit.coef, strict=True) if c != 0]
-    swaps = []
+    twinned = []
     for i, (t, c) in enumerate(chosen):
         for twin, factor in (twins or {}).get(t.name, ()):
             if factor != 0 and math.isfinite(factor):
                 swapped = [*chosen[:i], (twin, c / factor), *chosen[i + 1:]]
-                swaps.append(_terms_of([x for x, _ in swapped],
-                                       np.array([k for _, k in swapped])))
+                twinned.append(_terms_of([x for x, _ in swapped],
+                                         np.array([k for _, k in swapped])))
     return tuple(
         {"terms": list(td), "expression": ex, "explained": None, "r2": None, "kind": "alias"}
-        for td, ex in swaps) + tuple(
+        for td, ex in twinned) + tuple(
         {"terms": list(td), "expression": ex, "explained": _num(f.explained_val),
          "r2": _num(f.r2_val), "kind": kind}
         for kind, fits in (("swap", fit.swapped), ("reduced", fit.reduced),
