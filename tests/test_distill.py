@@ -168,22 +168,26 @@ def test_a_term_the_regression_cannot_tell_from_another_comes_with_its_rival():
     assert list(np.flatnonzero(far.coef)) == [2] and far.swapped == ()
 
 
-def test_a_stand_in_wins_the_refit_only_by_a_tier():
+def test_where_the_rollout_cannot_tell_two_fits_apart_the_library_order_does():
     # ODEBench s5: the regression chose the constant 9.81 (the truth); `9.81 tanh(x_0)`,
     # its stand-in on states where x_0 > 3, refitted 0.001 decades better, well within
-    # one standard error. The rollout cannot tell them apart either: the library's order
-    # (a constant before tanh) stands. A stand-in a tier better wins.
+    # one standard error, with as many fitted values: the term that comes first in the
+    # library (a constant before tanh) wins, whichever the regression chose. A term a tier
+    # better wins whatever its place.
     from hyarch.distill.api import _pick
 
-    def pick(challenger_scores):
+    def pick(later_scores, preference):
         tried = [{}, {}]
-        errors = {"fit 1": [-3.0, -3.2, -2.8, -3.1, -2.9], "fit 2": challenger_scores}
-        return _pick(tried, errors, {"fit 1": 2, "fit 2": 2}, {1}), tried
+        errors = {"fit 1": [-3.0, -3.2, -2.8, -3.1, -2.9], "fit 2": later_scores}
+        return _pick(tried, errors, {"fit 1": 2, "fit 2": 2}, preference), tried
 
-    won, tried = pick([-3.01, -3.21, -2.81, -3.11, -2.91])
+    close = [-3.01, -3.21, -2.81, -3.11, -2.91]
+    won, tried = pick(close, [0, 9])
     assert won == 0 and tried[0]["place"] == 1 and tried[1]["place"] == 2
     assert tried[0]["tier"] == tried[1]["tier"] == 1
-    won, tried = pick([-4.0, -4.2, -3.8, -4.1, -3.9])
+    assert pick(close, [9, 0])[0] == 1  # the other way round: the earlier term again
+    assert pick(close, None)[0] == 1  # the rule alone: the better score
+    won, tried = pick([-4.0, -4.2, -3.8, -4.1, -3.9], [0, 9])
     assert won == 1 and tried[0]["tier"] == 2
 
 

@@ -291,7 +291,7 @@ def _variants(bases: list[list[Distillation]],
     states it feeds; the network as a formula of its inputs), then each base with one of
     its records replaced by another fit: the record's choice with a term swapped for a
     stand-in (a collinear twin, or the term that explains as much in its place: which of
-    the two, the regression could not tell; marked ``stand_in``), its choice less one
+    the two, the regression could not tell), its choice less one
     term (is each needed?), then the fits on its sparse path's Pareto front that explain
     at least ``min_explained``; none without a new term (that is the prior, which the
     search has) or longer than ``MAX_DISTILLED_TERMS``; at most ``MAX_ALTERNATIVES`` in
@@ -318,7 +318,6 @@ def _variants(bases: list[list[Distillation]],
                     continue
                 alt = replace(p, terms=tuple(a["terms"]), expression=a["expression"],
                               explained=a["explained"], r2=a["r2"],
-                              stand_in=a.get("kind") in ("alias", "swap"),
                               shifts={t["parameter"]: t["coefficient"] for t in a["terms"]
                                       if t["kind"] == "shift"})
                 add([*group[:i], alt, *group[i + 1:]])
@@ -342,8 +341,7 @@ def _decide(space: Space, source: str, model: HybridModel, name: str,
     # the first round keeps time for the others (at most one fit per term it could drop)
     first = seconds * len(items) / (len(items) + MAX_DISTILLED_TERMS)
     tried, errors, sizes = _fit_items(space, items, cfg, first)
-    challengers = {i for i, g in enumerate(variants) if any(p.stand_in for p in g)}
-    best = _pick(tried, errors, sizes, challengers)
+    best = _pick(tried, errors, sizes, [_preference(g) for g in variants])
     seen = {_structure(g) for g in variants}
     while best is not None:
         fewer_terms = []
@@ -356,8 +354,6 @@ def _decide(space: Space, source: str, model: HybridModel, name: str,
         left = seconds - (time.monotonic() - t0)
         if not fewer_terms or left <= 0:
             break
-        challengers |= {len(variants) + i for i, g in enumerate(fewer_terms)
-                        if any(p.stand_in for p in g)}
         variants += fewer_terms
         more = [_item(space, source, model, name, g) for g in fewer_terms]
         t2, e2, s2 = _fit_items(space, more, cfg, left, first=len(items))
@@ -365,7 +361,7 @@ def _decide(space: Space, source: str, model: HybridModel, name: str,
         errors.update(e2)
         sizes.update(s2)
         items += more
-        picked = _pick(tried, errors, sizes, challengers)
+        picked = _pick(tried, errors, sizes, [_preference(g) for g in variants])
         if picked == best:
             break
         best = picked
@@ -466,15 +462,27 @@ def _fit_items(space: Space, items: list[tuple[dict, str | None, str | None]], c
     return tried, errors, sizes
 
 
+def _preference(group: list[Distillation]) -> int:
+    """How far down the library a variant's new terms come (the sum of their places;
+    a term not in it, a collinear twin, last): hypotheses before generic terms, a
+    constant before monomials, monomials before ``sin``, ``tanh`` and the rational forms."""
+    out = 0
+    for p in group:
+        for t in p.terms:
+            if t["kind"] != "shift":
+                out += p.library.index(t["name"]) if t["name"] in p.library else len(p.library)
+    return out
+
+
 def _pick(tried: list[dict[str, Any]], errors: dict[str, list[float]],
-          sizes: dict[str, int], challengers: set[int] = frozenset()) -> int | None:
+          sizes: dict[str, int], preference: list[int] | None = None) -> int | None:
     """The ranking's rule (``tiers``: the simplest within one standard error of the best)
     over the fitted items; each record gets its place, tier and evidence. The winner's
-    index, or None when none was fitted. A challenger (an item whose terms stand in for
-    the regression's: ``Distillation.stand_in``) that tops a tier beside an item with as
-    many fitted values that is not one cedes the first place to it: where the rollout
-    cannot tell them apart either, the library's order of preference (a constant before
-    ``tanh(x)``) stands."""
+    index, or None when none was fitted. ``preference`` (per item, ``_preference``): among
+    the first tier's items with the fewest fitted values, which the rollout cannot tell
+    apart, the one whose terms come first in the library wins (the true constant 9.81
+    against its stand-in `9.81 tanh(x_0)` on ODEBench s5, 0.001 decades apart; `x_0`
+    against `sin(x_0)` on small values)."""
     from hyarch.ranking.rule import tiers
 
     if not errors:
@@ -484,14 +492,12 @@ def _pick(tried: list[dict[str, Any]], errors: dict[str, list[float]],
     def index(key: str) -> int:
         return int(key.split()[1]) - 1
 
-    top, ev = order[0]
-    if index(top) in challengers:
-        incumbent = next((x for x in order if x[1].tier == ev.tier
-                          and sizes[x[0]] <= sizes[top] and index(x[0]) not in challengers),
-                         None)
-        if incumbent is not None:
-            order.remove(incumbent)
-            order.insert(0, incumbent)
+    if preference is not None:
+        top, ev = order[0]
+        alike = [x for x in order if x[1].tier == ev.tier and sizes[x[0]] == sizes[top]]
+        first = min(alike, key=lambda x: preference[index(x[0])])  # ties: the better score
+        order.remove(first)
+        order.insert(0, first)
     for i, (key, ev) in enumerate(order, 1):
         tried[index(key)].update(place=i, tier=ev.tier, evidence=ev.describe())
     return index(order[0][0])

@@ -67,9 +67,6 @@ class Distillation:
     # network returns, as a function of its inputs, to replace each call (``state`` "")
     form: str = "state"
     named: bool = False  # (call form) the closure was called with the whole ``s``
-    # a fit whose term stands in for one the regression chose ("alias", "swap"): on the
-    # regression's points they explain alike; it wins a refit only by a tier
-    stand_in: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
