@@ -296,6 +296,30 @@ def test_one_trial_per_candidate_after_any_number_of_resumes(tmp_path):
     assert live.state == optuna.trial.TrialState.RUNNING
 
 
+def test_a_search_killed_between_the_result_and_the_tell_records_it_on_resume(tmp_path):
+    # tell() writes the result among the trial's attributes, then finishes the trial. A
+    # SIGKILL in between (seen once in tests/test_search.py's kill-and-resume, under load)
+    # left a running trial that counted as recorded: resume did not tell it again, then
+    # failed it as stale, which took its id away; the candidate, finished on disk, was in
+    # no ranking.
+    run = Run(tmp_path / "run")
+    run.write_config({"name": "run"})
+    study = open_study(run)
+    number, cid = claim(study, "host:1", budget=3)
+    run.write_proposal(cid, "# m\n", {"trial": number, "proposer": "offline"})
+    run.write_result(cid, ok_result())
+    trial = next(t for t in study.get_trials() if t.number == number)
+    study._storage.set_trial_user_attr(trial._trial_id, keys.RESULT, ok_result())  # killed here
+    study = open_study(run)  # resume: what Session.run_search does, in its order
+    assert cid not in recorded_ids(study)
+    rec = run.read_candidate(cid)
+    tell(study, rec.meta["trial"], cid, rec.meta, rec.source, rec.result)
+    assert fail_stale(study, 3600, dead_workers={"host:1"}) == []
+    assert recorded_ids(study)[cid].state == optuna.trial.TrialState.COMPLETE
+    with_id = [t for t in study.get_trials() if t.user_attrs.get(keys.CANDIDATE_ID) == cid]
+    assert len(with_id) == 1
+
+
 def test_leaderboard_json_of_a_damaged_run(tmp_path, capsys):
     run = make_run(tmp_path, 2)
     (run.candidates_dir / "c0002" / "metrics.json").write_text('{"status": "ok", "metrics":'

@@ -407,10 +407,13 @@ def feasible(result: Evaluation | dict[str, Any] | None, obj: Objectives = Objec
 
 
 def recorded_ids(study: optuna.Study) -> dict[str, optuna.trial.FrozenTrial]:
-    """Candidates with a finished trial (their result recorded), by id."""
+    """Candidates with a finished trial (their result recorded), by id. A trial still
+    running is not one, even with the result among its attributes: ``tell`` writes them
+    before it finishes the trial, and a search killed in between leaves it running, to be
+    failed as stale (which takes its id away) on resume."""
     return {t.user_attrs[keys.CANDIDATE_ID]: t for t in study.get_trials(deepcopy=False)
             if isinstance(t.user_attrs.get(keys.CANDIDATE_ID), str)
-            and keys.RESULT in t.user_attrs}
+            and keys.RESULT in t.user_attrs and t.state.is_finished()}
 
 
 def _attrs(meta: Any, result: Any, ev: Evaluation) -> dict[str, Any]:
@@ -560,9 +563,7 @@ def tell(study: optuna.Study, number: int | None, cid: str, meta: dict[str, Any]
                 return
             except (RuntimeError, ValueError):
                 pass  # finished by someone else meanwhile: fall through
-    done = [t for t in study.get_trials(deepcopy=False)
-            if t.user_attrs.get(keys.CANDIDATE_ID) == cid and keys.RESULT in t.user_attrs]
-    if done:
+    if cid in recorded_ids(study):
         return
     attrs[keys.CANDIDATE_ID] = cid
     if values is None:
