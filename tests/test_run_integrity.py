@@ -268,12 +268,18 @@ def test_an_unreplayable_journal_is_rebuilt_from_the_candidate_folders(tmp_path,
 # -- one trial per candidate ---------------------------------------------------------------
 
 
-def test_one_trial_per_candidate_after_any_number_of_resumes(tmp_path):
+def claimed_run(tmp_path):
+    """A run with one candidate claimed by worker host:1 and proposed, not evaluated."""
     run = Run(tmp_path / "run")
     run.write_config({"name": "run"})
     study = open_study(run)
     number, cid = claim(study, "host:1", budget=3)
     run.write_proposal(cid, "# m\n", {"trial": number, "proposer": "offline"})
+    return run, study, number, cid
+
+
+def test_one_trial_per_candidate_after_any_number_of_resumes(tmp_path):
+    run, study, number, cid = claimed_run(tmp_path)
     for resume in range(3):  # killed while evaluating, resumed, killed again ...
         study = open_study(run)
         failed = fail_stale(study, 3600, dead_workers={"host:1"} if resume == 0 else set())
@@ -302,11 +308,7 @@ def test_a_search_killed_between_the_result_and_the_tell_records_it_on_resume(tm
     # left a running trial that counted as recorded: resume did not tell it again, then
     # failed it as stale, which took its id away; the candidate, finished on disk, was in
     # no ranking.
-    run = Run(tmp_path / "run")
-    run.write_config({"name": "run"})
-    study = open_study(run)
-    number, cid = claim(study, "host:1", budget=3)
-    run.write_proposal(cid, "# m\n", {"trial": number, "proposer": "offline"})
+    run, study, number, cid = claimed_run(tmp_path)
     run.write_result(cid, ok_result())
     trial = next(t for t in study.get_trials() if t.number == number)
     study._storage.set_trial_user_attr(trial._trial_id, keys.RESULT, ok_result())  # killed here
