@@ -291,11 +291,10 @@ def _variants(bases: list[list[Distillation]],
     states it feeds; the network as a formula of its inputs), then each base with one of
     its records replaced by another fit: the record's choice with a term swapped for a
     stand-in (a collinear twin, or the term that explains as much in its place: which of
-    the two, the regression could not tell), its choice less one
-    term (is each needed?), then the fits on its sparse path's Pareto front that explain
-    at least ``min_explained``; none without a new term (that is the prior, which the
-    search has) or longer than ``MAX_DISTILLED_TERMS``; at most ``MAX_ALTERNATIVES`` in
-    all."""
+    the two, the regression could not tell), its choice less one term (is each needed?),
+    then the fits on its sparse path's Pareto front that explain at least
+    ``min_explained``; none without a new term (that is the prior, which the search has)
+    or longer than ``MAX_DISTILLED_TERMS``; at most ``MAX_ALTERNATIVES`` in all."""
     from hyarch.distill.policy import MAX_ALTERNATIVES, MAX_DISTILLED_TERMS
 
     out, seen = [], set()
