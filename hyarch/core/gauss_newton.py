@@ -26,6 +26,9 @@ from hyarch.core.rollout import integrate
 # keep the Jacobian (R x residuals x P) under this many numbers: larger window sets are
 # subsampled for the Gauss-Newton step (the loss that accepts it still sees them all)
 MAX_JACOBIAN = 8_000_000
+# the damping's range: a rejected step multiplies it by 4, an accepted one divides it by 3;
+# a replica whose damping reached LAM_MAX takes steps too small to matter
+LAM_MIN, LAM_MAX = 1e-9, 1e9
 
 
 class GaussNewtonError(Exception):
@@ -54,6 +57,11 @@ class LevenbergMarquardt:
         device = scales.device
         self.lam = torch.full((R,), lam, dtype=scales.dtype, device=device)
         self.max_step = max_step
+        # per replica: its last trial was rejected (it stays where it was, more damped)
+        self.rejected = torch.zeros((R,), dtype=torch.bool, device=device)
+        # (data, its subsample, residuals, Jacobian) at the present parameters: a rejected
+        # step leaves every parameter where it was, so the next one reuses them
+        self._linearised: tuple | None = None
 
     # -- evaluations --------------------------------------------------------------
     def _rollout(self, data: Trajectories) -> torch.Tensor:
@@ -120,13 +128,17 @@ class LevenbergMarquardt:
         decrease the linearised model promises for the step; where it is below ``tol``
         for every live replica the optimum is reached and no trial is made.
         """
-        fit_data = data
-        R, P = self.model.replicas, len(self.names)
-        residuals = max(1, data.y[:, 1:].numel())  # per replica, all windows
-        if data.n > 1 and R * P * residuals > MAX_JACOBIAN:
-            keep = max(1, int(MAX_JACOBIAN / (R * P * residuals / data.n)))
-            fit_data = data.select(torch.randperm(data.n)[:keep])
-        r, J = self.jacobian(fit_data)
+        if self._linearised is not None and self._linearised[0] is data:
+            _, fit_data, r, J = self._linearised
+        else:
+            fit_data = data
+            R, P = self.model.replicas, len(self.names)
+            residuals = max(1, data.y[:, 1:].numel())  # per replica, all windows
+            if data.n > 1 and R * P * residuals > MAX_JACOBIAN:
+                keep = max(1, int(MAX_JACOBIAN / (R * P * residuals / data.n)))
+                fit_data = data.select(torch.randperm(data.n)[:keep])
+            r, J = self.jacobian(fit_data)
+            self._linearised = (data, fit_data, r, J)
         ok = torch.isfinite(r).all(-1) & torch.isfinite(J).all(-1).all(-1) & alive
         if not bool(ok.any()):
             raise GaussNewtonError("the residuals or their derivatives are not finite")
@@ -148,6 +160,7 @@ class LevenbergMarquardt:
         predicted = torch.where(ok, promised / (r ** 2).sum(-1).clamp_min(1e-300),
                                 torch.zeros_like(promised))
         if float(predicted.max()) < tol:
+            self.rejected = torch.zeros_like(self.rejected)
             return current, predicted
 
         raws = [self.model._raw[n] for n in self.names]
@@ -160,8 +173,11 @@ class LevenbergMarquardt:
         with torch.no_grad():
             for p, old in zip(raws, saved, strict=True):
                 p.copy_(torch.where(better, p, old))
-        self.lam = torch.where(better, (self.lam / 3).clamp_min(1e-9),
-                               (self.lam * 4).clamp_max(1e9))
+        self.lam = torch.where(better, (self.lam / 3).clamp_min(LAM_MIN),
+                               (self.lam * 4).clamp_max(LAM_MAX))
+        self.rejected = ok & ~better
+        if bool(better.any()):  # moved: the next step linearises afresh
+            self._linearised = None
         return torch.where(better, trial, current), predicted
 
 
@@ -176,6 +192,12 @@ def fit_least_squares(
     True. Contending: alive and within 10x of the best replica's loss (a replica stuck in
     a poor basin creeping down does not keep the others waiting).
 
+    A rejected trial is not a stalled fit: its replica stays where it was with more
+    damping, and the next iteration tries a shorter step from the same linearisation (far
+    from the optimum of an oscillator's long rollout the full Gauss-Newton step overshoots
+    several times running). Only accepted steps that gain too little, or a damping at its
+    cap, count as stalled.
+
     Returns (losses per replica, iterations).
     """
     current = lm.losses(data) if start is None else start
@@ -188,7 +210,8 @@ def fit_least_squares(
         gain = torch.where(contending, (current - new) / current.clamp_min(1e-300),
                            torch.zeros_like(current))
         current = torch.where(alive, torch.minimum(new, current), current)
-        stale = stale + 1 if float(gain.max()) < tol else 0
+        retrying = bool((lm.rejected & contending & (lm.lam < LAM_MAX)).any())
+        stale = 0 if retrying else (stale + 1 if float(gain.max()) < tol else 0)
         if on_step is not None and on_step(current):
             break
         if (float(predicted.max()) < tol or stale >= 4
