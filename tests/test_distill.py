@@ -812,6 +812,43 @@ def test_in_the_whole_the_rollout_drops_a_closure_that_learned_next_to_nothing(p
     assert lost["tier"] > won["tier"]
 
 
+def test_the_whole_mechanism_is_refitted_less_each_term_it_adds(pendulum):
+    # Each closure's own decision is made beside the other's network, which every refit
+    # trains anew: on ODEBench s37 the closure on x_1 kept the missing `-x_0` and a
+    # spurious `x_0^2 x_1`, which the whole then carried (fitted at 3e-5). Here the
+    # correction's choice holds the friction and a spurious -0.1 omega|omega| (the data
+    # have the friction only), the drift's a spurious 0.01 omega^2. The whole less the
+    # drift wins; it is then refitted less each of its terms, and the friction stands alone.
+    from dataclasses import replace as with_
+
+    from hyarch.distill.api import _joint
+
+    space = with_(pendulum, spec=pendulum.spec.model_copy(deep=True))
+    space.spec.hypotheses.clear()
+    model = two_closure_model(space, lambda th, om: 0.01 * om ** 2,
+                              lambda th, om: -0.2 * om - 0.1 * om * om.abs())
+    by = {p.closure: p for p in distill(space, model) if p.form == "state"}
+    assert {t["code"] for t in by["correction"].terms} == {"s.omega",
+                                                           "s.omega * torch.abs(s.omega)"}
+    decided = {n: ([p], [p]) for n, p in by.items()}
+    joint = _joint(space, TWO_CLOSURES, model, decided, space.train_config())
+    assert joint["dropped"] == ["drift"] and joint["reason"] is None
+    # the whole, less each closure (2), then the pick less each of its two terms (2)
+    assert len(joint["refits"]) == 5
+    won = next(r for r in joint["refits"] if r.get("place") == 1)
+    assert won["expressions"] == ["drift: dropped", "domega/dt += -0.2 * s.omega"]
+    assert won["parameters"]["c_omega"] == pytest.approx(-0.2, rel=0.02)
+    assert "torch.abs" not in joint["source"]
+    assert [t["code"] for p in joint["parts"] for t in p["terms"]] == ["s.omega"]
+    new = build(space, joint["source"])
+    assert not new.closures() and set(new.parameter_specs) == {"omega0_sq", "c_omega"}
+    # with both terms it fits no better, within one standard error, with a value more
+    both = next(r for r in joint["refits"]
+                if r["dropped"] == ["drift"] and "torch.abs" in " ".join(r["expressions"])
+                and "0.2" in " ".join(r["expressions"]))
+    assert both["tier"] == won["tier"] and both["fitted_values"] > won["fitted_values"]
+
+
 def test_a_closure_that_adds_nothing_has_no_record_and_is_switched_off_in_the_whole(pendulum):
     # the closure on theta returns zero: below min_share, distill writes no per-state
     # record of it; the whole switches it off all the same (a subclass's without_closure)

@@ -154,12 +154,18 @@ def _joint(space: Space, source: str, model: HybridModel,
 
     A closure that learned noise still distils to something (a small curve fit), so with
     ``refit`` the rollout decides here too: the whole, and the whole with each closure's
-    terms dropped in turn, are fitted in the core and the ranking's rule picks (as in
-    ``_decide``).
+    terms dropped in turn, are fitted in the core and the ranking's rule picks; then, as in
+    ``_decide``, the pick less each of its terms, while the pick changes. Each closure's
+    own decision was made beside the other networks, retrained in every refit; here,
+    network-free, a term that only helped a network along (ODEBench s37: `x_0^2 x_1`,
+    fitted at 3e-5, beside the missing `-x_0`) is seen to be unneeded.
 
     ``{"source", "parts": the records it is made of (a dropped closure's with no terms),
     "dropped": the closures set to their null, "refits", "reason"}``; ``source`` is None,
     with ``reason``, when it cannot be written; None when no closure distilled."""
+    from hyarch.distill.distillation import less_one_term
+    from hyarch.distill.policy import MAX_DISTILLED_TERMS
+
     if not any(chosen for chosen, _ in decided.values()):
         return None
 
@@ -183,31 +189,54 @@ def _joint(space: Space, source: str, model: HybridModel,
         for n in kept:
             if decided[n][1]:  # a null is written from its per-state records
                 variants.append(({**groups, n: null(decided[n][1])}, [*dropped, n]))
-    items = []
-    for g, drop in variants:
-        parts = [p for v in g.values() for p in v]
+
+    def render(v: tuple[dict[str, list[Distillation]], list[str]]) -> tuple:
+        g, drop = v
         src, why = _render_joint(space, source, model, g, drop, bare)
         said = [f"{n}: dropped" for n in decided if n in drop]
-        said += [describe(p) for n, v in g.items() if n not in drop for p in v]
-        items.append(({"expressions": said, "dropped": drop}, src, why, parts))
+        said += [describe(p) for n, ps in g.items() if n not in drop for p in ps]
+        return {"expressions": said, "dropped": drop}, src, why
+
+    def parts(v: tuple[dict[str, list[Distillation]], list[str]]) -> list[Distillation]:
+        return [p for ps in v[0].values() for p in ps]
+
+    def fewer(v: tuple[dict[str, list[Distillation]], list[str]]) -> list[tuple]:
+        g, drop = v
+        return [({**g, n: [*ps[:i], f, *ps[i + 1:]]}, drop)
+                for n, ps in g.items() if n not in drop
+                for i, p in enumerate(ps) for f in less_one_term(p)]
+
+    def key(v: tuple[dict[str, list[Distillation]], list[str]]) -> tuple:
+        g, drop = v
+        return (tuple((n, _structure(ps)) for n, ps in sorted(g.items()) if n not in drop),
+                tuple(sorted(drop)))
+
+    def preference(v: tuple[dict[str, list[Distillation]], list[str]]) -> int:
+        return sum(_preference(ps) for n, ps in v[0].items() if n not in v[1])
+
+    items = [render(v) for v in variants]
     # (a closure dropped with no record of its own still says so, for the grammar's words)
     nothing = [{"closure": n, "state": "", "form": "state", "expression": "0", "terms": []}
                for n in bare]
-    first = items[0]
-    record = {"parts": [p.to_dict() for p in first[3]] + nothing, "dropped": dropped,
-              "refits": []}
-    if first[1] is None:
-        return {**record, "source": None, "reason": first[2]}
-    if len(items) == 1:
-        return {**record, "source": first[1], "reason": None}
-    best, refits = _refit_and_pick(space, [(r, s_, w) for r, s_, w, _ in items], refit,
-                                   seconds)
-    record["refits"] = refits
+    record = {"parts": [p.to_dict() for p in parts(variants[0])] + nothing,
+              "dropped": dropped, "refits": []}
+    if items[0][1] is None:
+        return {**record, "source": None, "reason": items[0][2]}
+    if refit is None:
+        return {**record, "source": items[0][1], "reason": None}
+    # the whole, less each closure, then (backward elimination) less each term of the pick
+    t0 = time.monotonic()
+    first = seconds * len(items) / (len(items) + MAX_DISTILLED_TERMS)
+    fitted = _fit_items(space, items, refit, first)
+    best = _eliminate(space, refit, seconds - (time.monotonic() - t0), variants, items,
+                      fitted, fewer=fewer, key=key, render=render, preference=preference)
+    record["refits"] = fitted[0]
     if best is None:  # none refits: the whole stands
-        return {**record, "source": first[1], "reason": None}
-    rec, src, _, parts = items[best]
-    return {**record, "parts": [p.to_dict() for p in parts] + nothing, "dropped": rec["dropped"],
-            "source": with_initial_values(src, refits[best]["parameters"]), "reason": None}
+        return {**record, "source": items[0][1], "reason": None}
+    rec, src, _ = items[best]
+    return {**record, "parts": [p.to_dict() for p in parts(variants[best])] + nothing,
+            "dropped": rec["dropped"],
+            "source": with_initial_values(src, fitted[0][best]["parameters"]), "reason": None}
 
 
 def _render_joint(space: Space, source: str, model: HybridModel,
@@ -340,35 +369,57 @@ def _decide(space: Space, source: str, model: HybridModel, name: str,
     # the first round keeps time for the others (at most one fit per term it could drop)
     first = seconds * len(items) / (len(items) + MAX_DISTILLED_TERMS)
     tried, errors, sizes = _fit_items(space, items, cfg, first)
-    best = _pick(tried, errors, sizes, [_preference(g) for g in variants])
-    seen = {_structure(g) for g in variants}
-    while best is not None:
-        fewer_terms = []
-        for i, p in enumerate(variants[best]):
-            for fewer in less_one_term(p):
-                group = [*variants[best][:i], fewer, *variants[best][i + 1:]]
-                if _structure(group) not in seen:
-                    seen.add(_structure(group))
-                    fewer_terms.append(group)
-        left = seconds - (time.monotonic() - t0)
-        if not fewer_terms or left <= 0:
-            break
-        variants += fewer_terms
-        more = [_item(space, source, model, name, g) for g in fewer_terms]
-        t2, e2, s2 = _fit_items(space, more, cfg, left, first=len(items))
-        tried += t2
-        errors.update(e2)
-        sizes.update(s2)
-        items += more
-        picked = _pick(tried, errors, sizes, [_preference(g) for g in variants])
-        if picked == best:
-            break
-        best = picked
+
+    def fewer(group: list[Distillation]) -> list[list[Distillation]]:
+        return [[*group[:i], f, *group[i + 1:]]
+                for i, p in enumerate(group) for f in less_one_term(p)]
+
+    best = _eliminate(space, cfg, seconds - (time.monotonic() - t0), variants, items,
+                      (tried, errors, sizes), fewer=fewer, key=_structure,
+                      render=lambda g: _item(space, source, model, name, g),
+                      preference=_preference)
     if best is None:  # none refits: the regression's choice stands
         return None, tried
     # queued where its refit ended: its own training starts there
     return ((variants[best], with_initial_values(items[best][1], tried[best]["parameters"])),
             tried)
+
+
+def _eliminate(space: Space, cfg: Any, seconds: float, variants: list, items: list,
+               fitted: tuple[list[dict[str, Any]], dict[str, list[float]], dict[str, int]],
+               *, fewer, key, render, preference) -> int | None:
+    """Backward elimination over fitted ``variants`` (``items`` their renderings,
+    ``fitted`` what ``_fit_items`` returned for them; all three grow in place): the
+    ranking's rule picks; the pick is then fitted less each of its terms (``fewer``, each
+    structure once by ``key``; ``render`` writes one) and the rule picks again among all;
+    and so on while the pick changes. A term goes when the fit without it is as good,
+    within one standard error, with one value fewer. Returns the pick's index, or None
+    when none was fitted."""
+    tried, errors, sizes = fitted
+    t0 = time.monotonic()
+    best = _pick(tried, errors, sizes, [preference(v) for v in variants])
+    seen = {key(v) for v in variants}
+    while best is not None:
+        new = []
+        for v in fewer(variants[best]):
+            if key(v) not in seen:
+                seen.add(key(v))
+                new.append(v)
+        left = seconds - (time.monotonic() - t0)
+        if not new or left <= 0:
+            break
+        more = [render(v) for v in new]
+        t2, e2, s2 = _fit_items(space, more, cfg, left, first=len(items))
+        variants += new
+        items += more
+        tried += t2
+        errors.update(e2)
+        sizes.update(s2)
+        picked = _pick(tried, errors, sizes, [preference(v) for v in variants])
+        if picked == best:
+            break
+        best = picked
+    return best
 
 
 def _item(space: Space, source: str, model: HybridModel, name: str,
