@@ -154,12 +154,15 @@ class LevenbergMarquardt:
         except RuntimeError:  # singular: fall back to a gradient step of the damped scale
             delta = -g / (self.lam[:, None] * diag + floor)
         delta = torch.nan_to_num(delta, nan=0.0, posinf=0.0, neginf=0.0)
-        delta = delta.clamp(-self.max_step, self.max_step) * ok[:, None]
+        # a step longer than max_step (in any raw parameter) is shortened as a whole: cut
+        # component by component it would turn, and could promise a loss increase
+        longest = delta.abs().amax(-1, keepdim=True).clamp_min(1e-30)
+        delta = delta * (self.max_step / longest).clamp_max(1.0) * ok[:, None]
         # ||r + J d||^2 = ||r||^2 + 2 g.d + d'Ad: the decrease the linear model promises
         promised = -(2 * (g * delta).sum(-1) + (delta * (A @ delta.unsqueeze(-1)).squeeze(-1)).sum(-1))
         predicted = torch.where(ok, promised / (r ** 2).sum(-1).clamp_min(1e-300),
                                 torch.zeros_like(promised))
-        if float(predicted.max()) < tol:
+        if _settled(predicted, ok, tol):
             self.rejected = torch.zeros_like(self.rejected)
             return current, predicted
 
@@ -179,6 +182,14 @@ class LevenbergMarquardt:
         if bool(better.any()):  # moved: the next step linearises afresh
             self._linearised = None
         return torch.where(better, trial, current), predicted
+
+
+def _settled(predicted: torch.Tensor, live: torch.Tensor, tol: float) -> bool:
+    """Every live replica's linear model promises a gain in [0, tol): the optimum is
+    reached. A negative promise is a failed step (rounding in a badly conditioned solve),
+    not an optimum: that replica's trial is rejected and its damping grows."""
+    live_predicted = predicted[live]
+    return bool(((live_predicted >= 0) & (live_predicted < tol)).all())
 
 
 def fit_least_squares(
@@ -214,7 +225,7 @@ def fit_least_squares(
         stale = 0 if retrying else (stale + 1 if float(gain.max()) < tol else 0)
         if on_step is not None and on_step(current):
             break
-        if (float(predicted.max()) < tol or stale >= 4
+        if (_settled(predicted, contending, tol) or stale >= 4
                 or float(current[alive].min()) == 0.0):
             break
     return current, it
