@@ -21,6 +21,10 @@ from hyarch.distill.candidate import (
 from hyarch.distill.distillation import Distillation, _closure_names, distill
 from hyarch.spaces.space import Space
 
+# each closure's refits run beside the other closures' networks, trained anew in each: a
+# closure's pick and the next best of its tier (at most this many) are refitted again in
+# the whole mechanism, network-free, where the rollout can tell them apart
+MAX_RIVALS = 2
 MIN_REFIT_SECONDS = 5.0  # a refit with less time than this left is not started
 
 
@@ -78,7 +82,9 @@ def distill_candidate(space: Space, source: str, model: HybridModel, *,
     for p in parts:
         by_closure.setdefault(p.closure, []).append(p)
     out = []
-    decided: dict[str, tuple[list[Distillation] | None, list[Distillation]]] = {}
+    # per closure: (its pick or None, its per-state records, its pick's rivals)
+    decided: dict[str, tuple[list[Distillation] | None, list[Distillation],
+                             list[list[Distillation]]]] = {}
     plans = []
     for name, group in by_closure.items():
         per_state = [p for p in group if p.form == "state"]
@@ -113,21 +119,22 @@ def distill_candidate(space: Space, source: str, model: HybridModel, *,
     # most 1 + one per closure), so that the first closures' refits cannot leave none for
     # the whole mechanism
     planned = (sum(len(v) for *_, v in plans)
-               + (1 + len(plans) if len(plans) > 1 and refit is not None else 0))
+               + ((1 + MAX_RIVALS) * len(plans) + 1
+                  if len(plans) > 1 and refit is not None else 0))
     total = refit_seconds
     for name, group, per_state, reasons, new, chosen, variants in plans:
-        refits = []
+        refits, rivals = [], []
         if variants:
             t0 = time.monotonic()
-            won, refits = _decide(space, source, model, name, variants, refit,
-                                  min(refit_seconds, total * len(variants) / planned))
+            won, refits, rivals = _decide(space, source, model, name, variants, refit,
+                                          min(refit_seconds, total * len(variants) / planned))
             refit_seconds -= time.monotonic() - t0
             if won is not None:
                 chosen, new = won
         if chosen is not None:  # the records hold what the candidate is made of
             swap = {(p.form, p.state): p for p in chosen}
             group = [swap.get((p.form, p.state), p) for p in group]
-        decided[name] = (chosen, per_state)
+        decided[name] = (chosen, per_state, rivals)
         for p in group:
             out.append({**p.to_dict(), "source": new,
                         "reason": None if new is not None else "; ".join(reasons),
@@ -135,7 +142,7 @@ def distill_candidate(space: Space, source: str, model: HybridModel, *,
                         "candidate_form": chosen[0].form if chosen else None})
     # a closure with no record adds next to nothing anywhere (below distill's min_share)
     for name, _ in _closure_names(model):
-        decided.setdefault(name, (None, []))
+        decided.setdefault(name, (None, [], []))
     joint = (_joint(space, source, model, decided, refit, refit_seconds)
              if len(decided) > 1 else None)
     if joint is not None and out:
@@ -144,7 +151,8 @@ def distill_candidate(space: Space, source: str, model: HybridModel, *,
 
 
 def _joint(space: Space, source: str, model: HybridModel,
-           decided: dict[str, tuple[list[Distillation] | None, list[Distillation]]],
+           decided: dict[str, tuple[list[Distillation] | None, list[Distillation],
+                                    list[list[Distillation]]]],
            refit: Any = None, seconds: float = math.inf) -> dict[str, Any] | None:
     """Every closure of a hybrid with several at once: each replaced by what it distilled
     to, and each that distilled to nothing good dropped (its null value: the hypothesis
@@ -154,8 +162,9 @@ def _joint(space: Space, source: str, model: HybridModel,
 
     A closure that learned noise still distils to something (a small curve fit), so with
     ``refit`` the rollout decides here too: the whole, and the whole with each closure's
-    terms dropped in turn, are fitted in the core and the ranking's rule picks; then, as in
-    ``_decide``, the pick less each of its terms, while the pick changes. Each closure's
+    terms dropped in turn, and the whole with each closure's pick swapped for one of its
+    rivals (``MAX_RIVALS``), are fitted in the core and the ranking's rule picks; then, as
+    in ``_decide``, the pick less each of its terms (or closures), while the pick changes. Each closure's
     own decision was made beside the other networks, retrained in every refit; here,
     network-free, a term that only helped a network along (ODEBench s37: `x_0^2 x_1`,
     fitted at 3e-5, beside the missing `-x_0`) is seen to be unneeded.
@@ -166,7 +175,7 @@ def _joint(space: Space, source: str, model: HybridModel,
     from hyarch.distill.distillation import less_one_term
     from hyarch.distill.policy import MAX_DISTILLED_TERMS
 
-    if not any(chosen for chosen, _ in decided.values()):
+    if not any(chosen for chosen, *_ in decided.values()):
         return None
 
     def null(records: list[Distillation]) -> list[Distillation]:
@@ -175,7 +184,7 @@ def _joint(space: Space, source: str, model: HybridModel,
 
     groups: dict[str, list[Distillation]] = {}
     dropped, bare = [], []  # bare: dropped with no per-state record to write its null from
-    for name, (chosen, per_state) in decided.items():
+    for name, (chosen, per_state, _) in decided.items():
         if chosen:
             groups[name] = chosen
         elif per_state:
@@ -189,6 +198,9 @@ def _joint(space: Space, source: str, model: HybridModel,
         for n in kept:
             if decided[n][1]:  # a null is written from its per-state records
                 variants.append(({**groups, n: null(decided[n][1])}, [*dropped, n]))
+    if refit is not None:  # each closure's rivals: here, with no network beside them
+        for n in kept:
+            variants += [({**groups, n: g}, dropped) for g in decided[n][2]]
 
     def render(v: tuple[dict[str, list[Distillation]], list[str]]) -> tuple:
         g, drop = v
@@ -202,9 +214,14 @@ def _joint(space: Space, source: str, model: HybridModel,
 
     def fewer(v: tuple[dict[str, list[Distillation]], list[str]]) -> list[tuple]:
         g, drop = v
-        return [({**g, n: [*ps[:i], f, *ps[i + 1:]]}, drop)
-                for n, ps in g.items() if n not in drop
-                for i, p in enumerate(ps) for f in less_one_term(p)]
+        live = [n for n in g if n not in drop]
+        out = [({**g, n: [*ps[:i], f, *ps[i + 1:]]}, drop)
+               for n, ps in g.items() if n not in drop
+               for i, p in enumerate(ps) for f in less_one_term(p)]
+        if len(live) > 1:  # less a whole closure (while one remains: none is the prior)
+            out += [({**g, n: null(decided[n][1])}, [*drop, n])
+                    for n in live if decided[n][1]]
+        return out
 
     def key(v: tuple[dict[str, list[Distillation]], list[str]]) -> tuple:
         g, drop = v
@@ -359,7 +376,9 @@ def _decide(space: Space, source: str, model: HybridModel, name: str,
     every term it adds needed?), and the rule picks again among all; and so on while the
     pick changes (backward elimination: a term goes when the fit without it is as good,
     within one standard error, with one value fewer). Returns ((the winning group, its
-    source) or None when none refits, one record per variant fitted)."""
+    source) or None when none refits, one record per variant fitted, the pick's rivals: at
+    most ``MAX_RIVALS`` other variants of its tier, which the whole mechanism refits
+    without the other closures' networks beside them)."""
     from hyarch.distill.distillation import less_one_term
     from hyarch.distill.policy import MAX_DISTILLED_TERMS
 
@@ -379,10 +398,14 @@ def _decide(space: Space, source: str, model: HybridModel, name: str,
                       render=lambda g: _item(space, source, model, name, g),
                       preference=_preference)
     if best is None:  # none refits: the regression's choice stands
-        return None, tried
+        return None, tried, []
+    # the rivals: the others of its tier, best score first
+    tier = [i for i, r in enumerate(tried) if i != best and r.get("tier") == tried[best]["tier"]]
+    tier.sort(key=lambda i: tried[i]["selection_log10_nmse"])
+    rivals = [variants[i] for i in tier[:MAX_RIVALS]]
     # queued where its refit ended: its own training starts there
     return ((variants[best], with_initial_values(items[best][1], tried[best]["parameters"])),
-            tried)
+            tried, rivals)
 
 
 def _eliminate(space: Space, cfg: Any, seconds: float, variants: list, items: list,
