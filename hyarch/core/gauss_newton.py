@@ -59,8 +59,8 @@ class LevenbergMarquardt:
         self.max_step = max_step
         # per replica: its last trial was rejected (it stays where it was, more damped)
         self.rejected = torch.zeros((R,), dtype=torch.bool, device=device)
-        # (data, its subsample, residuals, Jacobian) at the present parameters: a rejected
-        # step leaves every parameter where it was, so the next one reuses them
+        # (data, raw parameters, subsample, residuals, Jacobian): a rejected step leaves
+        # every parameter where it was, so the next step on the same data reuses them
         self._linearised: tuple | None = None
 
     # -- evaluations --------------------------------------------------------------
@@ -128,8 +128,11 @@ class LevenbergMarquardt:
         decrease the linearised model promises for the step; where it is below ``tol``
         for every live replica the optimum is reached and no trial is made.
         """
-        if self._linearised is not None and self._linearised[0] is data:
-            _, fit_data, r, J = self._linearised
+        raw_now = torch.stack([self.model._raw[n].detach() for n in self.names])
+        cached = self._linearised
+        if (cached is not None and cached[0] is data and cached[1].shape == raw_now.shape
+                and torch.equal(cached[1], raw_now)):
+            *_, fit_data, r, J = cached
         else:
             fit_data = data
             R, P = self.model.replicas, len(self.names)
@@ -138,7 +141,7 @@ class LevenbergMarquardt:
                 keep = max(1, int(MAX_JACOBIAN / (R * P * residuals / data.n)))
                 fit_data = data.select(torch.randperm(data.n)[:keep])
             r, J = self.jacobian(fit_data)
-            self._linearised = (data, fit_data, r, J)
+            self._linearised = (data, raw_now.clone(), fit_data, r, J)
         ok = torch.isfinite(r).all(-1) & torch.isfinite(J).all(-1).all(-1) & alive
         if not bool(ok.any()):
             raise GaussNewtonError("the residuals or their derivatives are not finite")
@@ -179,8 +182,6 @@ class LevenbergMarquardt:
         self.lam = torch.where(better, (self.lam / 3).clamp_min(LAM_MIN),
                                (self.lam * 4).clamp_max(LAM_MAX))
         self.rejected = ok & ~better
-        if bool(better.any()):  # moved: the next step linearises afresh
-            self._linearised = None
         return torch.where(better, trial, current), predicted
 
 
