@@ -161,13 +161,13 @@ def _joint(space: Space, source: str, model: HybridModel,
     whole mechanism in one.
 
     A closure that learned noise still distils to something (a small curve fit), so with
-    ``refit`` the rollout decides here too: the whole, and the whole with each closure's
-    terms dropped in turn, and the whole with each closure's pick swapped for one of its
-    rivals (``MAX_RIVALS``), are fitted in the core and the ranking's rule picks; then, as
-    in ``_decide``, the pick less each of its terms (or closures), while the pick changes. Each closure's
-    own decision was made beside the other networks, retrained in every refit; here,
-    network-free, a term that only helped a network along (ODEBench s37: `x_0^2 x_1`,
-    fitted at 3e-5, beside the missing `-x_0`) is seen to be unneeded.
+    ``refit`` the rollout decides here too: the whole, the whole with each closure's terms
+    dropped in turn, and the whole with each closure's pick swapped for one of its rivals
+    (``MAX_RIVALS``) are fitted in the core and the ranking's rule picks; then, as in
+    ``_decide``, the pick less each of its terms (or closures), while the pick changes.
+    Each closure's own decision was made beside the other networks, retrained in every
+    refit; here, network-free, a term that only helped a network along (ODEBench s37:
+    `x_0^2 x_1`, fitted at 3e-5, beside the missing `-x_0`) is seen to be unneeded.
 
     ``{"source", "parts": the records it is made of (a dropped closure's with no terms),
     "dropped": the closures set to their null, "refits", "reason"}``; ``source`` is None,
@@ -459,18 +459,6 @@ def _structure(group: list[Distillation]) -> tuple:
     return tuple((v.form, v.state, tuple(sorted(
         (t["kind"], t["name"]) for t in v.terms if t["kind"] != "shift")))
         for v in group)
-
-
-def _refit_and_pick(space: Space, items: list[tuple[dict, str | None, str | None]], cfg: Any,
-                    seconds: float = math.inf) -> tuple[int | None, list[dict[str, Any]]]:
-    """Fit each rendered candidate (``(record, source or None, why not)``) in the core on
-    ``space.train``, stopping on ``space.val``, within ``seconds`` in all; the ranking's
-    rule (``tiers``: the simplest within one standard error of the best, over the selection
-    split's trajectories or blocks of them) picks. Returns (the winner's index or None when
-    none refits, one record per item: its score, fitted values, refitted parameters,
-    place and evidence, or why it was not fitted)."""
-    tried, errors, sizes = _fit_items(space, items, cfg, seconds)
-    return _pick(tried, errors, sizes), tried
 
 
 def _fit_items(space: Space, items: list[tuple[dict, str | None, str | None]], cfg: Any,
