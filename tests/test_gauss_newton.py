@@ -129,15 +129,12 @@ def test_a_rejected_step_is_retried_shorter_not_taken_for_convergence():
         assert len(linearised) < n  # the rejected steps reused the linearisation
 
 
-class NearBound(HybridModel):
+class NearBound(Damped):
     """The damped pendulum with its damping bounded above at 1."""
 
     def setup(self):
         self.k = self.parameter(init=1.0, bounds=(0.1, 10.0))
         self.c = self.parameter(init=0.5, bounds=(0.01, 1.0))
-
-    def derivatives(self, t, s, u):
-        return {"x": s.v, "v": -self.k * torch.sin(s.x) - self.c * s.v}
 
 
 def test_a_start_near_a_bound_is_fitted_not_declared_converged():
