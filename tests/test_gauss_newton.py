@@ -33,13 +33,14 @@ class ScalarOnly(Damped):
         return {"x": s.v, "v": -k * torch.sin(s.x) - c * s.v}
 
 
-def _data(k=2.0, c=0.3, n=8, dtype=torch.float32) -> Trajectories:
+def _data(k=2.0, c=0.3, n=8, dtype=torch.float32, t=None, cls=None) -> Trajectories:
     g = torch.Generator().manual_seed(0)
-    t = torch.arange(25, dtype=dtype) * 0.3
-    model = Damped(("x", "v")).to(dtype)
+    t = torch.arange(25, dtype=dtype) * 0.3 if t is None else t
+    model = (cls or Damped)(("x", "v")).to(dtype)
     model.set_physical({"k": k, "c": c})
     y0 = torch.randn(n, 2, generator=g, dtype=dtype)
-    seed = Trajectories.from_arrays(t, torch.zeros(n, 25, 2, dtype=dtype), states=("x", "v"))
+    seed = Trajectories.from_arrays(t, torch.zeros(n, len(t), 2, dtype=dtype),
+                                    states=("x", "v"))
     with torch.no_grad():
         y = rollout(model, seed, y0=y0)
     return Trajectories.from_arrays(t, y, states=("x", "v"))
@@ -107,14 +108,7 @@ def test_a_rejected_step_is_retried_shorter_not_taken_for_convergence():
     linearisation (no new Jacobian), until one is accepted; the fit ends at the truth. It
     used to stop after four rejections where it began (k 1.5, c 0.3: loss 0.54), read as
     converged (ODEBench s36: a two-term refit left at its starting values)."""
-    g = torch.Generator().manual_seed(0)
-    t = torch.linspace(0.0, 40.0, 400)
-    truth = Damped(("x", "v"))
-    truth.set_physical({"k": 2.0, "c": 0.1})
-    seed = Trajectories.from_arrays(t, torch.zeros(2, 400, 2), states=("x", "v"))
-    with torch.no_grad():
-        y = rollout(truth, seed, y0=torch.randn(2, 2, generator=g))
-    data = Trajectories.from_arrays(t, y, states=("x", "v"))
+    data = _data(k=2.0, c=0.1, n=2, t=torch.linspace(0.0, 40.0, 400))
     for k0, c0 in [(1.5, 0.3), (1.8, 0.5)]:
         model = Damped(("x", "v"))
         model.set_physical({"k": k0, "c": c0})
@@ -144,14 +138,7 @@ def test_a_start_near_a_bound_is_fitted_not_declared_converged():
     converged after one iteration, where it began (ODEBench s36_x1_t0: a candidate queued
     at the hybrid's values was never fitted). Shortened as a whole, the step keeps its
     direction, and the fit ends at the truth."""
-    g = torch.Generator().manual_seed(0)
-    t = torch.linspace(0.0, 30.0, 300)
-    truth = NearBound(("x", "v"))
-    truth.set_physical({"k": 2.0, "c": 0.05})
-    seed = Trajectories.from_arrays(t, torch.zeros(2, 300, 2), states=("x", "v"))
-    with torch.no_grad():
-        y = rollout(truth, seed, y0=torch.randn(2, 2, generator=g))
-    data = Trajectories.from_arrays(t, y, states=("x", "v"))
+    data = _data(k=2.0, c=0.05, n=2, t=torch.linspace(0.0, 30.0, 300), cls=NearBound)
     for k0, c0 in [(2.4, 0.95), (1.9, 0.99), (2.1, 0.98)]:
         model = NearBound(("x", "v"))
         model.set_physical({"k": k0, "c": c0})
