@@ -184,8 +184,8 @@ class DampedOscillator(HybridModel):
 
 def test_a_candidate_that_nests_a_fitted_one_cannot_fit_worse():
     """Plain fitting from the declared start alone stalls far from the truth; the same
-    candidate started from its fitted parent (omega_sq) with the new term at its null value (c = 0)
-    fits at least as well as the parent did."""
+    candidate started from its fitted parent (omega_sq) with the new term at its null
+    value (c = 0) fits at least as well as the parent did."""
     train, val = oscillator_data(3, 0), oscillator_data(2, 1)
     curriculum = TrainConfig(windows=(2, 4, 8), stage_iters=60, final_iters=40, patience=20,
                              restarts=1)

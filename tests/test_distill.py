@@ -569,7 +569,7 @@ def test_the_refit_winner_is_tried_less_each_term_it_adds(pendulum):
     (both,) = distill(space, model)
     assert {t["code"] for t in both.terms} == {"s.omega", "s.omega * torch.abs(s.omega)"}
     won, records, _rivals = _decide(space, APHYNITY, model, "correction", [[both]],
-                           space.train_config())
+                                    space.train_config())
     assert len(records) == 3  # the pick, then the pick less each of its two terms
     assert records[0]["expressions"] == [f"domega/dt += {both.expression}"]
     (group, source) = won
@@ -606,7 +606,7 @@ def test_terms_go_one_at_a_time_while_the_pick_changes(pendulum):
                                     np.array([-0.2, -0.1, -0.05]))
     three = with_(fit, terms=records, expression=expression, shifts={}, alternatives=())
     won, records, _rivals = _decide(space, APHYNITY, model, "correction", [[three]],
-                           space.train_config())
+                                    space.train_config())
     (group, source) = won
     assert [t["code"] for t in group[0].terms if t["kind"] != "shift"] == ["s.omega"]
     # the three-term pick, less each (3), then the two-term pick less each (2 more)
