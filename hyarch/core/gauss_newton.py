@@ -130,8 +130,7 @@ class LevenbergMarquardt:
         """
         raw_now = torch.stack([self.model._raw[n].detach() for n in self.names])
         cached = self._linearised
-        if (cached is not None and cached[0] is data and cached[1].shape == raw_now.shape
-                and torch.equal(cached[1], raw_now)):
+        if cached is not None and cached[0] is data and torch.equal(cached[1], raw_now):
             *_, fit_data, r, J = cached
         else:
             fit_data = data
