@@ -485,6 +485,64 @@ def test_rational_terms_only_where_the_input_cannot_cross_a_pole():
     assert ks == pytest.approx([f * 2.0 for f in HALF_SATURATION], rel=1e-3)  # x's median
 
 
+def test_each_nonlinear_term_knows_the_library_term_it_is_to_leading_order():
+    # sin(x) and tanh(x) are x near zero; x/(K + x) is x/K, x^2/(K^2 + x^2) is x^2/K^2,
+    # y x/(K + x) is y x/K: checked by value on states a thousandth of K (and of one)
+    from hyarch.core.model import Named
+    from hyarch.distill.library import evaluate, rational_terms
+
+    x = torch.linspace(0.1, 4.0, 40, dtype=torch.float64)
+    s = Named({"x": x, "y": 3.0 - x}, "state")
+    u = Named({}, "input")
+    terms = generic_terms(("x", "y"), ("x", "y")) + rational_terms(("x", "y"), ("x", "y"), s, u)
+    names = {t.name for t in generic_terms(("x", "y"), ("x", "y"))}
+    leads = [t for t in terms if t.lead is not None]
+    assert {t.code for t in leads if t.template is None} == {
+        "torch.sin(s.x)", "torch.tanh(s.x)", "torch.sin(s.y)", "torch.tanh(s.y)"}
+    assert {t.template for t in leads if t.template} == {
+        "s.x / (K_x + s.x)", "s.x ** 2 / (K_x ** 2 + s.x ** 2)", "s.y * s.x / (K_x + s.x)"}
+    for t in leads:
+        assert t.lead in names  # a column of the library itself
+        k = min((p["init"] for p in t.fixed.values()), default=1.0)
+        small = Named({"x": 1e-3 * k * x / 4, "y": 1e-3 * (1.0 + x)}, "state")
+        ratio = evaluate(t.code, small, u, x) / (t.lead_factor * evaluate(t.lead, small, u, x))
+        assert torch.allclose(ratio, torch.ones_like(ratio), rtol=2e-3), t.name
+    # a term with no leading term of the library: cos, |x|, the monomials
+    assert not any(t.lead for t in terms if "cos" in t.code or "abs" in t.code
+                   or t.template is None and "torch" not in t.code)
+
+
+def test_a_nonlinear_stand_in_is_refitted_at_its_leading_order(pendulum):
+    # On states near zero sin(x) and x are nearly one column, and a network's slight
+    # curvature makes the regression take the nonlinear one: on ODEBench `-1.08 sin(x_0)`
+    # (s41) and `-9.03 x_0/(8.83 + x_0)` (s39) came back for the missing `-x_0`, and the
+    # linear term was never refitted. The pick is now also refitted with each term at its
+    # leading order; the data have the friction -0.2 omega, and the rollout takes it.
+    from dataclasses import replace as with_
+
+    from hyarch.distill.api import _decide
+    from hyarch.distill.distillation import _terms_of, leading_order
+
+    space = with_(pendulum, spec=pendulum.spec.model_copy(deep=True))
+    space.spec.hypotheses.clear()
+    model = exact_model(space, lambda theta, omega: -0.2 * omega)
+    (fit,) = distill(space, model)
+    sine = next(t for t in generic_terms(("theta", "omega"), space.states)
+                if t.code == "torch.sin(s.omega)")
+    records, expression = _terms_of([sine], np.array([-0.25]))
+    stand_in = with_(fit, terms=records, expression=expression, shifts={}, alternatives=())
+    (linear,) = leading_order(stand_in)
+    assert [(t["code"], t["coefficient"]) for t in linear.terms] == [("s.omega", -0.25)]
+    won, refits, _rivals = _decide(space, APHYNITY, model, "correction", [[stand_in]],
+                                   space.train_config())
+    (group, source) = won
+    assert [t["code"] for t in group[0].terms] == ["s.omega"] and "sin(s.omega)" not in source
+    assert len(refits) == 2  # the stand-in, then its leading order
+    first = next(r for r in refits if r.get("place") == 1)
+    assert first["parameters"]["c_omega"] == pytest.approx(-0.2, rel=0.02)
+    assert refits[0]["place"] == 2
+
+
 def test_cancelling_giant_coefficients_on_nearly_collinear_columns_are_not_a_fit():
     from hyarch.distill.sindy import MAX_GAIN
 

@@ -18,7 +18,7 @@ from hyarch.distill.candidate import (
     subclass_without_closure,
     with_initial_values,
 )
-from hyarch.distill.distillation import Distillation, _closure_names, distill
+from hyarch.distill.distillation import Distillation, _closure_names, distill, simpler
 from hyarch.spaces.space import Space
 
 # each closure's refits run beside the other closures' networks, trained anew in each: a
@@ -164,7 +164,8 @@ def _joint(space: Space, source: str, model: HybridModel,
     ``refit`` the rollout decides here too: the whole, the whole with each closure's terms
     dropped in turn, and the whole with each closure's pick swapped for one of its rivals
     (``MAX_RIVALS``) are fitted in the core and the ranking's rule picks; then, as in
-    ``_decide``, the pick less each of its terms (or closures), while the pick changes.
+    ``_decide``, the pick one step simpler (less each of its terms or closures, each term
+    at its leading order), while the pick changes.
     Each closure's own decision was made beside the other networks, retrained in every
     refit; here, network-free, a term that only helped a network along (ODEBench s37:
     `x_0^2 x_1`, fitted at 3e-5, beside the missing `-x_0`) is seen to be unneeded.
@@ -172,7 +173,6 @@ def _joint(space: Space, source: str, model: HybridModel,
     ``{"source", "parts": the records it is made of (a dropped closure's with no terms),
     "dropped": the closures set to their null, "refits", "reason"}``; ``source`` is None,
     with ``reason``, when it cannot be written; None when no closure distilled."""
-    from hyarch.distill.distillation import less_one_term
     from hyarch.distill.policy import MAX_DISTILLED_TERMS
 
     if not any(chosen for chosen, *_ in decided.values()):
@@ -217,7 +217,7 @@ def _joint(space: Space, source: str, model: HybridModel,
         live = [n for n in g if n not in drop]
         out = [({**g, n: [*ps[:i], f, *ps[i + 1:]]}, drop)
                for n, ps in g.items() if n not in drop
-               for i, p in enumerate(ps) for f in less_one_term(p)]
+               for i, p in enumerate(ps) for f in simpler(p)]
         if len(live) > 1:  # less a whole closure (while one remains: none is the prior)
             out += [({**g, n: null(decided[n][1])}, [*drop, n])
                     for n in live if decided[n][1]]
@@ -372,14 +372,13 @@ def _variants(bases: list[list[Distillation]],
 def _decide(space: Space, source: str, model: HybridModel, name: str,
             variants: list[list[Distillation]], cfg: Any, seconds: float = math.inf):
     """Fit each variant as a candidate; the ranking's rule on the selection split picks.
-    Where the pick adds two or more terms, it is then also fitted less each of them (is
-    every term it adds needed?), and the rule picks again among all; and so on while the
-    pick changes (backward elimination: a term goes when the fit without it is as good,
-    within one standard error, with one value fewer). Returns ((the winning group, its
+    The pick is then also fitted one step simpler (less each of its terms, where it adds
+    two or more: is every term needed?; each nonlinear term at its leading order), and the
+    rule picks again among all; and so on while the pick changes (backward elimination, as
+    ``_eliminate`` says). Returns ((the winning group, its
     source) or None when none refits, one record per variant fitted, the pick's rivals: at
     most ``MAX_RIVALS`` other variants of its tier, which the whole mechanism refits
     without the other closures' networks beside them)."""
-    from hyarch.distill.distillation import less_one_term
     from hyarch.distill.policy import MAX_DISTILLED_TERMS
 
     t0 = time.monotonic()
@@ -391,7 +390,7 @@ def _decide(space: Space, source: str, model: HybridModel, name: str,
 
     def fewer(group: list[Distillation]) -> list[list[Distillation]]:
         return [[*group[:i], f, *group[i + 1:]]
-                for i, p in enumerate(group) for f in less_one_term(p)]
+                for i, p in enumerate(group) for f in simpler(p)]
 
     best = _eliminate(space, cfg, seconds - (time.monotonic() - t0), variants, items,
                       (tried, errors, sizes), fewer=fewer, key=_structure,
@@ -413,10 +412,13 @@ def _eliminate(space: Space, cfg: Any, seconds: float, variants: list, items: li
                *, fewer, key, render, preference) -> int | None:
     """Backward elimination over fitted ``variants`` (``items`` their renderings,
     ``fitted`` what ``_fit_items`` returned for them; all three grow in place): the
-    ranking's rule picks; the pick is then fitted less each of its terms (``fewer``, each
-    structure once by ``key``; ``render`` writes one) and the rule picks again among all;
-    and so on while the pick changes. A term goes when the fit without it is as good,
-    within one standard error, with one value fewer. Returns the pick's index, or None
+    ranking's rule picks; the pick is then fitted one step simpler (``fewer``: less each
+    of its terms, each term at its leading order; each structure once by ``key``;
+    ``render`` writes one) and the rule picks again among all; and so on while the pick
+    changes. A term goes when the fit without it is as good, within one standard error,
+    with one value fewer; ``sin(x)`` becomes ``x`` when the two are as good (as many
+    values: ``preference`` prefers the library's earlier term), ``x/(K + x)`` becomes
+    ``x`` when that is as good with one value fewer. Returns the pick's index, or None
     when none was fitted."""
     tried, errors, sizes = fitted
     t0 = time.monotonic()

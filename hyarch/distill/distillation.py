@@ -190,11 +190,26 @@ def _terms_of(terms: list[Term], coef: np.ndarray) -> tuple[tuple[dict[str, Any]
         {"name": t.name, "kind": t.kind, "code": t.code, "coefficient": c,
          "parameter": t.parameter, "template": t.template,
          "bounds": list(t.bounds) if t.bounds else None,
-         "fixed": {n: dict(p) for n, p in t.fixed.items()}}
+         "fixed": {n: dict(p) for n, p in t.fixed.items()},
+         "lead": t.lead, "lead_factor": t.lead_factor}
         for t, c in chosen
     )
     expression = (" + ".join(_display(t, c) for t, c in chosen) or "0").replace("+ -", "- ")
     return records, expression
+
+
+def _record_term(t: dict[str, Any]) -> Term:
+    return Term(t["name"], t["kind"], t["code"], t.get("parameter"),
+                tuple(t["bounds"]) if t.get("bounds") else None, dict(t.get("fixed") or {}),
+                t.get("template"), t.get("lead"), float(t.get("lead_factor", 1.0)))
+
+
+def _with_terms(p: Distillation, terms: tuple[dict[str, Any], ...]) -> Distillation:
+    """``p`` made of ``terms`` (their coefficients are starting values: the refit fits
+    them again), its regression scores unknown."""
+    shown = [(_record_term(t), float(t["coefficient"])) for t in terms]
+    expression = (" + ".join(_display(t, c) for t, c in shown) or "0").replace("+ -", "- ")
+    return replace(p, terms=terms, expression=expression, explained=None, r2=None)
 
 
 def less_one_term(p: Distillation) -> list[Distillation]:
@@ -203,16 +218,34 @@ def less_one_term(p: Distillation) -> list[Distillation]:
     new = [i for i, t in enumerate(p.terms) if t["kind"] != "shift"]
     if len(new) < 2:
         return []
+    return [_with_terms(p, tuple(t for i, t in enumerate(p.terms) if i != j)) for j in new]
+
+
+def leading_order(p: Distillation) -> list[Distillation]:
+    """``p`` with each of its terms that has a leading order about zero (``Term.lead``)
+    replaced in turn by it: ``c sin(x)`` by ``c x``, ``c x/(K + x)`` by ``(c/K) x``. On
+    states near zero the two are one column, and a network's slight curvature picks the
+    nonlinear one (ODEBench: ``-1.08 sin(x_0)`` and ``-9.03 x_0/(8.83 + x_0)`` for
+    ``-x_0``); refitted, the rollout can tell whether the curvature is needed. A term
+    whose leading order the record already has is left as it is."""
+    names = {t["name"] for t in p.terms}
     out = []
-    for j in new:
-        kept = tuple(t for i, t in enumerate(p.terms) if i != j)
-        shown = [(Term(t["name"], t["kind"], t["code"], t.get("parameter"),
-                       tuple(t["bounds"]) if t.get("bounds") else None,
-                       dict(t.get("fixed") or {}), t.get("template")), float(t["coefficient"]))
-                 for t in kept]
-        expression = (" + ".join(_display(t, c) for t, c in shown) or "0").replace("+ -", "- ")
-        out.append(replace(p, terms=kept, expression=expression, explained=None, r2=None))
+    for j, t in enumerate(p.terms):
+        lead = t.get("lead")
+        if not lead or lead in names:
+            continue
+        simple = {"name": lead, "kind": "generic", "code": lead,
+                  "coefficient": float(t["coefficient"]) * float(t.get("lead_factor", 1.0)),
+                  "parameter": None, "template": None, "bounds": None, "fixed": {},
+                  "lead": None, "lead_factor": 1.0}
+        out.append(_with_terms(p, (*p.terms[:j], simple, *p.terms[j + 1:])))
     return out
+
+
+def simpler(p: Distillation) -> list[Distillation]:
+    """The records one step simpler than ``p`` that backward elimination refits: ``p``
+    less each of its new terms, and ``p`` with each term at its leading order."""
+    return [*less_one_term(p), *leading_order(p)]
 
 
 Twins = dict[str, list[tuple[Term, float]]]

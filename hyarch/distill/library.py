@@ -48,6 +48,10 @@ class Term:
     bounds: tuple[float, float] | None = None
     fixed: dict[str, dict[str, Any]] = field(default_factory=dict)
     template: str | None = None  # the hypothesis's own expression, parameters by name
+    # the library term this one is, to leading order about zero, times ``lead_factor``:
+    # sin(x) and tanh(x) are x, x/(K + x) is x/K (None: a monomial, or no such term)
+    lead: str | None = None
+    lead_factor: float = 1.0
 
 
 _IDENT = re.compile(r"(?<![\w.])([A-Za-z_]\w*)\b")
@@ -77,6 +81,13 @@ def _ref(name: str, states: Sequence[str]) -> str:
     return f"s.{name}" if name in states else f"u.{name}"
 
 
+def monomial(refs: Sequence[str]) -> str:
+    """The library's code for a product of inputs (each named once, with its power), in
+    the order given: ``s.x * s.y ** 2``."""
+    counts = {r: list(refs).count(r) for r in dict.fromkeys(refs)}
+    return " * ".join(r if k == 1 else f"{r} ** {k}" for r, k in counts.items())
+
+
 def generic_terms(inputs: Sequence[str], states: Sequence[str], *, degree: int = 3,
                   nonlinear: bool = True) -> list[Term]:
     """A constant, monomials up to ``degree`` and sin/cos/tanh/x|x| of each input."""
@@ -84,15 +95,13 @@ def generic_terms(inputs: Sequence[str], states: Sequence[str], *, degree: int =
     out = [Term("1", "generic", "1")]
     for d in range(1, degree + 1):
         for combo in itertools.combinations_with_replacement(range(len(refs)), d):
-            counts = {i: combo.count(i) for i in sorted(set(combo))}
-            code = " * ".join(refs[i] if k == 1 else f"{refs[i]} ** {k}"
-                              for i, k in counts.items())
+            code = monomial([refs[i] for i in combo])
             out.append(Term(code, "generic", code))
     if nonlinear:
         for r in refs:
             for fn in ("sin", "cos", "tanh"):
                 code = f"torch.{fn}({r})"
-                out.append(Term(code, "generic", code))
+                out.append(Term(code, "generic", code, lead=None if fn == "cos" else r))
             code = f"{r} * torch.abs({r})"
             out.append(Term(code, "generic", code))
         for a, b in itertools.permutations(refs, 2):
@@ -118,6 +127,7 @@ def rational_terms(inputs: Sequence[str], states: Sequence[str], s: Named, u: Na
     as a bounded parameter for the refit: the rollout, not the regression, sets K."""
     out = []
     refs = {n: _ref(n, states) for n in inputs}
+    order = {n: i for i, n in enumerate(inputs)}
     for x in inputs:
         vals = (s if x in states else u)[x].detach().double().reshape(-1)
         vals = vals[torch.isfinite(vals)]
@@ -126,15 +136,20 @@ def rational_terms(inputs: Sequence[str], states: Sequence[str], s: Named, u: Na
         med = float(vals[vals > 0].median())
         k_name = f"K_{x}"
         bounds = [med / 100, med * 100]
-        forms = [f"{refs[x]} / ({k_name} + {refs[x]})",
-                 f"{refs[x]} ** 2 / ({k_name} ** 2 + {refs[x]} ** 2)"]
-        forms += [f"{refs[y]} * {refs[x]} / ({k_name} + {refs[x]})" for y in inputs if y != x]
-        for template in forms:
+        # each form with its leading order about x = 0 (a monomial, over K to a power)
+        forms = [(f"{refs[x]} / ({k_name} + {refs[x]})", refs[x], 1),
+                 (f"{refs[x]} ** 2 / ({k_name} ** 2 + {refs[x]} ** 2)",
+                  monomial([refs[x], refs[x]]), 2)]
+        forms += [(f"{refs[y]} * {refs[x]} / ({k_name} + {refs[x]})",
+                   monomial([refs[n] for n in sorted((x, y), key=order.get)]), 1)
+                  for y in inputs if y != x]
+        for template, lead, power in forms:
             for f in HALF_SATURATION:
                 k = float(f"{f * med:.4g}")
                 code = substitute(template, {k_name: repr(k)})
                 out.append(Term(code, "generic", code, template=template,
-                                fixed={k_name: {"init": k, "bounds": bounds}}))
+                                fixed={k_name: {"init": k, "bounds": bounds}},
+                                lead=lead, lead_factor=k ** -power))
     return out
 
 
