@@ -96,6 +96,29 @@ def test_a_model_that_overflows_near_its_start_keeps_a_finite_start():
     assert all(p.requires_grad for p in model.parameters())
 
 
+class Edge(HybridModel):
+    def setup(self):
+        self.a = self.parameter(init=1.0, bounds=(0.1, 100.0))
+
+    def derivatives(self, t, s, u):  # decay, undefined above x = 0.55 (a root's domain)
+        return {"x": -self.a * s.x + 0 * torch.sqrt(0.55 - s.x)}
+
+
+def test_a_trial_start_where_the_model_is_undefined_fails_no_candidate():
+    # the samples pull the start up, past where the model is defined: L-BFGS's first trial
+    # start gave a NaN misfit with no slope, and torch's line search raised IndexError,
+    # which failed the candidate ("IndexError: list index out of range", ODEBench s21)
+    t = torch.linspace(0, 1, 20).expand(2, 20)
+    y = torch.ones(2, 20, 1)
+    y[:, 0] = 0.5
+    data = Trajectories(t=t, y=y, mask=torch.ones(2, 20, 1, dtype=bool), u=None,
+                        state_names=("x",))
+    model = make_factory(Edge, ("x",), (), {"x": 1.0})()
+    got = estimate_starts(model, data, 10, torch.ones(1))
+    assert got.shape == (2, 1) and bool(torch.isfinite(got).all())
+    assert float(got.min()) >= 0.5 and float(got.max()) < 0.55
+
+
 FRICTION = '''\
 import torch
 

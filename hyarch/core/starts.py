@@ -23,6 +23,8 @@ from hyarch.core.twin_fit import prefixes
 # a start moves at most this many state scales from its first observation: the start is
 # the first sample less its noise, and a noise level near a state's spread is no data
 MAX_OFFSET = 1.0
+# the misfit a trial start is given where the rollout from it is not finite
+HUGE = 1e30
 
 
 def without_first(data: Trajectories, n: int) -> Trajectories:
@@ -81,13 +83,17 @@ def estimate_starts(model: HybridModel, data: Trajectories, points: int, scales:
                     lowest = torch.where(gain, each, lowest)
                     best = torch.where(gain.reshape(shape), offset, best)
                 loss = each.sum()
-                if not torch.isfinite(loss):  # a diverged trial point: no way through it
-                    return loss.detach()
+                if not torch.isfinite(loss):
+                    # a trial start where the model is undefined or overflows: a huge loss
+                    # with no slope, so the line search backs off (a NaN loss with a zero
+                    # slope ended torch's line search in an IndexError)
+                    raw.grad = torch.zeros_like(raw)
+                    return torch.tensor(HUGE, dtype=loss.dtype)
                 loss.backward()
                 return loss
 
             opt.step(closure)
-    except (RuntimeError, ValueError, ArithmeticError):
+    except (RuntimeError, ValueError, ArithmeticError, LookupError):
         pass  # the optimiser broke down (overflow in a step): the best start seen stands
     finally:
         for p in frozen:
