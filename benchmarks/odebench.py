@@ -513,14 +513,12 @@ def run_hyarch(space_path: Path, run_dir: Path, budget: int, clean: np.ndarray,
     from hyarch.ranking.leaderboard import leaderboard
     from hyarch.runs import load_run
 
-    t0 = time.perf_counter()
-    if not (run_dir / "run.yaml").is_file():
-        hyarch.search(space_path, run=run_dir, budget=budget, workers=1, seed=0,
-                      overrides=training)
-        seconds = round(time.perf_counter() - t0, 1)
-    else:  # a run found on disk: the time its search took
-        seconds = round(load_run(run_dir).elapsed(), 1)
+    # a run found on disk (a search stopped part way: the machine went down) is resumed,
+    # its finished candidates kept; the time is every session's of its search
+    hyarch.search(space_path, run=run_dir, budget=budget, workers=1, seed=0,
+                  overrides=training, resume=(run_dir / "run.yaml").is_file())
     run = load_run(run_dir)
+    seconds = round(run.elapsed(), 1)
     ranked = [r for r in leaderboard(run) if r.ranked]
     if not ranked:
         return {"status": "failed", "r2": None, "recovered": False, "param_rel_error": {},

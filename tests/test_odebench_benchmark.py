@@ -170,10 +170,20 @@ def test_r2_and_the_summary_count_what_they_say(ob):
 
 
 @pytest.mark.slow
-def test_quick_mode_runs_all_four_methods_on_a_case_and_reads_it_back(ob, tmp_path, capsys):
+def test_quick_mode_runs_all_four_methods_on_a_case_and_reads_it_back(ob, every, tmp_path,
+                                                                     capsys):
     """The logistic case (s6 loses -0.5 x^2): PySINDy's cubic library recovers it from clean
     enough data, the exponential prior cannot fit the second start; a second call reads the
-    stored case instead of running it again."""
+    stored case instead of running it again. The case's search had stopped after one
+    candidate (the machine went down): it is resumed, that candidate kept."""
+    import hyarch
+
+    case = tmp_path / "quick" / "s6_x0_t1"
+    space = ob.write_space(every["s6_x0_t1"], case / "space", budget=1,
+                           condition=ob.CONDITION)
+    hyarch.search(space, run=case / "run", budget=1, workers=1, seed=0,
+                  overrides=ob.QUICK_TRAINING)
+    kept = (case / "run" / "candidates" / "c0001" / "metrics.json").read_bytes()
     argv = ["--quick", "--cases", "s6_x0_t1", "--budget", "2", "--out", str(tmp_path), "--json"]
     assert ob.main(argv) == 0
     first = json.loads(capsys.readouterr().out)
@@ -185,7 +195,8 @@ def test_quick_mode_runs_all_four_methods_on_a_case_and_reads_it_back(ob, tmp_pa
     assert first["prior"]["recovered_fraction"] == 0.0 and first["prior"]["accuracy_r2_0.9"] == 0
     assert first["aphynity"]["recovered_fraction"] == 0.0
     row = json.loads((tmp_path / "quick" / "s6_x0_t1" / "result.json").read_text())
-    assert len(list((tmp_path / "quick" / "s6_x0_t1" / "run" / "candidates").iterdir())) >= 2
+    assert len(list((case / "run" / "candidates").iterdir())) >= 2
+    assert (case / "run" / "candidates" / "c0001" / "metrics.json").read_bytes() == kept
     assert row["prior"]["r2"] is not None and row["prior"]["r2"] < 0.9
     assert ob.main(argv) == 0
     assert json.loads(capsys.readouterr().out) == first
