@@ -193,7 +193,7 @@ def run_job(job: dict[str, Any], lockdown=None,
     }
     # what is left of the wall-clock limit, less a reserve for saving and replying
     left = float(job.get("time_limit") or math.inf) - (time.perf_counter() - start) - 30.0
-    header["post"] = _post(post, space, job["source"], model, header, say, cfg, left)
+    header["post"] = _post(post, space, job["source"], model, header, say, cfg, scales, left)
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
     header["seconds"] = round(time.perf_counter() - start, 3)
@@ -354,7 +354,24 @@ def _twin_claims(model) -> dict[str, Any]:
     return out
 
 
-def _post(post: dict, space, source: str, model, header: dict, say, cfg,
+def _with_and_without(model, data: Trajectories, scales: torch.Tensor, cfg
+                      ) -> tuple[list[float], list[float]]:
+    """log10 nMSE per fold of ``data``, the closures on and switched off."""
+    from hyarch.core.metrics import per_trajectory_nmse
+
+    def folds() -> list[float]:
+        pred = rollout(model, data, method=cfg.method, substeps=cfg.substeps)
+        per = [float(v) for v in per_trajectory_nmse(pred, data, scales.to(pred))]
+        return [math.log10(max(v, 1e-30)) if math.isfinite(v) else math.inf for v in per]
+
+    with torch.no_grad():
+        on = folds()
+        with reduced(model):
+            off = folds()
+    return on, off
+
+
+def _post(post: dict, space, source: str, model, header: dict, say, cfg, scales,
           seconds_left: float = math.inf) -> dict[str, Any]:
     """Post-training steps that need the trained model: distillation (whose candidate
     terms are refitted in the core, within ``seconds_left``), profiles."""
@@ -368,9 +385,12 @@ def _post(post: dict, space, source: str, model, header: dict, say, cfg,
     if opts is not None and model.closures():
         from hyarch.distill.policy import worth_distilling
 
-        share = header.get("closure_share") or 0.0
         sel = (header.get("training") or {}).get("selection_nmse")
-        if opts.get("always") or worth_distilling(share, sel):
+        try:
+            on, off = _with_and_without(model, space.val, scales, cfg)
+        except Exception:  # noqa: BLE001 - a rollout that fails without them: they matter
+            on, off = [0.0], [math.inf]
+        if opts.get("always") or worth_distilling(sel, on, off):
             say(TrainingProgress("distilling"))
             try:
                 from hyarch.distill import distill_candidate
