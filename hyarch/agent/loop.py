@@ -123,8 +123,12 @@ class Session:
             closure_share_cap=spec.objectives.closure_share_cap,
             plausible=tuple((k, float(lo), float(hi))
                             for k, (lo, hi) in spec.objectives.plausible.items()))
-        timeout = cfg.timeout or (cfg.overrides.get("max_seconds") or
-                                  spec.training.max_seconds) * 1.5 + 60
+        # a candidate's wall-clock limit: its training budget and a half, and a minute;
+        # where closures are distilled, one budget more, which the refits of the distilled
+        # variants share (each at most a budget; on ODEBench's two-state systems the
+        # half-budget left after training cut them short, whole-mechanism ones first)
+        seconds = cfg.overrides.get("max_seconds") or spec.training.max_seconds
+        timeout = cfg.timeout or seconds * (2.5 if cfg.distill else 1.5) + 60
         self.limits = Limits(timeout=timeout, memory_mb=cfg.memory_mb,
                              threads=max(1, cfg.threads))
         if self.proposer is None:

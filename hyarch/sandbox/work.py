@@ -269,7 +269,7 @@ def _refit_accurately(factory, train, selection, cfg, fitted, progress=None):
         if not acc.converged or need <= substeps:
             break
         # training's time budget is shared with the first fit (a quarter of it at least:
-        # the candidate's wall-clock limit is 1.5 budgets and a minute)
+        # the candidate's wall-clock limit is at least 1.5 budgets and a minute)
         left = max(cfg.max_seconds - fitted.seconds, cfg.max_seconds / 4)
         finer = replace(cfg, substeps=need, max_seconds=left)
         if not hybrid:
