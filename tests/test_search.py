@@ -205,3 +205,19 @@ def test_only_closures_of_candidates_that_fit_are_distilled():
     assert not worth_distilling(1e-6, on, [v + 0.02 for v in on])
     assert not worth_distilling(1e-6, on, [v - 0.3 for v in on])  # better without it
     assert not worth_distilling(None, on, [v + 2.0 for v in on])  # no selection score at all
+
+
+def test_distilled_candidates_without_networks_are_evaluated_first():
+    # ODEBench s41: one hybrid's per-closure candidate (its other network kept) took the
+    # budget's last place, and another hybrid's network-free candidate, the truth, was
+    # never evaluated
+    from hyarch.agent.artifacts import network_free_first
+    from hyarch.agent.base import Proposal
+
+    friction = FRICTION.read_text()
+    queue = [Proposal(HYBRID, "distill", parents=("c0002",)),
+             Proposal(friction, "distill", parents=("c0002",)),
+             Proposal(HYBRID.replace("(8, 8)", "(4, 4)"), "distill", parents=("c0003",)),
+             Proposal(friction, "distill", parents=("c0003",))]
+    got = network_free_first(queue)
+    assert got == [queue[1], queue[3], queue[0], queue[2]]

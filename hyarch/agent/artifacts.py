@@ -67,6 +67,17 @@ def distilled_choices(cid: str, entries: list[dict[str, Any]],
     return out
 
 
+def network_free_first(queue: list[Proposal]) -> list[Proposal]:
+    """The distilled candidates in the order they are evaluated: network-free ones first,
+    from every hybrid, then those that keep a network; each in the order they came. A
+    budget that cannot hold the queue keeps the mechanisms (ODEBench s41: one hybrid's
+    per-closure candidate, its other network kept, took the last place; another hybrid's
+    network-free one, the truth, was left unevaluated)."""
+    from hyarch.sandbox.checks import network_floor
+
+    return sorted(queue, key=lambda p: network_floor(p.source) > 0)
+
+
 def keep_distillation(run: Run, cid: str, entries: list[dict[str, Any]],
                       progress: Callable[[str], None],
                       parent_choices: dict[str, Any] | None = None) -> list[Proposal]:

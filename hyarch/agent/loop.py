@@ -22,7 +22,12 @@ from typing import Any
 from optuna.trial import TrialState
 
 from hyarch.agent.admission import DUPLICATE_ELSEWHERE, Admission
-from hyarch.agent.artifacts import distillations, keep_distillation, upload_artifacts
+from hyarch.agent.artifacts import (
+    distillations,
+    keep_distillation,
+    network_free_first,
+    upload_artifacts,
+)
 from hyarch.agent.base import Feedback, PoolEntry, Proposal, Proposer
 from hyarch.agent.budget import Budget, llm_usage
 from hyarch.agent.config import RunSummary, SearchConfig, SearchError
@@ -636,8 +641,9 @@ class Session:
         if extra.get("distilled"):  # the child distils only what is worth distilling
             parent = (prop.choices if prop is not None else None) or \
                 self.run.read_candidate(cid).meta.get("choices") or {}
-            self._distilled += keep_distillation(self.run, cid, extra["distilled"],
-                                                 self.progress, parent_choices=parent)
+            self._distilled = network_free_first(
+                self._distilled + keep_distillation(self.run, cid, extra["distilled"],
+                                                    self.progress, parent_choices=parent))
         entry = self._finish(cid, prop, ev, weights)
         self.progress(candidate_line(cid, ev))
         return cid, prop, entry
