@@ -29,6 +29,8 @@ def worth_distilling(nmse: float | None, on: list[float], off: list[float]) -> b
         return False
     tier = {c: ev.tier for c, ev in tiers({"on": on, "off": off}, {"on": 1, "off": 0})}
     return tier["on"] < tier["off"]
+
+
 # a distillation with more terms than this is a curve fit, not a mechanism: it is neither
 # queued as a candidate nor added to the offline grammar
 MAX_DISTILLED_TERMS = 4
