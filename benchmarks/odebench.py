@@ -236,15 +236,13 @@ def initial_guess(name: str, value: float) -> tuple[float, tuple[float, float]]:
     return init, (lo, hi)
 
 
-def prior_source(case: Case) -> str:
-    eqs = case.prior_equations()
+def _model_source(case: Case, eqs: list, consts: dict[str, tuple[float, tuple]],
+                  doc: str) -> str:
     lines = ["import torch", "", "from hyarch import HybridModel", "", "",
              "class Model(HybridModel):",
-             f'    """ODEBench system {case.system["id"]} with one term left out."""', "",
+             f'    """ODEBench system {case.system["id"]} {doc}."""', "",
              "    def setup(self):"]
-    consts = case.prior_constants()
-    for name in consts:
-        init, (lo, hi) = initial_guess(name, case.truth[name])
+    for name, (init, (lo, hi)) in consts.items():
         lines.append(f"        self.{name} = self.parameter(init={init!r}, bounds=({lo!r}, {hi!r}))")
     if not consts:
         lines.append("        pass")
@@ -253,6 +251,23 @@ def prior_source(case: Case) -> str:
                      for i, e in enumerate(eqs))
     lines += ["", "    def derivatives(self, t, s, u):", f"        return {{{body}}}", ""]
     return "\n".join(lines)
+
+
+def prior_source(case: Case) -> str:
+    return _model_source(case, case.prior_equations(),
+                         {n: initial_guess(n, case.truth[n]) for n in case.prior_constants()},
+                         "with one term left out")
+
+
+def truth_source(case: Case) -> str:
+    """The true equations as a candidate, every constant a parameter starting at its true
+    value (bounds a decade each side): the reference for what the data can tell."""
+    names = sorted(case.truth, key=lambda n: int(n[2:]))
+    consts = {}
+    for n in names:
+        v = float(case.truth[n])
+        consts[n] = (v, tuple(sorted((float(f"{v / 10:.6g}"), float(f"{v * 10:.6g}")))))
+    return _model_source(case, case.equations(), consts, "as it is (the truth)")
 
 
 def write_space(case: Case, folder: Path, *, budget: int, training: dict | None = None,
@@ -580,6 +595,69 @@ def run_case(case: Case, out: Path, budget: int, quick: bool,
     return row
 
 
+# -- what the data can tell -----------------------------------------------------------------
+
+
+def run_oracle(case: Case, folder: Path, training: dict) -> dict:
+    """The true equations (constants fitted from the truth) and the prior, each fitted and
+    scored on the case's validation split as any candidate is, beside hyarch's winner; the
+    ranking's rule (one standard error of the validation folds) compares them. Where the
+    prior shares the truth's tier, the data cannot tell that the term is missing: no
+    method that selects on these data can be expected to put it back. Where hyarch's winner
+    shares it (or beats it), the winner fits as well as the truth. Validation data only;
+    the test split is scored for the truth's R^2, nothing else."""
+    from hyarch.evaluate import evaluate_source
+    from hyarch.ranking.leaderboard import leaderboard
+    from hyarch.ranking.rule import complexity_of, log_errors, tiers
+    from hyarch.runs import load_run
+    from hyarch.spaces.loader import load_space
+
+    space = load_space(folder / "space" / "space.yaml")
+    clean = np.load(folder / "space" / "clean.npz")["test"]
+    errors, sizes, out = {}, {}, {}
+    for label, src in (("truth", truth_source(case)), ("prior", prior_source(case))):
+        ev = evaluate_source(space, src, filename=f"<{label}>", overrides=training)
+        errors[label], sizes[label] = log_errors(ev.result), complexity_of(ev.result)
+        if label == "truth":
+            test = _from_observed_start(ev.predictions)
+            out["truth_r2"] = r2(None if test is None else test[0], clean)
+            out["truth_parameters"] = ev.result.get("parameters") or {}
+    ranked = [x for x in leaderboard(load_run(folder / "run")) if x.ranked]
+    if ranked:
+        errors["hyarch"] = log_errors(ranked[0].record.result)
+        sizes["hyarch"] = complexity_of(ranked[0].record.result)
+    live = {k: v for k, v in errors.items() if v is not None}
+    out["val_score"] = {k: sum(v) / len(v) for k, v in live.items()}
+
+    def tier_of(a: str, b: str) -> tuple[int, int] | None:
+        if a not in live or b not in live:
+            return None
+        t = {k: ev.tier for k, ev in tiers({a: live[a], b: live[b]},
+                                           {a: sizes[a], b: sizes[b]})}
+        return t[a], t[b]
+
+    pair = tier_of("truth", "prior")
+    out["identifiable"] = None if pair is None else pair[0] < pair[1]
+    pair = tier_of("truth", "hyarch")
+    out["hyarch_as_good_as_truth"] = None if pair is None else pair[1] <= pair[0]
+    return out
+
+
+def why_not(row: dict) -> str:
+    """Why hyarch did not put the term back, from ``run_oracle``'s comparison."""
+    h, o = row["hyarch"], row.get("oracle") or {}
+    if h.get("recovered"):
+        return "recovered"
+    if o.get("identifiable") is False:
+        return "not identifiable: the prior alone fits as well as the truth"
+    if o.get("hyarch_as_good_as_truth"):
+        return ("a network fits as well as the truth" if h.get("neural")
+                else "another form fits as well as the truth")
+    if o.get("hyarch_as_good_as_truth") is False:
+        return "short of the truth: " + ("a network" if h.get("neural") else "network-free")
+    return "unknown"
+
+
 # -- tables ---------------------------------------------------------------------------------
 
 
@@ -634,6 +712,35 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def oracle_pass(named: list[Case], out: Path, quick: bool) -> int:
+    rows = []
+    for case in named:
+        done = out / case.name / "result.json"
+        if not done.is_file():
+            continue
+        row = json.loads(done.read_text())
+        if "oracle" not in row:
+            t0 = time.perf_counter()
+            row["oracle"] = run_oracle(case, out / case.name,
+                                       dict(QUICK_TRAINING) if quick else {})
+            done.write_text(json.dumps(row, indent=1, default=str) + "\n")
+            print(f"{case.name}: {why_not(row)} ({time.perf_counter() - t0:.0f} s)",
+                  file=sys.stderr, flush=True)
+        rows.append(run_case(case, out, 0, quick))  # read back, judged by today's rule
+        rows[-1]["oracle"] = row["oracle"]
+    counts: dict[str, int] = {}
+    lines = ["| case | removed term | hyarch R^2 | truth R^2 | why |", "|---|---|---|---|---|"]
+    for row in rows:
+        reason = why_not(row)
+        counts[reason] = counts.get(reason, 0) + 1
+        lines.append(f"| {row['case']} | `{row['removed']}` | {_fmt_r2(row['hyarch']['r2'])} |"
+                     f" {_fmt_r2(row['oracle'].get('truth_r2'))} | {reason} |")
+    lines += ["", "| hyarch, by case | cases |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])]
+    print("\n".join(lines))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
@@ -646,6 +753,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="samples each scored rollout's start is fitted to (splits.condition;"
                          f" default {CONDITION}; 0: start at the first observation)")
     ap.add_argument("--list", action="store_true", help="list the cases and stop")
+    ap.add_argument("--oracle", action="store_true",
+                    help="for the finished cases named: fit the true equations and the prior"
+                         " on validation beside hyarch's winner, and say why each term hyarch"
+                         " did not put back was missed (kept in result.json)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--convert", metavar="STRAGATZ_PY",
                     help="write benchmarks/data/odebench.json from ODEBench's file and stop")
@@ -670,6 +781,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     budget = args.budget or (QUICK_BUDGET if args.quick else 24)
     out = Path(args.out) / ("quick" if args.quick else "full")
+    if args.oracle:
+        return oracle_pass([by_name[n] for n in names], out, args.quick)
     rows = []
     for n in names:
         t0 = time.perf_counter()

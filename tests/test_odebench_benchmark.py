@@ -58,6 +58,30 @@ def test_every_case_is_the_truth_minus_one_term(ob, every):
     assert str(every["s18_x0_t1"].removed()) == "-c_2*x_0/(c_3 + x_0)"
 
 
+def test_the_truth_candidate_is_the_system_with_its_constants_at_their_values(ob, every):
+    import torch
+
+    from hyarch.core.candidate import load_model_class, make_factory
+
+    rng = np.random.default_rng(0)
+    for name in ("s12_x0_t0", "s41_x0_t0", "s43_x1_t2"):
+        case = every[name]
+        dim = case.system["dim"]
+        states = tuple(f"x_{i}" for i in range(dim))
+        model = make_factory(load_model_class(ob.truth_source(case)), states, (),
+                             dict.fromkeys(states, 1.0))()
+        assert model.physical_values() == pytest.approx(case.truth, rel=1e-6)
+        x = rng.uniform(0.2, 2.0, size=(5, dim))
+        with torch.no_grad():
+            got = model.vector_field(torch.zeros(5), torch.tensor(x, dtype=torch.float32),
+                                     None).numpy()
+        syms = sp.symbols(states)
+        for i, eq in enumerate(case.equations()):
+            f = sp.lambdify(syms, eq.subs({sp.Symbol(k): v for k, v in case.truth.items()}))
+            want = np.array([float(f(*row)) for row in x])
+            assert got[:, i] == pytest.approx(want, rel=1e-4, abs=1e-5), name
+
+
 def test_the_prior_starts_away_from_the_truth_within_bounds(ob, every):
     case = every["s18_x0_t1"]
     src = ob.prior_source(case)
@@ -200,3 +224,24 @@ def test_quick_mode_runs_all_four_methods_on_a_case_and_reads_it_back(ob, every,
     assert row["prior"]["r2"] is not None and row["prior"]["r2"] < 0.9
     assert ob.main(argv) == 0
     assert json.loads(capsys.readouterr().out) == first
+    # what the data can tell: the truth, refitted, against the prior and hyarch's winner
+    assert ob.main(["--quick", "--cases", "s6_x0_t1", "--out", str(tmp_path), "--oracle"]) == 0
+    oracle = json.loads((case / "result.json").read_text())["oracle"]
+    assert oracle["identifiable"] is True  # the prior's exponential misses the saturation
+    assert oracle["truth_r2"] > 0.99
+    assert oracle["val_score"]["truth"] < oracle["val_score"]["prior"]
+    assert "| s6_x0_t1 |" in capsys.readouterr().out
+
+
+def test_why_a_term_was_not_put_back_follows_the_validation_comparison(ob):
+    def row(recovered, neural, identifiable, as_good):
+        return {"hyarch": {"recovered": recovered, "neural": neural},
+                "oracle": {"identifiable": identifiable, "hyarch_as_good_as_truth": as_good}}
+
+    assert ob.why_not(row(True, False, True, True)) == "recovered"
+    assert ob.why_not(row(False, False, False, True)).startswith("not identifiable")
+    assert ob.why_not(row(False, True, True, True)) == "a network fits as well as the truth"
+    assert ob.why_not(row(False, False, True, True)) == "another form fits as well as the truth"
+    assert ob.why_not(row(False, True, True, False)) == "short of the truth: a network"
+    assert ob.why_not(row(False, False, True, False)) == "short of the truth: network-free"
+    assert ob.why_not({"hyarch": {"recovered": False}}) == "unknown"
