@@ -712,6 +712,31 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def carry(export: str | None, restore: str | None, names: list[str], out: Path) -> int:
+    """``--export``: the finished cases' ``result.json`` as lines of ``export``.
+    ``--restore``: each line of ``restore`` back as ``out/<case>/result.json`` where there
+    is none (a long table outlives a machine: the searches' folders are not kept, the
+    results are)."""
+    if export:
+        rows = [(out / n / "result.json").read_text() for n in names
+                if (out / n / "result.json").is_file()]
+        Path(export).write_text("".join(json.dumps(json.loads(r)) + "\n" for r in rows))
+        print(f"{len(rows)} finished case(s) written to {export}")
+    if restore:
+        put = 0
+        for line in Path(restore).read_text().splitlines():
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            done = out / row["case"] / "result.json"
+            if not done.is_file():
+                done.parent.mkdir(parents=True, exist_ok=True)
+                done.write_text(json.dumps(row, indent=1) + "\n")
+                put += 1
+        print(f"{put} case(s) put back under {out}")
+    return 0
+
+
 def oracle_pass(named: list[Case], out: Path, quick: bool) -> int:
     rows = []
     for case in named:
@@ -753,6 +778,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="samples each scored rollout's start is fitted to (splits.condition;"
                          f" default {CONDITION}; 0: start at the first observation)")
     ap.add_argument("--list", action="store_true", help="list the cases and stop")
+    ap.add_argument("--export", metavar="JSONL",
+                    help="write the finished cases' results, one JSON object a line, and stop")
+    ap.add_argument("--restore", metavar="JSONL",
+                    help="put results written by --export back under --out (a case already"
+                         " there is kept), so that a run goes on where they left off, and stop")
     ap.add_argument("--oracle", action="store_true",
                     help="for the finished cases named: fit the true equations and the prior"
                          " on validation beside hyarch's winner, and say why each term hyarch"
@@ -781,6 +811,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     budget = args.budget or (QUICK_BUDGET if args.quick else 24)
     out = Path(args.out) / ("quick" if args.quick else "full")
+    if args.export or args.restore:
+        return carry(args.export, args.restore, names, out)
     if args.oracle:
         return oracle_pass([by_name[n] for n in names], out, args.quick)
     rows = []

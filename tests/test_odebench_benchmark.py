@@ -231,6 +231,17 @@ def test_quick_mode_runs_all_four_methods_on_a_case_and_reads_it_back(ob, every,
     assert oracle["truth_r2"] > 0.99
     assert oracle["val_score"]["truth"] < oracle["val_score"]["prior"]
     assert "| s6_x0_t1 |" in capsys.readouterr().out
+    # a table outlives the machine: its results go to one file and come back elsewhere
+    saved, elsewhere = tmp_path / "table.jsonl", tmp_path / "elsewhere"
+    assert ob.main(["--quick", "--cases", "s6_x0_t1", "--out", str(tmp_path),
+                    "--export", str(saved)]) == 0
+    assert ob.main(["--out", str(elsewhere), "--quick", "--restore", str(saved)]) == 0
+    back = json.loads((elsewhere / "quick" / "s6_x0_t1" / "result.json").read_text())
+    assert back == json.loads((case / "result.json").read_text())
+    capsys.readouterr()  # and a run there reads it back, its search not redone
+    assert ob.main([*argv[:-3], "--out", str(elsewhere), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == first
+    assert not (elsewhere / "quick" / "s6_x0_t1" / "run").exists()
 
 
 def test_why_a_term_was_not_put_back_follows_the_validation_comparison(ob):
