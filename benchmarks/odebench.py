@@ -622,7 +622,8 @@ def run_oracle(case: Case, folder: Path, training: dict) -> dict:
             test = _from_observed_start(ev.predictions)
             out["truth_r2"] = r2(None if test is None else test[0], clean)
             out["truth_parameters"] = ev.result.get("parameters") or {}
-    ranked = [x for x in leaderboard(load_run(folder / "run")) if x.ranked]
+    ranked = ([x for x in leaderboard(load_run(folder / "run")) if x.ranked]
+              if (folder / "run" / "run.yaml").is_file() else [])  # restored: no search kept
     if ranked:
         errors["hyarch"] = log_errors(ranked[0].record.result)
         sizes["hyarch"] = complexity_of(ranked[0].record.result)
