@@ -232,8 +232,13 @@ def initial_guess(name: str, value: float) -> tuple[float, tuple[float, float]]:
     of the start, sign kept."""
     init = value * INIT_FACTOR if int(name[2:]) % 2 == 0 else value / INIT_FACTOR
     init = float(f"{init:.6g}")
-    lo, hi = sorted((float(f"{init / 10:.6g}"), float(f"{init * 10:.6g}")))
-    return init, (lo, hi)
+    return init, _decade(init)
+
+
+def _decade(value: float) -> tuple[float, float]:
+    """Bounds a decade each side of ``value``, sign kept."""
+    lo, hi = sorted((float(f"{value / 10:.6g}"), float(f"{value * 10:.6g}")))
+    return lo, hi
 
 
 def _model_source(case: Case, eqs: list, consts: dict[str, tuple[float, tuple]],
@@ -263,10 +268,7 @@ def truth_source(case: Case) -> str:
     """The true equations as a candidate, every constant a parameter starting at its true
     value (bounds a decade each side): the reference for what the data can tell."""
     names = sorted(case.truth, key=lambda n: int(n[2:]))
-    consts = {}
-    for n in names:
-        v = float(case.truth[n])
-        consts[n] = (v, tuple(sorted((float(f"{v / 10:.6g}"), float(f"{v * 10:.6g}")))))
+    consts = {n: (float(case.truth[n]), _decade(float(case.truth[n]))) for n in names}
     return _model_source(case, case.equations(), consts, "as it is (the truth)")
 
 
